@@ -1,0 +1,201 @@
+"""SchemaGuardian models of the hot store (Firestore collections written by the trading bot).
+
+Each model is the contract of one collection. ``extra="forbid"`` makes a misspelt or unexpected field an
+error instead of data that silently never reaches the warehouse. The ``archived_*`` fields are written
+only by goldthread when a record has been archived to the warehouse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from goldthread.models.types import Identifier, Money, Quantity, Symbol, Text, UtcDatetime, Version
+
+
+class AssetClass(StrEnum):
+    """What kind of instrument a signal or position trades."""
+
+    CRYPTO = "crypto"
+    EQUITY = "equity"
+    OPTION = "option"
+
+
+class Side(StrEnum):
+    """Direction of a trade: long profits when price rises, short when it falls."""
+
+    LONG = "long"
+    SHORT = "short"
+
+
+class SignalStatus(StrEnum):
+    """Life cycle of a signal in ``live_signals``."""
+
+    ACTIVE = "ACTIVE"
+    EXECUTED = "EXECUTED"
+    EXPIRED = "EXPIRED"
+    REJECTED = "REJECTED"
+
+
+class PositionStatus(StrEnum):
+    """Life cycle of a position in ``live_positions``."""
+
+    OPEN = "OPEN"
+    CLOSED = "CLOSED"
+
+
+class HotDocument(BaseModel):
+    """Base of every hot document: strict fields plus goldthread's archive mark."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    archived_run_id: Identifier | None = Field(default=None, description="Run that archived this record.")
+    archived_at: UtcDatetime | None = Field(default=None, description="When it was archived (UTC).")
+    is_canary: bool = Field(default=False, description="Written by the Golden Thread canary, not a bot.")
+
+
+class LiveSignal(HotDocument):
+    """A trading signal as the bot emitted it (collection ``live_signals``)."""
+
+    signal_id: Identifier
+    strategy_id: Identifier
+    strategy_version: Version
+    symbol: Symbol
+    asset_class: AssetClass
+    side: Side
+    signal_price: Money = Field(gt=0, description="Price when the signal was generated.")
+    take_profit: Money = Field(gt=0, description="Target price; above entry for long, below for short.")
+    stop_loss: Money = Field(gt=0, description="Stop price; below entry for long, above for short.")
+    created_at: UtcDatetime
+    expires_at: UtcDatetime
+    status: SignalStatus
+
+    @model_validator(mode="after")
+    def _check_barriers_and_times(self) -> Self:
+        if self.expires_at <= self.created_at:
+            raise ValueError("expires_at must be after created_at")
+        if self.side is Side.LONG and not (self.stop_loss < self.signal_price < self.take_profit):
+            raise ValueError("a long signal needs stop_loss < signal_price < take_profit")
+        if self.side is Side.SHORT and not (self.take_profit < self.signal_price < self.stop_loss):
+            raise ValueError("a short signal needs take_profit < signal_price < stop_loss")
+        return self
+
+    @property
+    def initial_risk(self) -> Money:
+        """Distance from entry to stop per unit: the R in R-multiples."""
+        return abs(self.signal_price - self.stop_loss)
+
+
+class RejectedSignal(LiveSignal):
+    """A signal the risk filter refused (collection ``rejected_signals``)."""
+
+    rejection_reason: Identifier = Field(description="Machine-readable reason code, e.g. MAX_EXPOSURE.")
+    rejected_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _check_rejection(self) -> Self:
+        if self.status is not SignalStatus.REJECTED:
+            raise ValueError("a rejected signal must have status REJECTED")
+        if self.rejected_at < self.created_at:
+            raise ValueError("rejected_at must not be before created_at")
+        return self
+
+
+class LivePosition(HotDocument):
+    """A position the bot opened (collection ``live_positions``); CLOSED ones are archived by Loop A.
+
+    Fill prices may be missing or zero: Alpaca reports 0 until an order placed outside market hours is
+    processed. The price patch repairs them; Loop A records the broker's own fill beside them.
+    """
+
+    position_id: Identifier
+    signal_id: Identifier
+    strategy_id: Identifier
+    strategy_version: Version
+    symbol: Symbol
+    asset_class: AssetClass
+    side: Side
+    qty: Quantity = Field(gt=0, description="Units held: shares, coins or contracts.")
+    entry_order_id: Identifier
+    exit_order_id: Identifier | None = None
+    entry_filled_avg_price: Money | None = Field(default=None, ge=0)
+    exit_filled_avg_price: Money | None = Field(default=None, ge=0)
+    opened_at: UtcDatetime
+    closed_at: UtcDatetime | None = None
+    status: PositionStatus
+    est_fee_usd: Money = Field(ge=0, description="Fee the bot estimated when trading.")
+    multiplier: Quantity = Field(default=1, gt=0, description="Contract size (100 for US options).")
+
+    @model_validator(mode="after")
+    def _check_closed(self) -> Self:
+        if self.status is PositionStatus.CLOSED:
+            missing = [f for f in ("exit_order_id", "closed_at") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"a CLOSED position needs {', '.join(missing)}")
+            assert self.closed_at is not None
+            if self.closed_at < self.opened_at:
+                raise ValueError("closed_at must not be before opened_at")
+        elif self.closed_at is not None:
+            raise ValueError("an OPEN position must not have closed_at")
+        return self
+
+
+class Strategy(HotDocument):
+    """One deployed version of a strategy (collection ``strategies``, id ``{strategy_id}:{version}``)."""
+
+    strategy_id: Identifier
+    version: Version
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters of this version.")
+    deployed_at: UtcDatetime
+
+
+class RunStatus(StrEnum):
+    """Status of a run in ``job_metadata``."""
+
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+    STALLED = "STALLED"
+
+
+TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.STALLED})
+
+
+class JobMetadata(BaseModel):
+    """One run of a loop, patch or replay (collection ``job_metadata``).
+
+    The counters always reconcile once the run is finished:
+    ``published = loaded + duplicates + dead_lettered``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: Identifier
+    loop: Identifier
+    ds: dt.date
+    git_hash: str = Field(max_length=64)
+    status: RunStatus
+    started_at: UtcDatetime
+    heartbeat_at: UtcDatetime
+    dispatched_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
+    published: int = Field(default=0, ge=0)
+    loaded: int = Field(default=0, ge=0)
+    duplicates: int = Field(default=0, ge=0)
+    dead_lettered: int = Field(default=0, ge=0)
+    error: Text | None = None
+    details: dict[str, Any] = Field(default_factory=dict, description="Loop-specific figures.")
+
+    @property
+    def processed(self) -> int:
+        """Items with a final outcome so far."""
+        return self.loaded + self.duplicates + self.dead_lettered
+
+    @property
+    def reconciled(self) -> bool:
+        """True when every published item has exactly one final outcome."""
+        return self.dispatched_at is not None and self.processed == self.published

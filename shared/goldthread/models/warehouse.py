@@ -1,0 +1,309 @@
+"""SchemaGuardian models of the warehouse tables: the one source of truth for every column.
+
+BigQuery schema files, DuckDB DDL and ``docs/schema.md`` are generated from these classes by
+``goldthread schema generate``; nothing here is ever written twice. Each class declares its table name,
+key, partition column and clustering as class attributes, the way an engine adapter declares its
+differences.
+
+Every row carries ``row_id``: a deterministic key derived from the source record, so the same record
+arriving twice is stored once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from enum import StrEnum
+from typing import ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from goldthread.models.hot import AssetClass, Side
+from goldthread.models.types import Identifier, JsonText, Money, Quantity, Symbol, Text, UtcDatetime, Version
+
+
+def row_id_for(*parts: str) -> str:
+    """Deterministic row key: the same source record always yields the same id."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+class WarehouseRow(BaseModel):
+    """Base of every warehouse row: the key, its partition day, and table metadata."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    __table__: ClassVar[str]
+    __description__: ClassVar[str]
+    __key__: ClassVar[str] = "row_id"
+    __partition__: ClassVar[str | None] = "ds"
+    __cluster__: ClassVar[tuple[str, ...]] = ()
+
+    row_id: str = Field(min_length=1, max_length=64, description="Deterministic key of the source record.")
+
+
+class FactRow(WarehouseRow):
+    """A row produced by a run: it records which run loaded it and when."""
+
+    ds: dt.date = Field(description="Partition day (UTC).")
+    run_id: Identifier = Field(description="Run that loaded the row (job_metadata).")
+    loaded_at: UtcDatetime = Field(description="When the row was written (UTC).")
+    is_canary: bool = Field(default=False, description="Golden Thread canary row; excluded from marts.")
+
+
+class FactTrade(FactRow):
+    """A closed position with the broker's fills, the strategy version and P&L (Loop A)."""
+
+    __table__ = "fact_trades"
+    __description__ = "Closed trades with broker-validated fills, strategy version (SCD) and P&L. Loop A."
+    __cluster__ = ("strategy_id", "symbol")
+
+    position_id: Identifier
+    signal_id: Identifier
+    strategy_id: Identifier
+    strategy_version: Version
+    strategy_sk: str | None = Field(default=None, description="dim_strategy surrogate key in force.")
+    symbol: Symbol
+    asset_class: AssetClass
+    side: Side
+    qty: Quantity = Field(gt=0)
+    multiplier: Quantity = Field(default=1, gt=0)
+    entry_order_id: Identifier
+    exit_order_id: Identifier
+    entry_price: Money | None = Field(default=None, description="Entry fill price the bot recorded.")
+    exit_price: Money | None = Field(default=None, description="Exit fill price the bot recorded.")
+    broker_entry_price: Money | None = Field(default=None, description="Broker's filled_avg_price (entry).")
+    broker_exit_price: Money | None = Field(default=None, description="Broker's filled_avg_price (exit).")
+    broker_entry_qty: Quantity | None = None
+    broker_exit_qty: Quantity | None = None
+    entry_discrepancy_bps: Money | None = Field(default=None, description="(bot - broker) / broker, bps.")
+    exit_discrepancy_bps: Money | None = None
+    opened_at: UtcDatetime
+    closed_at: UtcDatetime
+    holding_seconds: int = Field(ge=0)
+    gross_pnl_usd: Money | None = Field(default=None, description="P&L before fees at the real fills.")
+    est_fee_usd: Money = Field(ge=0)
+    actual_fee_usd: Money | None = Field(default=None, description="Fee posted by the broker (fee patch).")
+    fee_finalized: bool = False
+    net_pnl_usd: Money | None = Field(default=None, description="gross - actual fee, or estimated fee.")
+    return_pct: Money | None = Field(default=None, description="net P&L / entry notional x 100.")
+
+    @model_validator(mode="after")
+    def _check_times(self) -> Self:
+        if self.closed_at < self.opened_at:
+            raise ValueError("closed_at must not be before opened_at")
+        if self.fee_finalized and self.actual_fee_usd is None:
+            raise ValueError("a finalized fee needs actual_fee_usd")
+        return self
+
+
+class ExitReason(StrEnum):
+    """How a theoretical trade ended under the triple-barrier rule."""
+
+    TAKE_PROFIT = "TAKE_PROFIT"
+    STOP_LOSS = "STOP_LOSS"
+    TIMEOUT = "TIMEOUT"
+    NO_DATA = "NO_DATA"
+
+
+class SignalFields(FactRow):
+    """The signal as it was emitted, repeated on each counterfactual row."""
+
+    signal_id: Identifier
+    strategy_id: Identifier
+    strategy_version: Version
+    symbol: Symbol
+    asset_class: AssetClass
+    side: Side
+    signal_price: Money
+    take_profit: Money
+    stop_loss: Money
+    created_at: UtcDatetime
+    expires_at: UtcDatetime
+
+
+class FactRejectedSignal(SignalFields):
+    """A rejected signal with the theoretical P&L it would have made (Loop B)."""
+
+    __table__ = "fact_rejected_signals"
+    __description__ = "Rejected signals aged past the validity window, with triple-barrier P&L. Loop B."
+    __cluster__ = ("rejection_reason", "symbol")
+
+    rejection_reason: Identifier
+    rejected_at: UtcDatetime
+    window_end: UtcDatetime = Field(description="End of the validity window used for the time-out.")
+    entry_price: Money | None = None
+    entry_time: UtcDatetime | None = None
+    exit_price: Money | None = None
+    exit_time: UtcDatetime | None = None
+    exit_reason: ExitReason
+    theoretical_pnl_per_unit: Money | None = Field(default=None, description="Exit - entry (mirrored short).")
+    theoretical_pnl_pct: Money | None = None
+    est_fee_per_unit: Money | None = Field(default=None, description="Fee model estimate, round trip.")
+    theoretical_net_pnl_per_unit: Money | None = None
+    r_multiple: Money | None = Field(default=None, description="P&L per unit / initial risk.")
+    mfe_price: Money | None = None
+    mfe_pct: Money | None = None
+    mfe_r: Money | None = None
+    mae_price: Money | None = None
+    mae_pct: Money | None = None
+    mae_r: Money | None = None
+    bars_observed: int = Field(ge=0)
+
+
+class FactSignalExpired(SignalFields):
+    """A signal that expired unexecuted, with the best excursion it offered (Loop C)."""
+
+    __table__ = "fact_signals_expired"
+    __description__ = "Signals that expired without execution, with max MFE and a missed-moonshot flag. Loop C."
+    __cluster__ = ("strategy_id", "symbol")
+
+    lookahead_end: UtcDatetime
+    max_mfe_price: Money | None = None
+    max_mfe_pct: Money | None = None
+    max_mfe_r: Money | None = None
+    max_mfe_at: UtcDatetime | None = None
+    mae_price: Money | None = None
+    mae_pct: Money | None = None
+    mae_r: Money | None = None
+    mae_at: UtcDatetime | None = None
+    take_profit_hit: bool | None = None
+    take_profit_hit_at: UtcDatetime | None = None
+    is_missed_moonshot: bool | None = None
+    moonshot_threshold_pct: Money
+    bars_observed: int = Field(ge=0)
+
+
+class SnapshotAccount(FactRow):
+    """End-of-day account state and portfolio Greeks (Loop D)."""
+
+    __table__ = "snapshot_accounts"
+    __description__ = "Daily account snapshot: equity, margin and portfolio Greeks. Loop D."
+    __cluster__ = ("account_id",)
+
+    account_id: Identifier
+    snapshot_at: UtcDatetime
+    equity: Money
+    last_equity: Money
+    cash: Money
+    buying_power: Money
+    initial_margin: Money
+    maintenance_margin: Money
+    long_market_value: Money
+    short_market_value: Money
+    daily_pnl: Money = Field(description="equity - last_equity.")
+    daily_return_pct: Money | None = Field(default=None, description="daily_pnl / last_equity x 100.")
+    option_positions: int = Field(ge=0)
+    delta: Money = Field(description="Sum of qty x multiplier x contract delta.")
+    gamma: Money
+    theta: Money
+    vega: Money
+
+
+class DimStrategy(WarehouseRow):
+    """One version of a strategy with its validity interval (SCD type 2)."""
+
+    __table__ = "dim_strategy"
+    __description__ = "Strategy versions, SCD type 2: valid_from <= t < valid_to; is_current on the newest."
+    __partition__ = None
+    __cluster__ = ("strategy_id",)
+
+    strategy_sk: str = Field(description="Surrogate key: strategy_id and version.")
+    strategy_id: Identifier
+    version: Version
+    params_json: JsonText
+    deployed_at: UtcDatetime
+    valid_from: UtcDatetime
+    valid_to: UtcDatetime | None = Field(default=None, description="Null while current.")
+    is_current: bool
+    updated_at: UtcDatetime
+
+
+class DeadLetter(WarehouseRow):
+    """A queryable copy of a message that went to the dead-letter topic, with its reasons."""
+
+    __table__ = "dead_letters"
+    __description__ = "Every dead-lettered work item with field-level errors; replayable after a fix."
+    __cluster__ = ("loop", "reason_code")
+
+    ds: dt.date = Field(description="Day it was dead-lettered (UTC).")
+    run_id: str = Field(max_length=128, description="Run of the message, if it could be read.")
+    loop: str = Field(max_length=64)
+    doc_id: str = Field(max_length=128)
+    item_ds: dt.date | None = Field(default=None, description="ds of the work item, if it could be read.")
+    topic: str = Field(max_length=256)
+    reason_code: Identifier
+    error_message: Text
+    errors_json: JsonText = Field(description="List of {loc, msg, type}.")
+    payload: JsonText = Field(description="The original message body (text).")
+    attributes_json: JsonText
+    delivery_attempts: int = Field(ge=0)
+    dead_lettered_at: UtcDatetime
+    is_canary: bool = False
+
+
+class PatchAudit(WarehouseRow):
+    """One value a patch changed: what, where, from and to, and which patch run did it."""
+
+    __table__ = "patch_audit"
+    __description__ = "Audit trail of every value changed by the fee and price patches."
+    __cluster__ = ("patch", "table_name")
+
+    ds: dt.date = Field(description="Day of the patch run (UTC).")
+    patch_run_id: Identifier
+    patch: Identifier
+    table_name: Identifier = Field(description="Warehouse table or hot collection changed.")
+    record_key: Identifier
+    column_name: Identifier
+    old_value: Text | None
+    new_value: Text | None
+    changed_at: UtcDatetime
+
+
+class ReplayRecord(WarehouseRow):
+    """A dead letter that was republished, by which replay run and when."""
+
+    __table__ = "dead_letter_replays"
+    __description__ = "Replays of dead letters: which dead letter went back to which topic, under which run."
+    __cluster__ = ("dead_letter_id",)
+
+    ds: dt.date
+    dead_letter_id: str = Field(max_length=64)
+    replay_run_id: Identifier
+    original_run_id: str = Field(max_length=128)
+    loop: str = Field(max_length=64)
+    doc_id: str = Field(max_length=128)
+    replayed_at: UtcDatetime
+
+
+class MarketBar(WarehouseRow):
+    """One OHLCV bar cached once per symbol, day and timeframe for the counterfactual loops."""
+
+    __table__ = "market_bars"
+    __description__ = "OHLCV bars fetched once per symbol, day and timeframe (cache for Loops B and C)."
+    __cluster__ = ("symbol", "timeframe")
+
+    ds: dt.date
+    symbol: Symbol
+    timeframe: Identifier
+    ts: UtcDatetime = Field(description="Bar open time (UTC).")
+    open: Money
+    high: Money
+    low: Money
+    close: Money
+    volume: Quantity
+    source: Identifier = Field(description="Where the bar came from: sim, alpaca-iex, csv ...")
+
+
+ALL_TABLES: tuple[type[WarehouseRow], ...] = (
+    FactTrade,
+    FactRejectedSignal,
+    FactSignalExpired,
+    SnapshotAccount,
+    DimStrategy,
+    DeadLetter,
+    ReplayRecord,
+    PatchAudit,
+    MarketBar,
+)
+TABLES_BY_NAME: dict[str, type[WarehouseRow]] = {t.__table__: t for t in ALL_TABLES}
+

@@ -1,0 +1,107 @@
+"""The Pub/Sub message of each loop: a small JSON body plus string attributes, validated on both ends.
+
+The body is the source of truth; the attributes duplicate the routing fields so that subscriptions can
+filter and people can read a message in the console without decoding it. A message whose attributes
+disagree with its body is malformed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from goldthread.errors import MalformedMessageError
+from goldthread.models.types import Identifier, UtcDatetime
+
+WORK_ITEM_SCHEMA_VERSION = "1"
+
+
+class Loop(StrEnum):
+    """The four archival loops; the value is the name used on the command line and in topic names."""
+
+    TRADES = "trades"  # Loop A
+    REJECTED_SIGNALS = "rejected_signals"  # Loop B
+    EXPIRED_SIGNALS = "expired_signals"  # Loop C
+    ACCOUNTS = "accounts"  # Loop D
+
+
+class WorkItem(BaseModel):
+    """One record to archive: which run, loop and day it belongs to, and which document it names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: Identifier
+    loop: Loop
+    ds: dt.date
+    doc_id: Identifier = Field(description="Id of the hot document (or account) to archive.")
+    schema_version: str = Field(default=WORK_ITEM_SCHEMA_VERSION, pattern=r"^[0-9]+$")
+    published_at: UtcDatetime
+
+    @property
+    def item_id(self) -> str:
+        """Stable id of this item within its run (used for idempotent counting)."""
+        return f"{self.loop.value}:{self.doc_id}"
+
+    def to_message(self) -> tuple[bytes, dict[str, str]]:
+        """Encode as a Pub/Sub message body and attributes."""
+        body = self.model_dump_json().encode()
+        attributes = {
+            "run_id": self.run_id,
+            "loop": self.loop.value,
+            "ds": self.ds.isoformat(),
+            "doc_id": self.doc_id,
+            "schema_version": self.schema_version,
+        }
+        return body, attributes
+
+    @classmethod
+    def from_message(cls, data: bytes, attributes: dict[str, str] | None) -> WorkItem:
+        """Decode and validate a message; raise ``MalformedMessageError`` naming every bad field."""
+        attributes = dict(attributes or {})
+        record_id = attributes.get("doc_id") or "<unknown>"
+        try:
+            payload: Any = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MalformedMessageError(
+                "work item", str(record_id), [{"loc": "data", "msg": f"body is not JSON: {exc}", "type": "json"}]
+            ) from exc
+        if not isinstance(payload, dict):
+            raise MalformedMessageError(
+                "work item", str(record_id), [{"loc": "data", "msg": "body is not a JSON object", "type": "json"}]
+            )
+        record_id = str(payload.get("doc_id") or record_id)[:128]
+        try:
+            item = cls.model_validate(payload)
+        except ValidationError as exc:
+            raise MalformedMessageError("work item", record_id, errors_of(exc)) from exc
+        expected = item.to_message()[1]
+        mismatched = [
+            {"loc": f"attributes.{k}", "msg": f"attribute {attributes.get(k)!r} != body {v!r}", "type": "mismatch"}
+            for k, v in expected.items()
+            if k in attributes and attributes[k] != v
+        ]
+        missing = [
+            {"loc": f"attributes.{k}", "msg": "attribute is missing", "type": "missing"}
+            for k in ("run_id", "loop", "doc_id")
+            if k not in attributes
+        ]
+        if mismatched or missing:
+            raise MalformedMessageError("work item", record_id, mismatched + missing)
+        return item
+
+
+def errors_of(exc: ValidationError) -> list[dict[str, str]]:
+    """Flatten a Pydantic error into ``{loc, msg, type}`` dicts safe to store and show.
+
+    The offending *input* is deliberately left out: it may be huge or hold a secret, and the field
+    name plus reason is what a person needs to fix the record.
+    """
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        out.append({"loc": loc, "msg": str(err.get("msg", ""))[:300], "type": str(err.get("type", ""))})
+    return out

@@ -1,0 +1,1 @@
+"""Ports: the small interfaces the pipeline logic talks to. Adapters implement them."""

@@ -1,0 +1,109 @@
+"""The hot-store port: the live document store the trading bot writes (Firestore in production).
+
+Documents are plain JSON-like dicts keyed by collection and id. The operations are the few that the
+loops need and that both SQLite and Firestore can do atomically: filtered queries, conditional
+"claim" updates (so a redelivered item cannot mark a record twice), idempotent outcome counters, and
+leases (so two dispatches of the same loop and day cannot both run).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+Op = Literal["==", "<", "<=", ">", ">=", "in"]
+
+COLLECTIONS = ("live_signals", "rejected_signals", "live_positions", "strategies", "job_metadata")
+
+
+@dataclass(frozen=True)
+class Where:
+    """One filter of a query: ``field op value``; ``== None`` matches an explicit null."""
+
+    field: str
+    op: Op
+    value: Any
+
+
+class HotStore(ABC):
+    """Abstract hot store. Implementations: ``SqliteHotStore`` (embedded), ``FirestoreHotStore``."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def get(self, collection: str, doc_id: str) -> dict[str, Any] | None:
+        """One document, or None."""
+
+    @abstractmethod
+    def get_many(self, collection: str, doc_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Documents by id; ids that do not exist are absent from the result."""
+
+    @abstractmethod
+    def put(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
+        """Create or replace a document."""
+
+    @abstractmethod
+    def update(self, collection: str, doc_id: str, fields: Mapping[str, Any]) -> None:
+        """Merge ``fields`` into an existing document (``KeyError`` if it does not exist)."""
+
+    @abstractmethod
+    def create(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> bool:
+        """Create a document only if absent; True if this call created it."""
+
+    @abstractmethod
+    def delete(self, collection: str, doc_id: str) -> None:
+        """Remove a document if it exists."""
+
+    @abstractmethod
+    def query(
+        self,
+        collection: str,
+        where: Sequence[Where] = (),
+        fields: Sequence[str] | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Documents matching every filter, paged with cursors; ``fields`` projects the result."""
+
+    @abstractmethod
+    def claim(
+        self,
+        collection: str,
+        doc_ids: Sequence[str],
+        field: str,
+        value: Any,
+        also: Mapping[str, Any] | None = None,
+    ) -> list[str]:
+        """Set ``field = value`` (and ``also``) on each document where ``field`` is null or absent.
+
+        Atomic per document; returns the ids this call changed, so a redelivered item that finds its
+        record already claimed changes nothing.
+        """
+
+    @abstractmethod
+    def record_outcomes(self, run_id: str, outcomes: Mapping[str, str]) -> dict[str, int]:
+        """Record each item's final outcome in a run once, and add it to the run's counters.
+
+        ``outcomes`` maps item id to ``loaded``, ``duplicates`` or ``dead_lettered``. An item already
+        recorded is ignored (its first outcome stands). Returns the counts this call added.
+        """
+
+    @abstractmethod
+    def item_outcomes(self, run_id: str) -> dict[str, str]:
+        """Every item outcome recorded for a run."""
+
+    @abstractmethod
+    def acquire_lease(self, name: str, holder: str, now: dt.datetime, ttl: dt.timedelta) -> str | None:
+        """Take the lease ``name`` for ``holder`` unless another live holder has it.
+
+        Returns None on success, or the id of the holder that keeps it.
+        """
+
+    @abstractmethod
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease back if ``holder`` still holds it."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,80 @@
+"""The warehouse port: typed tables created from the models, idempotent writes, parameterised reads.
+
+SQL handed to ``query`` is written once in BigQuery's dialect (GoogleSQL, ``@name`` parameters,
+unqualified table names); each adapter translates it for its engine (DuckDB through ``sqlglot``).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from goldthread.errors import ConfigError
+from goldthread.models.warehouse import WarehouseRow
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def safe_identifier(name: str) -> str:
+    """Return ``name`` if it is a plain SQL identifier, else raise ``ConfigError``.
+
+    Table, dataset and column names can never be query parameters, so every one that reaches SQL text
+    passes through here first.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise ConfigError(f"unsafe SQL identifier: {name!r}")
+    return name
+
+
+@dataclass
+class InsertResult:
+    """Which rows a write stored and which it skipped because their key already existed."""
+
+    inserted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+
+class Warehouse(ABC):
+    """Abstract warehouse. Implementations: ``DuckDbWarehouse`` (embedded), ``BigQueryWarehouse``."""
+
+    name: ClassVar[str]
+    dialect: ClassVar[str]
+
+    @abstractmethod
+    def ensure_tables(self) -> None:
+        """Create every table (and view) the models declare, if missing."""
+
+    @abstractmethod
+    def insert_rows(self, model: type[WarehouseRow], rows: Sequence[WarehouseRow]) -> InsertResult:
+        """Write validated rows; a row whose key exists already is skipped and reported as duplicate."""
+
+    @abstractmethod
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run a parameterised GoogleSQL query and return its rows as dicts."""
+
+    @abstractmethod
+    def upsert_rows(
+        self, model: type[WarehouseRow], rows: Sequence[WarehouseRow], columns: Sequence[str]
+    ) -> int:
+        """Atomically update ``columns`` of existing rows by key, inserting missing ones (one MERGE).
+
+        Returns the number of rows changed or inserted.
+        """
+
+    def get_rows(self, model: type[WarehouseRow], keys: Sequence[str]) -> list[dict[str, Any]]:
+        """Rows of ``model`` by key (each key once, even if a streaming backend holds it twice)."""
+        if not keys:
+            return []
+        table = safe_identifier(model.__table__)
+        key = safe_identifier(model.__key__)
+        return self.query(
+            f"SELECT * FROM {table} WHERE {key} IN UNNEST(@keys) "
+            f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {key}) = 1",
+            {"keys": list(keys)},
+        )
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
