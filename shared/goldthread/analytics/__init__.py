@@ -1,0 +1,1 @@
+"""Pure, vectorised analytics: triple-barrier P&L, excursions and the fee model."""

@@ -1,0 +1,122 @@
+"""Configuration from environment variables: which adapter backs each port, names, and knobs.
+
+Nothing here holds a credential: Google clients use Application Default Credentials and the Alpaca
+adapter reads ``APCA_API_KEY_ID`` / ``APCA_API_SECRET_KEY`` itself. Choosing the production stack is
+configuration only::
+
+    GOLDTHREAD_HOT=firestore GOLDTHREAD_BUS=pubsub GOLDTHREAD_WAREHOUSE=bigquery GOLDTHREAD_BROKER=alpaca
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from goldthread.errors import ConfigError
+from goldthread.models.work_items import Loop
+
+_NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,62}$")
+
+
+def _name(value: str, what: str) -> str:
+    if not _NAME.match(value):
+        raise ConfigError(f"{what} {value!r} must be lowercase letters, digits, '-' or '_'")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting goldthread reads, with the embedded stack as the default."""
+
+    home: Path = Path(".goldthread")
+    hot: str = "sqlite"
+    bus: str = "local"
+    warehouse: str = "duckdb"
+    broker: str = "sim"
+    market_data: str = "synthetic"
+    project: str = "goldthread-local"
+    dataset: str = "goldthread"
+    topic_prefix: str = "goldthread"
+    git_hash: str = "unknown"
+    max_delivery_attempts: int = 5
+    run_timeout: dt.timedelta = dt.timedelta(hours=1)
+    validity_window: dt.timedelta = dt.timedelta(days=7)
+    expiry_lookahead: dt.timedelta = dt.timedelta(hours=24)
+    moonshot_threshold_pct: str = "10"
+    bars_file: Path | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def topic(self, loop: Loop | str) -> str:
+        """Topic carrying the work items of ``loop``."""
+        value = loop.value if isinstance(loop, Loop) else loop
+        return f"{self.topic_prefix}-{value.replace('_', '-')}"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """Topic that receives every dead-lettered work item."""
+        return f"{self.topic_prefix}-dead-letters"
+
+    def subscription(self, loop: Loop | str) -> str:
+        """Subscription that triggers the loop's subscriber function."""
+        return f"{self.topic(loop)}-sub"
+
+    @property
+    def hot_path(self) -> Path:
+        """SQLite file of the embedded hot store."""
+        return self.home / "hot.sqlite"
+
+    @property
+    def warehouse_path(self) -> Path:
+        """DuckDB file of the embedded warehouse."""
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def broker_path(self) -> Path:
+        """SQLite file of the simulated broker's ledger."""
+        return self.home / "broker.sqlite"
+
+    def with_(self, **changes: object) -> Settings:
+        """A copy with some settings changed."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _env(env: Mapping[str, str], key: str, default: str) -> str:
+    return env.get(f"GOLDTHREAD_{key}", default)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``GOLDTHREAD_*`` environment variables (see README "Configuration")."""
+    env = os.environ if env is None else env
+    d = Settings()
+    try:
+        attempts = int(_env(env, "MAX_DELIVERY_ATTEMPTS", str(d.max_delivery_attempts)))
+        timeout = float(_env(env, "RUN_TIMEOUT_MINUTES", "60"))
+        window = float(_env(env, "VALIDITY_WINDOW_DAYS", "7"))
+        lookahead = float(_env(env, "EXPIRY_LOOKAHEAD_HOURS", "24"))
+    except ValueError as exc:
+        raise ConfigError(f"a numeric GOLDTHREAD_* setting is not a number: {exc}") from exc
+    if not 5 <= attempts <= 100:
+        raise ConfigError("GOLDTHREAD_MAX_DELIVERY_ATTEMPTS must be between 5 and 100 (Pub/Sub's range)")
+    bars = _env(env, "BARS_FILE", "")
+    return Settings(
+        home=Path(_env(env, "HOME", str(d.home))),
+        hot=_env(env, "HOT", d.hot),
+        bus=_env(env, "BUS", d.bus),
+        warehouse=_env(env, "WAREHOUSE", d.warehouse),
+        broker=_env(env, "BROKER", d.broker),
+        market_data=_env(env, "MARKET_DATA", d.market_data),
+        project=env.get("GOOGLE_CLOUD_PROJECT", _env(env, "PROJECT", d.project)),
+        dataset=_name(_env(env, "DATASET", d.dataset), "dataset"),
+        topic_prefix=_name(_env(env, "TOPIC_PREFIX", d.topic_prefix), "topic prefix"),
+        git_hash=_env(env, "GIT_HASH", d.git_hash)[:64],
+        max_delivery_attempts=attempts,
+        run_timeout=dt.timedelta(minutes=timeout),
+        validity_window=dt.timedelta(days=window),
+        expiry_lookahead=dt.timedelta(hours=lookahead),
+        moonshot_threshold_pct=_env(env, "MOONSHOT_THRESHOLD_PCT", d.moonshot_threshold_pct),
+        bars_file=Path(bars) if bars else None,
+    )
