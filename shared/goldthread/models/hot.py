@@ -54,6 +54,9 @@ class HotDocument(BaseModel):
 
     archived_run_id: Identifier | None = Field(default=None, description="Run that archived this record.")
     archived_at: UtcDatetime | None = Field(default=None, description="When it was archived (UTC).")
+    dead_lettered_run_id: Identifier | None = Field(
+        default=None, description="Run whose item for this record was dead-lettered; cleared by a rewrite."
+    )
     is_canary: bool = Field(default=False, description="Written by the Golden Thread canary, not a bot.")
 
 

@@ -1,0 +1,169 @@
+"""Embedded warehouse: a DuckDB file with the tables generated from the models.
+
+Rows arrive as validated models and are written in one Arrow batch per call inside a transaction;
+the deterministic ``row_id`` is the primary key, so the same record arriving twice is stored once and
+reported as a duplicate. SQL is written in BigQuery's dialect and translated by ``sqlglot``.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import duckdb
+import pyarrow as pa
+import sqlglot
+
+from goldthread.errors import PermanentError, WarehouseWriteError
+from goldthread.models.warehouse import ALL_TABLES, WarehouseRow
+from goldthread.ports.warehouse import InsertResult, Warehouse, safe_identifier
+from goldthread.schema.generate import columns_of, duckdb_ddl
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int": pa.int64(),
+    "bool": pa.bool_(),
+    "decimal": pa.decimal128(38, 9),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "date": pa.date32(),
+}
+
+
+@functools.lru_cache(maxsize=512)
+def to_duckdb_sql(sql: str) -> str:
+    """Translate GoogleSQL (``@param``, BigQuery functions) to DuckDB's dialect, once per text."""
+    return sqlglot.transpile(sql, read="bigquery", write="duckdb")[0]
+
+
+@functools.lru_cache(maxsize=64)
+def arrow_schema(model: type[WarehouseRow]) -> pa.Schema:
+    """The Arrow schema of a warehouse model (derived from the same column mapping as the DDL)."""
+    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.logical], nullable=not c.required) for c in columns_of(model)])
+
+
+def rows_to_arrow(model: type[WarehouseRow], rows: Sequence[WarehouseRow]) -> pa.Table:
+    """Validated rows to an Arrow table in the model's column order."""
+    return pa.Table.from_pylist([r.model_dump() for r in rows], schema=arrow_schema(model))
+
+
+class DuckDbWarehouse(Warehouse):
+    """The embedded warehouse (default). ``path`` is the DuckDB file (or ``:memory:``)."""
+
+    name: ClassVar[str] = "duckdb"
+    dialect: ClassVar[str] = "duckdb"
+
+    def __init__(self, path: Path | str = ":memory:", read_only: bool = False) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            raise WarehouseWriteError(f"cannot open warehouse {path}: {exc}") from exc
+        self._db.execute("SET TimeZone = 'UTC'")
+        self.rejects_writes = False  # the canary's fault injection flips this
+
+    def ensure_tables(self) -> None:
+        """Create every model's table if missing."""
+        with self._lock:
+            for model in ALL_TABLES:
+                self._db.execute(duckdb_ddl(model))
+
+    def create_view(self, name: str, sql: str) -> None:
+        """Create or replace a view from GoogleSQL text (used by the BI marts)."""
+        with self._lock:
+            self._db.execute(f"CREATE OR REPLACE VIEW {safe_identifier(name)} AS {to_duckdb_sql(sql)}")
+
+    def insert_rows(self, model: type[WarehouseRow], rows: Sequence[WarehouseRow]) -> InsertResult:
+        """Insert rows whose key is new; report the others as duplicates. One transaction."""
+        result = InsertResult()
+        if not rows:
+            return result
+        if self.rejects_writes:
+            raise WarehouseWriteError(f"warehouse refuses writes to {model.__table__}")
+        table, key = safe_identifier(model.__table__), safe_identifier(model.__key__)
+        seen: set[str] = set()
+        unique: list[WarehouseRow] = []
+        for row in rows:
+            row_key = getattr(row, key)
+            if row_key in seen:
+                result.duplicates.append(row_key)
+            else:
+                seen.add(row_key)
+                unique.append(row)
+        incoming = rows_to_arrow(model, unique)
+        with self._lock:
+            try:
+                self._db.execute("BEGIN TRANSACTION")
+                self._db.register("incoming_rows", incoming)
+                existing = {
+                    r[0]
+                    for r in self._db.execute(
+                        f"SELECT i.{key} FROM incoming_rows i JOIN {table} t ON t.{key} = i.{key}"
+                    ).fetchall()
+                }
+                self._db.execute(
+                    f"INSERT INTO {table} SELECT * FROM incoming_rows i "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = i.{key})"
+                )
+                self._db.execute("COMMIT")
+            except duckdb.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise WarehouseWriteError(f"insert into {table} failed: {exc}") from exc
+            finally:
+                self._db.unregister("incoming_rows")
+        for row in unique:
+            row_key = getattr(row, key)
+            (result.duplicates if row_key in existing else result.inserted).append(row_key)
+        return result
+
+    def upsert_rows(
+        self, model: type[WarehouseRow], rows: Sequence[WarehouseRow], columns: Sequence[str]
+    ) -> int:
+        """Update ``columns`` by key, inserting missing rows, in one statement."""
+        if not rows:
+            return 0
+        if self.rejects_writes:
+            raise WarehouseWriteError(f"warehouse refuses writes to {model.__table__}")
+        table, key = safe_identifier(model.__table__), safe_identifier(model.__key__)
+        sets = ", ".join(f"{safe_identifier(c)} = excluded.{safe_identifier(c)}" for c in columns)
+        incoming = rows_to_arrow(model, rows)
+        with self._lock:
+            try:
+                self._db.register("upsert_rows", incoming)
+                self._db.execute(
+                    f"INSERT INTO {table} SELECT * FROM upsert_rows ON CONFLICT ({key}) DO UPDATE SET {sets}"
+                )
+            except duckdb.Error as exc:
+                raise WarehouseWriteError(f"upsert into {table} failed: {exc}") from exc
+            finally:
+                self._db.unregister("upsert_rows")
+        return len(rows)
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run GoogleSQL translated to DuckDB; values are bound as parameters, never spliced."""
+        translated = to_duckdb_sql(sql)
+        with self._lock:
+            try:
+                cur = self._db.execute(translated, dict(params or {}))
+                names = [d[0] for d in cur.description or []]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            except duckdb.Error as exc:
+                if isinstance(exc, (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException)):
+                    raise PermanentError(f"query failed: {exc}") from exc
+                raise WarehouseWriteError(f"query failed: {exc}") from exc
+
+    def execute_script(self, sql: str) -> None:
+        """Run DuckDB-native SQL (maintenance only; never with untrusted text)."""
+        with self._lock:
+            self._db.execute(sql)
+
+    def close(self) -> None:
+        """Close the database file."""
+        with self._lock:
+            self._db.close()
+
+

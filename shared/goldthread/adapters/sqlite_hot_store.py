@@ -1,0 +1,274 @@
+"""Embedded hot store: one SQLite file (WAL) holding JSON documents per collection.
+
+It mirrors what the loops need from Firestore: documents by id, filtered and projected queries with
+cursor paging, atomic conditional "claims", idempotent run counters and leases. Several processes may
+share the file (WAL mode, a busy timeout); every multi-step change runs in one ``BEGIN IMMEDIATE``
+transaction so a crash leaves either all of it or none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from goldthread.adapters.jsonish import dumps, encode_value, loads
+from goldthread.errors import StoreUnavailableError
+from goldthread.ports.hot_store import HotStore, Where
+
+_OPS = {"==": "=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_OUTCOMES = ("loaded", "duplicates", "dead_lettered")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS docs (
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    data TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (collection, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS docs_status ON docs (collection, json_extract(data, '$.status'));
+CREATE TABLE IF NOT EXISTS run_items (
+    run_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    PRIMARY KEY (run_id, item_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+"""
+
+
+def _path_expr(field: str) -> str:
+    if not all(part.isidentifier() for part in field.split(".")):
+        raise ValueError(f"unsafe field path {field!r}")
+    return f"json_extract(data, '$.{field}')"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+class SqliteHotStore(HotStore):
+    """The embedded hot store (default). ``path`` is the SQLite file, created on first use."""
+
+    name: ClassVar[str] = "sqlite"
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"cannot open hot store {path}: {exc}") from exc
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailableError(f"hot store: {exc}") from exc
+
+    def _transaction(self) -> _Tx:
+        return _Tx(self)
+
+    # -- documents -------------------------------------------------------------------------------
+    def get(self, collection: str, doc_id: str) -> dict[str, Any] | None:
+        """One document, or None."""
+        rows = self._run("SELECT data FROM docs WHERE collection=? AND id=?", (collection, doc_id))
+        return loads(rows[0][0]) if rows else None
+
+    def get_many(self, collection: str, doc_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Documents by id (in chunks of 500 to stay under SQLite's parameter limit)."""
+        out: dict[str, dict[str, Any]] = {}
+        ids = list(dict.fromkeys(doc_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for doc_id, data in self._run(
+                f"SELECT id, data FROM docs WHERE collection=? AND id IN ({marks})", (collection, *chunk)
+            ):
+                out[doc_id] = loads(data)
+        return out
+
+    def put(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
+        """Create or replace a document."""
+        self._run(
+            "INSERT OR REPLACE INTO docs (collection, id, data, updated_at) VALUES (?,?,?,?)",
+            (collection, doc_id, dumps(dict(data)), _now()),
+        )
+
+    def put_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Create or replace many documents in one transaction (bulk loads, benchmarks)."""
+        now = _now()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO docs (collection, id, data, updated_at) VALUES (?,?,?,?)",
+                [(collection, k, dumps(dict(v)), now) for k, v in docs.items()],
+            )
+
+    def update(self, collection: str, doc_id: str, fields: Mapping[str, Any]) -> None:
+        """Merge top-level ``fields`` into an existing document."""
+        with self._transaction() as db:
+            row = db.execute("SELECT data FROM docs WHERE collection=? AND id=?", (collection, doc_id)).fetchone()
+            if row is None:
+                raise KeyError(f"{collection}/{doc_id} does not exist")
+            doc = loads(row[0])
+            doc.update(fields)
+            db.execute(
+                "UPDATE docs SET data=?, updated_at=? WHERE collection=? AND id=?",
+                (dumps(doc), _now(), collection, doc_id),
+            )
+
+    def create(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> bool:
+        """Create only if absent."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO docs (collection, id, data, updated_at) VALUES (?,?,?,?)",
+                (collection, doc_id, dumps(dict(data)), _now()),
+            )
+            return cur.rowcount == 1
+
+    def delete(self, collection: str, doc_id: str) -> None:
+        """Remove a document if it exists."""
+        self._run("DELETE FROM docs WHERE collection=? AND id=?", (collection, doc_id))
+
+    def query(
+        self,
+        collection: str,
+        where: Sequence[Where] = (),
+        fields: Sequence[str] | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Matching documents ordered by id, fetched a page at a time with an id cursor."""
+        clauses, params = ["collection = ?"], [collection]
+        for w in where:
+            expr = _path_expr(w.field)
+            if w.op == "==" and w.value is None:
+                clauses.append(f"json_type(data, '$.{w.field}') = 'null'")
+            elif w.op == "in":
+                values = [encode_value(v) for v in w.value]
+                clauses.append(f"{expr} IN ({','.join('?' * len(values))})" if values else "0")
+                params.extend(values)
+            else:
+                clauses.append(f"{expr} {_OPS[w.op]} ?")
+                params.append(encode_value(w.value))
+        cursor = ""
+        sql = f"SELECT id, data FROM docs WHERE {' AND '.join(clauses)} AND id > ? ORDER BY id LIMIT ?"
+        while True:
+            rows = self._run(sql, (*params, cursor, page_size))
+            for doc_id, data in rows:
+                doc = loads(data)
+                yield doc_id, ({f: doc.get(f) for f in fields} if fields is not None else doc)
+            if len(rows) < page_size:
+                return
+            cursor = rows[-1][0]
+
+    def claim(
+        self,
+        collection: str,
+        doc_ids: Sequence[str],
+        field: str,
+        value: Any,
+        also: Mapping[str, Any] | None = None,
+    ) -> list[str]:
+        """Set ``field`` where it is null or absent, atomically; return the ids changed."""
+        updates = {field: value, **(also or {})}
+        setters = ", ".join(f"'$.{k}', json(?)" for k in updates)
+        encoded = [dumps(encode_value(v)) for v in updates.values()]
+        _path_expr(field)
+        changed: list[str] = []
+        with self._transaction() as db:
+            for i in range(0, len(doc_ids), 400):
+                chunk = list(doc_ids[i : i + 400])
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"UPDATE docs SET data = json_set(data, {setters}), updated_at = ? "
+                    f"WHERE collection = ? AND id IN ({marks}) AND json_extract(data, '$.{field}') IS NULL "
+                    "RETURNING id",
+                    (*encoded, _now(), collection, *chunk),
+                ).fetchall()
+                changed.extend(r[0] for r in rows)
+        return changed
+
+    # -- runs and leases -------------------------------------------------------------------------
+    def record_outcomes(self, run_id: str, outcomes: Mapping[str, str]) -> dict[str, int]:
+        """Insert each item's outcome once; add the new ones to the run document's counters."""
+        added = dict.fromkeys(_OUTCOMES, 0)
+        with self._transaction() as db:
+            for item_id, outcome in outcomes.items():
+                if outcome not in added:
+                    raise ValueError(f"unknown outcome {outcome!r}")
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO run_items (run_id, item_id, outcome) VALUES (?,?,?)",
+                    (run_id, item_id, outcome),
+                )
+                added[outcome] += cur.rowcount
+            if any(added.values()):
+                sets = ", ".join(f"'$.{k}', COALESCE(json_extract(data, '$.{k}'), 0) + ?" for k in _OUTCOMES)
+                db.execute(
+                    f"UPDATE docs SET data = json_set(data, {sets}), updated_at = ? "
+                    "WHERE collection = 'job_metadata' AND id = ?",
+                    (*(added[k] for k in _OUTCOMES), _now(), run_id),
+                )
+        return added
+
+    def item_outcomes(self, run_id: str) -> dict[str, str]:
+        """Every item outcome of a run."""
+        return dict(self._run("SELECT item_id, outcome FROM run_items WHERE run_id=?", (run_id,)))  # type: ignore[arg-type]
+
+    def acquire_lease(self, name: str, holder: str, now: dt.datetime, ttl: dt.timedelta) -> str | None:
+        """Take the lease unless a live holder keeps it; returns that holder, or None on success."""
+        with self._transaction() as db:
+            row = db.execute("SELECT holder, expires_at FROM leases WHERE name=?", (name,)).fetchone()
+            if row and row[0] != holder and row[1] > encode_value(now):
+                return str(row[0])
+            db.execute(
+                "INSERT OR REPLACE INTO leases (name, holder, expires_at) VALUES (?,?,?)",
+                (name, holder, encode_value(now + ttl)),
+            )
+        return None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease back if still held by ``holder``."""
+        self._run("DELETE FROM leases WHERE name=? AND holder=?", (name, holder))
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+
+class _Tx:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error) under the store's lock."""
+
+    def __init__(self, store: SqliteHotStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.store._lock.acquire()
+        try:
+            self.store._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            self.store._lock.release()
+            raise StoreUnavailableError(f"hot store busy: {exc}") from exc
+        return self.store._db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.store._lock.release()
+        if isinstance(exc, sqlite3.OperationalError):
+            raise StoreUnavailableError(f"hot store: {exc}") from exc

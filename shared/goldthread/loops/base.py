@@ -1,0 +1,104 @@
+"""What every archival loop declares: how to find its records and how to turn items into rows.
+
+The dispatcher and subscriber are generic; a loop only says which hot collection it reads
+(``collection``), which warehouse table it writes (``row_model``), which records are due for a day
+(``find``) and how to compute rows for a batch of work items (``build``). ``build`` returns, per item,
+either a validated row or the ``PermanentError`` that sends it to the dead letters; a
+``TransientError`` it raises makes the bus retry the whole batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from goldthread.errors import PermanentError, RecordNotFoundError
+from goldthread.models.warehouse import FactRow
+from goldthread.models.work_items import Loop, WorkItem
+from goldthread.pipeline.context import Context
+from goldthread.ports.hot_store import Where
+
+BuildResult = dict[str, FactRow | PermanentError]
+
+
+def day_bounds(ds: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """``[00:00, 24:00)`` UTC of a day."""
+    start = dt.datetime.combine(ds, dt.time(), dt.UTC)
+    return start, start + dt.timedelta(days=1)
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """A stored timestamp (ISO text or datetime) as aware UTC, or None if unreadable or naive."""
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    return moment.astimezone(dt.UTC) if moment.tzinfo else None
+
+
+class LoopSpec(ABC):
+    """One archival loop (A, B, C or D)."""
+
+    loop: ClassVar[Loop]
+    collection: ClassVar[str | None]
+    row_model: ClassVar[type[FactRow]]
+    time_field: ClassVar[str] = ""
+
+    def due_filters(self) -> list[Where]:
+        """Server-side filters selecting records not yet archived nor dead-lettered."""
+        return [Where("archived_run_id", "==", None), Where("dead_lettered_run_id", "==", None)]
+
+    def check_ready(self, ctx: Context, ds: dt.date) -> None:  # noqa: B027 - optional hook
+        """Raise ``NotReadyError`` if ``ds`` cannot be processed yet (e.g. a window not passed)."""
+
+    def prepare(self, ctx: Context, ds: dt.date, doc_ids: Sequence[str]) -> dict[str, Any]:
+        """Work done once per run before publishing (syncing a dimension, prefetching bars)."""
+        return {}
+
+    @abstractmethod
+    def find(self, ctx: Context, ds: dt.date) -> list[str]:
+        """Ids of the records to archive for ``ds``, each published as one work item."""
+
+    @abstractmethod
+    def build(self, ctx: Context, items: Sequence[WorkItem]) -> BuildResult:
+        """Rows (or permanent errors) keyed by ``item.item_id``."""
+
+    def check(self, ctx: Context, item: WorkItem) -> PermanentError | None:
+        """Would ``item`` pass now? Used by ``replay --dry-run``; builds without writing."""
+        outcome = self.build(ctx, [item]).get(item.item_id)
+        return outcome if isinstance(outcome, PermanentError) else None
+
+    def find_due(self, ctx: Context, ds: dt.date, extra: Sequence[Where] = ()) -> list[str]:
+        """Unarchived records whose ``time_field`` falls on or before ``ds``.
+
+        Records whose timestamp cannot be read are included too: the subscriber will dead-letter them
+        with the reason, instead of leaving them silently behind.
+        """
+        assert self.collection is not None
+        _, end = day_bounds(ds)
+        due = []
+        for doc_id, data in ctx.hot.query(
+            self.collection, [*extra, *self.due_filters()], fields=[self.time_field]
+        ):
+            moment = parse_time(data.get(self.time_field))
+            if moment is None or moment < end:
+                due.append(doc_id)
+        return due
+
+    def load_docs(self, ctx: Context, items: Sequence[WorkItem]) -> tuple[dict[str, dict[str, Any]], BuildResult]:
+        """Fetch the hot documents of ``items``; missing ones become ``RecordNotFoundError``."""
+        assert self.collection is not None
+        docs = ctx.hot.get_many(self.collection, [i.doc_id for i in items])
+        missing: BuildResult = {
+            i.item_id: RecordNotFoundError(f"{self.collection}/{i.doc_id} does not exist")
+            for i in items
+            if i.doc_id not in docs
+        }
+        return docs, missing

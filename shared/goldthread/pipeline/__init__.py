@@ -1,0 +1,1 @@
+"""The event-driven pipeline: dispatch, subscribe, dead-letter, replay, and run bookkeeping."""

@@ -1,0 +1,169 @@
+"""Dead letters: route permanent failures, record every dead-lettered message, and count it.
+
+Two ways into the dead letters, one record:
+
+* a *permanent* failure (validation, SCD conflict, unknown record) is routed by the subscriber at once:
+  it writes the ``dead_letters`` row with the full field-level errors, publishes the original message
+  to the dead-letter topic (where a retained subscription keeps it for Pub/Sub-side tooling), marks
+  the hot record and counts the item ``dead_lettered`` in its run; the message is then acknowledged.
+* a *transient* failure that outlived ``max_delivery_attempts`` is forwarded by the bus itself (Pub/Sub's
+  dead-letter policy) and reaches ``dead_letter_sink``, which records it the same way (reason
+  ``MAX_ATTEMPTS``).
+
+Every step is idempotent (the ``dead_letters`` key is derived from the run and item), so redelivery at
+any point writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from goldthread.errors import GoldthreadError, PermanentError
+from goldthread.logs import get_logger, redact
+from goldthread.models.warehouse import DeadLetter, row_id_for
+from goldthread.models.work_items import Loop, WorkItem
+from goldthread.pipeline import runs
+from goldthread.pipeline.context import Context
+from goldthread.ports.bus import BusMessage
+
+log = get_logger("dead_letters")
+REASON_ATTRIBUTE = "goldthread_reason_code"
+ERROR_ATTRIBUTE = "goldthread_error"
+SOURCE_TOPIC_ATTRIBUTE = "goldthread_source_topic"
+_PUBSUB_DLQ_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
+
+
+def collection_of(loop: str) -> str | None:
+    """The hot collection a loop archives from (None for Loop D, which reads the broker)."""
+    from goldthread.loops import get_loop
+
+    try:
+        return get_loop(loop).collection
+    except (KeyError, ValueError):
+        return None
+
+
+def dead_letter_id(message: BusMessage, item: WorkItem | None) -> str:
+    """Deterministic key: one dead letter per item and run, or per message content if unreadable."""
+    if item is not None:
+        return row_id_for("dead_letters", item.run_id, item.item_id)
+    digest = hashlib.sha256(message.data + json.dumps(_original_attributes(message), sort_keys=True).encode())
+    return row_id_for("dead_letters", "malformed", digest.hexdigest())
+
+
+def _original_attributes(message: BusMessage) -> dict[str, str]:
+    return {
+        k: v for k, v in message.attributes.items()
+        if not k.startswith("CloudPubSubDeadLetterSource") and not k.startswith("goldthread_")
+    }
+
+
+def _safe_item(message: BusMessage) -> WorkItem | None:
+    try:
+        return WorkItem.from_message(message.data, _original_attributes(message))
+    except GoldthreadError:
+        return None
+
+
+def record_dead_letter(
+    ctx: Context,
+    message: BusMessage,
+    reason_code: str,
+    error_message: str,
+    errors: Sequence[dict[str, Any]],
+    item: WorkItem | None = None,
+    source_topic: str = "",
+) -> str:
+    """Write the ``dead_letters`` row, mark the hot record and count the item; idempotent."""
+    item = item or _safe_item(message)
+    attrs = _original_attributes(message)
+    now = ctx.now()
+    key = dead_letter_id(message, item)
+    row = DeadLetter(
+        row_id=key,
+        ds=now.date(),
+        run_id=(item.run_id if item else attrs.get("run_id", ""))[:128],
+        loop=(item.loop.value if item else attrs.get("loop", ""))[:64],
+        doc_id=(item.doc_id if item else attrs.get("doc_id", ""))[:128],
+        item_ds=item.ds if item else None,
+        topic=(source_topic or message.topic)[:256],
+        reason_code=reason_code,
+        error_message=redact(error_message)[:1024],
+        errors_json=redact(json.dumps(list(errors)[:200]))[:1_000_000],
+        payload=redact(message.data.decode("utf-8", errors="replace"))[:1_000_000],
+        attributes_json=redact(json.dumps(attrs))[:1_000_000],
+        delivery_attempts=int(message.attributes.get(_PUBSUB_DLQ_COUNT, message.delivery_attempt)),
+        dead_lettered_at=now,
+        is_canary=message.attributes.get("is_canary") == "true",
+    )
+    ctx.warehouse.insert_rows(DeadLetter, [row])
+    if item is not None:
+        collection = collection_of(item.loop.value)
+        if collection:
+            ctx.hot.claim(collection, [item.doc_id], "dead_lettered_run_id", item.run_id)
+        runs.record_outcomes(ctx, item.run_id, {item.item_id: "dead_lettered"})
+    log.warning(
+        "dead-lettered %s: %s", reason_code, redact(error_message)[:500],
+        extra={"run_id": row.run_id, "loop": row.loop, "doc_id": row.doc_id, "reason_code": reason_code},
+    )
+    return key
+
+
+def route_permanent(ctx: Context, message: BusMessage, error: PermanentError, item: WorkItem | None) -> None:
+    """Dead-letter a message that can never succeed: record it, then publish it to the dead-letter topic."""
+    reason = getattr(error, "reason_code", "PERMANENT")
+    record_dead_letter(ctx, message, reason, str(error), error.errors, item, message.topic)
+    attributes = {
+        **_original_attributes(message),
+        REASON_ATTRIBUTE: reason,
+        ERROR_ATTRIBUTE: redact(str(error))[:900],
+        SOURCE_TOPIC_ATTRIBUTE: message.topic[:200],
+    }
+    ctx.bus.publish(ctx.settings.dead_letter_topic, message.data, attributes)
+
+
+def handle_dead_letter(ctx: Context, message: BusMessage) -> None:
+    """The dead-letter topic's subscriber: record what the bus dead-lettered after max attempts.
+
+    Messages routed by a subscriber (they carry ``goldthread_reason_code``) were recorded already.
+    """
+    if REASON_ATTRIBUTE in message.attributes:
+        return
+    attempts = message.attributes.get(_PUBSUB_DLQ_COUNT, "?")
+    source = message.attributes.get("CloudPubSubDeadLetterSourceSubscription", "")
+    text = f"delivery failed {attempts} times with transient errors (subscription {source}); see logs"
+    record_dead_letter(
+        ctx, message, "MAX_ATTEMPTS", text,
+        [{"loc": "", "msg": text, "type": "max_delivery_attempts"}], None, source,
+    )
+
+
+def list_dead_letters(
+    ctx: Context,
+    loop: str | None = None,
+    reason: str | None = None,
+    ids: Sequence[str] | None = None,
+    include_replayed: bool = False,
+) -> list[dict[str, Any]]:
+    """Dead letters, newest first, filtered by loop, reason code and ids (dead-letter or doc ids)."""
+    sql = (
+        "SELECT d.*, r.replay_run_id, r.replayed_at FROM dead_letters d "
+        "LEFT JOIN dead_letter_replays r ON r.dead_letter_id = d.row_id WHERE TRUE"
+    )
+    params: dict[str, Any] = {}
+    if loop:
+        sql += " AND d.loop = @loop"
+        params["loop"] = Loop(loop).value
+    if reason:
+        sql += " AND d.reason_code = @reason"
+        params["reason"] = reason
+    if ids:
+        sql += " AND (d.row_id IN UNNEST(@ids) OR d.doc_id IN UNNEST(@ids))"
+        params["ids"] = list(ids)
+    if not include_replayed:
+        sql += " AND r.replay_run_id IS NULL"
+    sql += " ORDER BY d.dead_lettered_at DESC, d.row_id"
+    return ctx.warehouse.query(sql, params)
