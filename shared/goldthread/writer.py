@@ -73,6 +73,13 @@ class HotWriter:
             self.hot.update(SIGNALS, position.signal_id, {"status": SignalStatus.EXECUTED.value})
         return position.position_id
 
+    def save_position(self, position: LivePosition) -> str:
+        """Write a whole position (e.g. a corrected one); clears any archive or dead-letter mark."""
+        fixed = position.model_copy(update={"archived_run_id": None, "archived_at": None, "dead_lettered_run_id": None})
+        SchemaGuardian.check_row(fixed)
+        self._write(POSITIONS, fixed.position_id, fixed)
+        return fixed.position_id
+
     def close_position(
         self, position_id: str, exit_order_id: str, exit_price: Decimal | None, closed_at: dt.datetime
     ) -> LivePosition:

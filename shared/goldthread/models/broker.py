@@ -6,6 +6,7 @@ Adapters (the simulator, Alpaca) return these, validated, so loop code never see
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,7 +63,7 @@ class OptionPosition(BrokerModel):
 
     symbol: Symbol
     qty: Quantity = Field(description="Signed: negative for a short position.")
-    multiplier: Quantity = Field(default=100, gt=0)
+    multiplier: Quantity = Field(default=Decimal(100), gt=0)
     delta: Money
     gamma: Money
     theta: Money

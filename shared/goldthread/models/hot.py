@@ -8,6 +8,7 @@ only by goldthread when a record has been archived to the warehouse.
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Self
 
@@ -130,7 +131,7 @@ class LivePosition(HotDocument):
     closed_at: UtcDatetime | None = None
     status: PositionStatus
     est_fee_usd: Money = Field(ge=0, description="Fee the bot estimated when trading.")
-    multiplier: Quantity = Field(default=1, gt=0, description="Contract size (100 for US options).")
+    multiplier: Quantity = Field(default=Decimal(1), gt=0, description="Contract size (100 for US options).")
 
     @model_validator(mode="after")
     def _check_closed(self) -> Self:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from decimal import Decimal
 from enum import StrEnum
 from typing import ClassVar, Self
 
@@ -66,7 +67,7 @@ class FactTrade(FactRow):
     asset_class: AssetClass
     side: Side
     qty: Quantity = Field(gt=0)
-    multiplier: Quantity = Field(default=1, gt=0)
+    multiplier: Quantity = Field(default=Decimal(1), gt=0)
     entry_order_id: Identifier
     exit_order_id: Identifier
     entry_price: Money | None = Field(default=None, description="Entry fill price the bot recorded.")

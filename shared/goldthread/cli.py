@@ -1,0 +1,208 @@
+"""``goldthread``: the command line, a thin face on the library.
+
+Every command calls one library function and prints its result; ``goldthread <command> --help``
+explains each. The README documents every command (a test checks it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from rich.console import Console
+from rich.progress import Progress
+
+from goldthread import logs
+from goldthread.config import load_settings
+from goldthread.errors import GoldthreadError
+from goldthread.models.work_items import Loop
+from goldthread.pipeline.context import Context
+
+console = Console()
+LOOP_NAMES = [loop.value for loop in Loop]
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a YYYY-MM-DD date") from exc
+
+
+def _context() -> Context:
+    ctx = Context(load_settings())
+    if ctx.settings.bus == "local":
+        from goldthread.pipeline.local_runtime import wire_local_bus
+
+        wire_local_bus(ctx)
+    return ctx
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Simulate weeks of a trading bot and archive them through every loop; print the summary."""
+    from goldthread import report
+    from goldthread.demo import run_demo
+    from goldthread.pipeline.dead_letters import list_dead_letters
+    from goldthread.pipeline.runs import list_runs
+
+    settings = load_settings()
+    ctx, result = run_demo(settings, days=args.days, seed=args.seed, console=console)
+    console.rule(f"demo {result.start} .. {result.end}: {len(result.steps)} scheduled jobs ran")
+    report.print_table_counts(console, report.table_counts(ctx))
+    report.print_dead_letters(console, list_dead_letters(ctx, include_replayed=True))
+    runs = list_runs(ctx)
+    report.print_run_summary(console, runs)
+    for line in result.extras.get("notes", []):
+        console.print(line)
+    console.print(f"data: {settings.home.resolve()}")
+    ctx.close()
+    return 0 if not report.reconciliation_failures(runs) else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Dispatch one loop for one day and deliver its items."""
+    from goldthread.pipeline.local_runtime import run_loop
+
+    ctx = _context()
+    run = run_loop(ctx, args.loop, args.ds)
+    console.print_json(run.model_dump_json())
+    return 0 if run.status.value in ("SUCCEEDED", "RUNNING") else 2
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Run one loop for every day from --start to --end, with a progress bar."""
+    from goldthread.errors import NotReadyError
+    from goldthread.pipeline.local_runtime import run_loop
+
+    ctx = _context()
+    days = [args.start + dt.timedelta(days=i) for i in range((args.end - args.start).days + 1)]
+    statuses: dict[str, int] = {}
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"backfill {args.loop}", total=len(days))
+        for day in days:
+            try:
+                status = run_loop(ctx, args.loop, day).status.value
+            except NotReadyError as exc:
+                console.print(f"[yellow]{day}: {exc}")
+                status = "NOT_READY"
+            statuses[status] = statuses.get(status, 0) + 1
+            progress.advance(task)
+    console.print(statuses)
+    return 0 if set(statuses) <= {"SUCCEEDED", "PARTIAL", "NOT_READY"} else 2
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """List runs from job_metadata (marking stalled ones first)."""
+    from goldthread import report
+    from goldthread.pipeline.runs import list_runs, mark_stalled
+
+    ctx = _context()
+    mark_stalled(ctx)
+    runs = list_runs(ctx, args.job, args.ds)
+    report.print_runs(console, runs, args.limit)
+    report.print_run_summary(console, runs)
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """List dead-lettered items with their field-level reasons."""
+    from goldthread import report
+    from goldthread.pipeline.dead_letters import list_dead_letters
+
+    ctx = _context()
+    letters = list_dead_letters(ctx, args.loop, args.reason, args.ids, include_replayed=args.all)
+    report.print_dead_letters(console, letters, args.limit)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Re-validate dead letters and republish those that now pass (--dry-run only reports)."""
+    from goldthread.adapters.local_bus import LocalBus
+    from goldthread.pipeline.replay import replay
+
+    ctx = _context()
+    result = replay(ctx, args.loop, args.reason, args.ids, dry_run=args.dry_run)
+    console.print(f"would pass: {len(result.would_pass)}; still failing: {len(result.still_failing)}; "
+                  f"not replayable: {len(result.not_replayable)}")
+    for entry in result.still_failing + result.not_replayable:
+        console.print(f"  [yellow]{entry['loop']} {entry['doc_id']}[/]: {entry['why']}")
+    if result.run is not None:
+        if isinstance(ctx.bus, LocalBus):
+            ctx.bus.run_until_idle()
+        from goldthread.pipeline.runs import get_run
+
+        console.print_json((get_run(ctx, result.run.run_id) or result.run).model_dump_json())
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Generate (or --check) the BigQuery schema files, DuckDB DDL and docs/schema.md from the models."""
+    from goldthread.schema.generate import stale_artifacts, write_artifacts
+
+    if args.action == "check":
+        stale = stale_artifacts()
+        for path in stale:
+            console.print(f"[red]stale: {path}")
+        return 1 if stale else 0
+    for path in write_artifacts():
+        console.print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; each sub-command's help is its function's docstring."""
+    parser = argparse.ArgumentParser(prog="goldthread", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=(func.__doc__ or "").splitlines()[0], description=func.__doc__)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("demo", cmd_demo)
+    p.add_argument("--days", type=int, default=21, help="days of trading to simulate (default 21)")
+    p.add_argument("--seed", type=int, default=42)
+    p = add("run", cmd_run)
+    p.add_argument("loop", choices=LOOP_NAMES)
+    p.add_argument("--ds", type=_date, required=True, help="partition day, YYYY-MM-DD (UTC)")
+    p = add("backfill", cmd_backfill)
+    p.add_argument("loop", choices=LOOP_NAMES)
+    p.add_argument("--start", type=_date, required=True)
+    p.add_argument("--end", type=_date, required=True)
+    p = add("runs", cmd_runs)
+    p.add_argument("--job", help="loop, patch, replay or canary")
+    p.add_argument("--ds", type=_date)
+    p.add_argument("--limit", type=int, default=40)
+    p = add("dead-letters", cmd_dead_letters)
+    p.add_argument("action", choices=["list"])
+    p.add_argument("--loop", choices=LOOP_NAMES)
+    p.add_argument("--reason", help="reason code, e.g. VALIDATION, SCD_CONFLICT, MAX_ATTEMPTS")
+    p.add_argument("--id", dest="ids", action="append", help="dead-letter or document id (repeatable)")
+    p.add_argument("--all", action="store_true", help="include dead letters already replayed")
+    p.add_argument("--limit", type=int, default=50)
+    p = add("replay", cmd_replay)
+    p.add_argument("--loop", choices=LOOP_NAMES)
+    p.add_argument("--reason")
+    p.add_argument("--id", dest="ids", action="append")
+    p.add_argument("--dry-run", action="store_true", help="show what would pass; publish nothing")
+    p = add("schema", cmd_schema)
+    p.add_argument("action", choices=["generate", "check"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``goldthread`` command."""
+    logs.configure(level=os.environ.get("GOLDTHREAD_LOG_LEVEL", "ERROR"))
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except GoldthreadError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

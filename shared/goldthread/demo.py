@@ -1,0 +1,138 @@
+"""The demo: a few weeks of a simulated trading bot, archived day by day through the local bus.
+
+Runs on a fresh checkout with nothing configured: embedded hot store, bus, warehouse, broker and
+market data under ``GOLDTHREAD_HOME`` (default ``.goldthread/``). Each simulated day the bot trades,
+then the scheduler's jobs run as they would in production: Loop A (closed trades), Loop C (expired
+signals), Loop D (account snapshot), Loop B for the day whose 7-day window just ended, and the fee
+patch at T+1. Some documents are broken on purpose; at the end one is fixed and replayed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from goldthread.adapters.sim_broker import SimulatedBroker
+from goldthread.adapters.synthetic_market_data import SyntheticMarketData
+from goldthread.config import Settings
+from goldthread.errors import NotReadyError
+from goldthread.models.work_items import Loop
+from goldthread.pipeline.context import Context
+from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
+from goldthread.sim.bot import SimBot
+
+
+class SimClock:
+    """A settable clock shared by the bot, the broker and the pipeline."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.moment = start
+
+    def now(self) -> dt.datetime:
+        """The simulated time."""
+        return self.moment
+
+    def set(self, moment: dt.datetime) -> None:
+        """Move the simulated time (never backwards)."""
+        self.moment = max(self.moment, moment)
+
+
+@dataclass
+class DemoResult:
+    """What the demo did, for the summary and the tests."""
+
+    start: dt.date
+    end: dt.date
+    broken: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    steps: list[tuple[str, dt.date]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def reset_home(settings: Settings) -> None:
+    """Remove the embedded stores the demo writes, so it starts from nothing."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    for path in (settings.hot_path, settings.warehouse_path, settings.broker_path):
+        for suffix in ("", "-wal", "-shm", ".wal"):
+            candidate = path.with_name(path.name + suffix)
+            if candidate.exists():
+                candidate.unlink()
+
+
+def build_demo_context(settings: Settings, start: dt.date) -> tuple[Context, SimClock, SimulatedBroker, SimBot]:
+    """Embedded context driven by a simulated clock, with the bot that feeds it."""
+    clock = SimClock(dt.datetime.combine(start, dt.time(), dt.UTC))
+    market = SyntheticMarketData()
+    broker = SimulatedBroker(settings.broker_path, clock=clock.now, market=market)
+    ctx = Context(settings, clock=clock.now, broker=broker, market_data=market)
+    wire_local_bus(ctx)
+    bot = SimBot(ctx.hot, broker, market, start)
+    return ctx, clock, broker, bot
+
+
+def scheduled_jobs(day: dt.date, start: dt.date, settings: Settings) -> list[tuple[str, dt.date]]:
+    """The jobs the scheduler runs in the night after ``day`` (as in ``terraform/``)."""
+    jobs: list[tuple[str, dt.date]] = [
+        (Loop.TRADES.value, day),
+        (Loop.ACCOUNTS.value, day),
+    ]
+    expiry_day = day - dt.timedelta(days=1 + int(settings.expiry_lookahead.total_seconds() // 86400))
+    if expiry_day >= start:
+        jobs.append((Loop.EXPIRED_SIGNALS.value, expiry_day))
+    window_day = day - dt.timedelta(days=settings.validity_window.days)
+    if window_day >= start:
+        jobs.append((Loop.REJECTED_SIGNALS.value, window_day))
+    return jobs
+
+
+JobRunner = Callable[[Context, str, dt.date], Any]
+
+
+def run_job(ctx: Context, job: str, ds: dt.date) -> Any:
+    """Run one scheduled job locally: a loop through the local bus."""
+    return run_loop(ctx, job, ds)
+
+
+def run_demo(
+    settings: Settings,
+    days: int = 21,
+    seed: int = 42,
+    console: Console | None = None,
+    end: dt.date | None = None,
+    job_runner: JobRunner = run_job,
+) -> tuple[Context, DemoResult]:
+    """Simulate ``days`` days of trading and archive them; returns the context for summaries."""
+    console = console or Console()
+    reset_home(settings)
+    end = end or (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
+    start = end - dt.timedelta(days=days - 1)
+    ctx, clock, _broker, bot = build_demo_context(settings, start)
+    bot.seed = seed
+    bot.register_strategies()
+    result = DemoResult(start=start, end=end)
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False,
+    ) as progress:
+        task = progress.add_task("simulating and archiving", total=days)
+        for offset in range(days):
+            day = start + dt.timedelta(days=offset)
+            clock.set(dt.datetime.combine(day, dt.time(), dt.UTC))
+            bot.trade_day(day)
+            if offset == days // 2:
+                clock.set(dt.datetime.combine(day, dt.time(23, 30), dt.UTC))
+                result.broken = bot.break_some_documents(day)
+            clock.set(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(3), dt.UTC))
+            for job, ds in scheduled_jobs(day, start, settings):
+                try:
+                    job_runner(ctx, job, ds)
+                    result.steps.append((job, ds))
+                except NotReadyError as exc:
+                    console.print(f"[yellow]{job} {ds}: {exc}")
+            progress.advance(task)
+    return ctx, result

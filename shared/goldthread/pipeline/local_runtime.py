@@ -1,0 +1,61 @@
+"""The local deployment: wire the embedded bus the way Terraform wires Pub/Sub in production.
+
+Each loop's topic gets a subscription whose handler is the same subscriber code a Cloud Function
+runs, with the same retry and dead-letter policy; the dead-letter topic gets the dead-letter sink.
+Locally the subscription takes batches so a large backfill is fast; every message in a batch still
+has its own ack, retry and dead-letter fate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from goldthread.adapters.local_bus import LocalBus
+from goldthread.models.hot import JobMetadata
+from goldthread.models.work_items import Loop
+from goldthread.pipeline import runs
+from goldthread.pipeline.context import Context
+from goldthread.pipeline.dead_letters import handle_dead_letter
+from goldthread.pipeline.dispatcher import dispatch
+from goldthread.pipeline.subscriber import handle_events
+from goldthread.ports.bus import message_from_event
+
+
+def wire_local_bus(ctx: Context, batch_size: int = 500, min_backoff: float = 0.01) -> LocalBus:
+    """Subscribe every loop's subscriber and the dead-letter sink to the context's ``LocalBus``."""
+    bus = ctx.bus
+    if not isinstance(bus, LocalBus):
+        raise TypeError("wire_local_bus needs the embedded LocalBus")
+    settings = ctx.settings
+    if settings.subscription(Loop.TRADES) in getattr(bus, "_subscriptions", {}):
+        return bus
+
+    def subscriber(events: Sequence[Any]) -> list[BaseException | None]:
+        return handle_events(ctx, events)
+
+    for loop in Loop:
+        bus.subscribe(
+            settings.topic(loop), settings.subscription(loop), batch_handler=subscriber,
+            max_delivery_attempts=settings.max_delivery_attempts, dead_letter_topic=settings.dead_letter_topic,
+            min_backoff=min_backoff, max_backoff=min_backoff * 64, batch_size=batch_size,
+        )
+    bus.subscribe(
+        settings.dead_letter_topic, f"{settings.dead_letter_topic}-sink",
+        handler=lambda event: handle_dead_letter(ctx, message_from_event(event)),
+        max_delivery_attempts=settings.max_delivery_attempts, min_backoff=min_backoff,
+    )
+    return bus
+
+
+def run_loop(
+    ctx: Context, loop: Loop | str, ds: dt.date, progress: Callable[[int, int], None] | None = None
+) -> JobMetadata:
+    """Dispatch one loop for one day and, on the local bus, deliver everything it published."""
+    run = dispatch(ctx, loop, ds, progress)
+    if isinstance(ctx.bus, LocalBus):
+        ctx.bus.run_until_idle()
+    final = runs.get_run(ctx, run.run_id)
+    assert final is not None
+    return final

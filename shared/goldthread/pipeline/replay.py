@@ -1,0 +1,85 @@
+"""Replay: re-validate dead-lettered items and republish those that would now pass.
+
+Dead letters are found through the queryable ``dead_letters`` table (filter by loop, reason, ids).
+Each is re-checked with the loop's own build logic, without writing (``--dry-run`` stops here and
+reports what would pass and what still fails, with reasons). The passing ones are republished to
+their loop's topic under a new ``replay`` run, which reconciles like any run; each replay is recorded
+in ``dead_letter_replays`` so a dead letter is replayed once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from goldthread.errors import GoldthreadError
+from goldthread.logs import get_logger
+from goldthread.loops import get_loop
+from goldthread.models.hot import JobMetadata
+from goldthread.models.warehouse import ReplayRecord, row_id_for
+from goldthread.models.work_items import WorkItem
+from goldthread.pipeline import runs
+from goldthread.pipeline.context import Context
+from goldthread.pipeline.dead_letters import list_dead_letters
+
+log = get_logger("replay")
+
+
+@dataclass
+class ReplayReport:
+    """What a replay found and did."""
+
+    would_pass: list[dict[str, Any]] = field(default_factory=list)
+    still_failing: list[dict[str, Any]] = field(default_factory=list)
+    not_replayable: list[dict[str, Any]] = field(default_factory=list)
+    run: JobMetadata | None = None
+
+
+def replay(
+    ctx: Context,
+    loop: str | None = None,
+    reason: str | None = None,
+    ids: Sequence[str] | None = None,
+    dry_run: bool = False,
+) -> ReplayReport:
+    """Re-validate dead letters and (unless ``dry_run``) republish the ones that now pass."""
+    report = ReplayReport()
+    candidates: list[tuple[dict[str, Any], WorkItem]] = []
+    for letter in list_dead_letters(ctx, loop, reason, ids):
+        summary = {k: letter[k] for k in ("row_id", "loop", "doc_id", "run_id", "reason_code", "error_message")}
+        try:
+            item = WorkItem.from_message(letter["payload"].encode(), json.loads(letter["attributes_json"]))
+        except (GoldthreadError, ValueError) as exc:
+            report.not_replayable.append({**summary, "why": str(exc)[:300]})
+            continue
+        failure = get_loop(item.loop).check(ctx, item)
+        if failure is None:
+            report.would_pass.append(summary)
+            candidates.append((letter, item))
+        else:
+            report.still_failing.append({**summary, "why": str(failure)[:300]})
+    if dry_run or not candidates:
+        return report
+    now = ctx.now()
+    run = runs.start_run(ctx, "replay", now.date(), {"dead_letters": len(candidates)})
+    try:
+        records = []
+        for letter, old in candidates:
+            new = old.model_copy(update={"run_id": run.run_id, "published_at": now})
+            data, attributes = new.to_message()
+            ctx.bus.publish(ctx.settings.topic(new.loop), data, attributes)
+            records.append(ReplayRecord(
+                row_id=row_id_for("dead_letter_replays", letter["row_id"]), ds=now.date(),
+                dead_letter_id=letter["row_id"], replay_run_id=run.run_id, original_run_id=letter["run_id"],
+                loop=letter["loop"], doc_id=letter["doc_id"], replayed_at=now,
+            ))
+        ctx.warehouse.insert_rows(ReplayRecord, records)
+        runs.finish_dispatch(ctx, run.run_id, len(records))
+    except Exception as exc:
+        runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    log.info("replayed %d dead letters", len(candidates), extra={"run_id": run.run_id})
+    report.run = runs.get_run(ctx, run.run_id)
+    return report
