@@ -1,0 +1,49 @@
+# goldthread: the two quick-start commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test test-fast lint schema bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt -e .
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.txt -e .
+	touch $@ $(VENV)/.runtime
+
+## demo: create .venv, install, and run the demo on the embedded defaults (no cloud, nothing configured)
+demo: $(VENV)/.runtime
+	$(BIN)/goldthread demo
+
+## test: install what the tests need, start what they need (the tests start the emulators), run everything
+test: $(VENV)/.dev
+	bash tests/support/system_deps.sh
+	$(BIN)/python -m pytest -q
+
+## test-fast: everything except the slow, emulator and browser tests
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest -q -m "not slow and not emulator and not browser"
+
+## lint: ruff, mypy on shared/, generated files fresh, terraform fmt
+lint: $(VENV)/.dev
+	$(BIN)/ruff check shared functions tests bench
+	$(BIN)/mypy
+	$(BIN)/goldthread schema check
+	terraform fmt -check -recursive terraform
+
+## schema: regenerate BigQuery schema files, DuckDB DDL and docs/schema.md from the models
+schema: $(VENV)/.runtime
+	$(BIN)/goldthread schema generate
+
+## bench: the benchmark command (see bench/README.md)
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf .goldthread .pytest_cache .mypy_cache .ruff_cache
