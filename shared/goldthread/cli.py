@@ -21,7 +21,7 @@ from goldthread.errors import GoldthreadError
 from goldthread.models.work_items import Loop
 from goldthread.pipeline.context import Context
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)
 LOOP_NAMES = [loop.value for loop in Loop]
 
 

@@ -79,22 +79,31 @@ class DuckDbWarehouse(Warehouse):
 
     def insert_rows(self, model: type[WarehouseRow], rows: Sequence[WarehouseRow]) -> InsertResult:
         """Insert rows whose key is new; report the others as duplicates. One transaction."""
-        result = InsertResult()
         if not rows:
+            return InsertResult()
+        key = safe_identifier(model.__key__)
+        seen: set[str] = set()
+        unique: list[WarehouseRow] = []
+        in_batch: list[str] = []
+        for row in rows:
+            row_key = getattr(row, key)
+            if row_key in seen:
+                in_batch.append(row_key)
+            else:
+                seen.add(row_key)
+                unique.append(row)
+        result = self.load_arrow(model, rows_to_arrow(model, unique))
+        result.duplicates.extend(in_batch)
+        return result
+
+    def load_arrow(self, model: type[WarehouseRow], incoming: pa.Table) -> InsertResult:
+        """Insert an Arrow table (unique keys, the model's schema) in one transaction; skip existing keys."""
+        result = InsertResult()
+        if incoming.num_rows == 0:
             return result
         if self.rejects_writes:
             raise WarehouseWriteError(f"warehouse refuses writes to {model.__table__}")
         table, key = safe_identifier(model.__table__), safe_identifier(model.__key__)
-        seen: set[str] = set()
-        unique: list[WarehouseRow] = []
-        for row in rows:
-            row_key = getattr(row, key)
-            if row_key in seen:
-                result.duplicates.append(row_key)
-            else:
-                seen.add(row_key)
-                unique.append(row)
-        incoming = rows_to_arrow(model, unique)
         with self._lock:
             try:
                 self._db.execute("BEGIN TRANSACTION")
@@ -115,8 +124,7 @@ class DuckDbWarehouse(Warehouse):
                 raise WarehouseWriteError(f"insert into {table} failed: {exc}") from exc
             finally:
                 self._db.unregister("incoming_rows")
-        for row in unique:
-            row_key = getattr(row, key)
+        for row_key in incoming.column(key).to_pylist():
             (result.duplicates if row_key in existing else result.inserted).append(row_key)
         return result
 
@@ -154,6 +162,14 @@ class DuckDbWarehouse(Warehouse):
             except duckdb.Error as exc:
                 if isinstance(exc, (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException)):
                     raise PermanentError(f"query failed: {exc}") from exc
+                raise WarehouseWriteError(f"query failed: {exc}") from exc
+
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run GoogleSQL and return an Arrow table (no per-row Python objects)."""
+        with self._lock:
+            try:
+                return self._db.sql(to_duckdb_sql(sql), params=dict(params or {})).to_arrow_table()
+            except duckdb.Error as exc:
                 raise WarehouseWriteError(f"query failed: {exc}") from exc
 
     def execute_script(self, sql: str) -> None:

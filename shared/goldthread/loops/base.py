@@ -75,14 +75,16 @@ class LoopSpec(ABC):
         outcome = self.build(ctx, [item]).get(item.item_id)
         return outcome if isinstance(outcome, PermanentError) else None
 
-    def find_due(self, ctx: Context, ds: dt.date, extra: Sequence[Where] = ()) -> list[str]:
-        """Unarchived records whose ``time_field`` falls on or before ``ds``.
+    def find_due(
+        self, ctx: Context, ds: dt.date, extra: Sequence[Where] = (), until: dt.datetime | None = None
+    ) -> list[str]:
+        """Unarchived records whose ``time_field`` falls on or before ``ds`` (before ``until`` if given).
 
         Records whose timestamp cannot be read are included too: the subscriber will dead-letter them
         with the reason, instead of leaving them silently behind.
         """
         assert self.collection is not None
-        _, end = day_bounds(ds)
+        end = until or day_bounds(ds)[1]
         due = []
         for doc_id, data in ctx.hot.query(
             self.collection, [*extra, *self.due_filters()], fields=[self.time_field]

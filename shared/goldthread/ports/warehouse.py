@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import pyarrow as pa
+
 from goldthread.errors import ConfigError
 from goldthread.models.warehouse import WarehouseRow
 
@@ -63,6 +65,19 @@ class Warehouse(ABC):
 
         Returns the number of rows changed or inserted.
         """
+
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """The same query as a columnar Arrow table (bars for vectorised maths). Engines override this."""
+        return pa.Table.from_pylist(self.query(sql, params))
+
+    def load_arrow(self, model: type[WarehouseRow], table: pa.Table) -> InsertResult:
+        """Bulk-load columnar rows already in the model's schema, skipping existing keys.
+
+        The default validates each row through the model and streams it; engines with a native bulk
+        path (DuckDB's Arrow scan, BigQuery load jobs) override it.
+        """
+        rows = [model.model_validate(r) for r in table.to_pylist()]
+        return self.insert_rows(model, rows)
 
     def get_rows(self, model: type[WarehouseRow], keys: Sequence[str]) -> list[dict[str, Any]]:
         """Rows of ``model`` by key (each key once, even if a streaming backend holds it twice)."""

@@ -1,0 +1,93 @@
+"""What Loops B and C share: signal documents in, bars loaded once per batch, floats out as exact decimals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from goldthread.errors import PermanentError
+from goldthread.loops.bars import needed_days, prefetch
+from goldthread.loops.base import BuildResult, LoopSpec, day_bounds
+from goldthread.models import SchemaGuardian
+from goldthread.models.hot import LiveSignal
+from goldthread.models.types import quantize9
+from goldthread.models.work_items import WorkItem
+from goldthread.pipeline.context import Context
+from goldthread.ports.market_data import from_ns
+
+S = TypeVar("S", bound=LiveSignal)
+
+
+def dec(value: float | None) -> Decimal | None:
+    """A float result as an exact 9-place decimal of its shortest repr; NaN/None stay missing."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return quantize9(Decimal(repr(float(value))))
+
+
+def when(ns: int | None) -> dt.datetime | None:
+    """A bar timestamp (ns) as an aware datetime, None if missing."""
+    return None if ns is None else from_ns(ns)
+
+
+class CounterfactualLoop(LoopSpec):
+    """Base of Loops B and C: validates signals and groups them by symbol for vectorised maths."""
+
+    signal_model: type[LiveSignal] = LiveSignal
+
+    def window(self, ctx: Context, signal: Any) -> tuple[dt.datetime, dt.datetime]:
+        """The bar window a signal needs."""
+        raise NotImplementedError
+
+    def find_and_remember(self, ctx: Context, ds: dt.date, ids: list[str]) -> list[str]:
+        """Keep the ids for ``prepare`` (it needs their symbols and windows)."""
+        ctx.cache[f"found:{self.loop.value}:{ds}"] = ids
+        return ids
+
+    def prepare(self, ctx: Context, ds: dt.date, doc_ids: Sequence[str]) -> dict[str, Any]:
+        """Prefetch the bars every published signal needs, once per symbol and day."""
+        assert self.collection is not None
+        windows = []
+        for doc_id, data in ctx.hot.get_many(self.collection, list(doc_ids)).items():
+            try:
+                signal = self.signal_model.model_validate(data)
+            except ValueError:
+                continue  # the subscriber will dead-letter it with the reasons
+            start, end = self.window(ctx, signal)
+            windows.append((signal.symbol, start, end))
+        return prefetch(ctx, needed_days(windows))
+
+    def validated(self, ctx: Context, items: Sequence[WorkItem]) -> tuple[dict[str, tuple[WorkItem, Any]], BuildResult]:
+        """Validate the batch's signal documents; failures become permanent errors."""
+        docs, results = self.load_docs(ctx, items)
+        good: dict[str, tuple[WorkItem, Any]] = {}
+        for item in items:
+            if item.item_id in results:
+                continue
+            try:
+                signal = SchemaGuardian.validate(self.signal_model, docs[item.doc_id], item.doc_id)
+                self.check_signal(ctx, signal)
+                good[item.item_id] = (item, signal)
+            except PermanentError as exc:
+                results[item.item_id] = exc
+        return good, results
+
+    def check_signal(self, ctx: Context, signal: Any) -> None:
+        """Loop-specific eligibility (raise ``PermanentError``)."""
+
+    @staticmethod
+    def by_symbol(good: dict[str, tuple[WorkItem, Any]]) -> dict[str, list[tuple[str, WorkItem, Any]]]:
+        """Group validated signals by symbol."""
+        groups: dict[str, list[tuple[str, WorkItem, Any]]] = defaultdict(list)
+        for item_id, (item, signal) in good.items():
+            groups[signal.symbol].append((item_id, item, signal))
+        return groups
+
+
+def not_ready_until(ds: dt.date, delay: dt.timedelta) -> dt.datetime:
+    """End of ``ds`` plus ``delay``: when a day's counterfactual data is complete."""
+    return day_bounds(ds)[1] + delay

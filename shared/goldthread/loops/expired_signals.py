@@ -1,0 +1,108 @@
+"""Loop C: signals that expired without execution -> ``fact_signals_expired`` with their best excursion.
+
+"Did we miss a moonshot?" Over the signal's life plus a look-ahead (``created_at`` to ``expires_at`` +
+``GOLDTHREAD_EXPIRY_LOOKAHEAD_HOURS``), measured from the signal price: the maximum favourable
+excursion (price, percent, R) and when it happened, the adverse one likewise, whether the take-profit
+would have been hit and when, and a missed-moonshot flag when the MFE reaches the configured threshold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import numpy as np
+
+from goldthread.analytics.barriers import excursions_batch
+from goldthread.errors import NotReadyError, PermanentError
+from goldthread.loops.bars import load_bars
+from goldthread.loops.base import BuildResult, day_bounds
+from goldthread.loops.counterfactual import CounterfactualLoop, dec, not_ready_until, when
+from goldthread.models.hot import LiveSignal, Side, SignalStatus
+from goldthread.models.warehouse import FactSignalExpired, row_id_for
+from goldthread.models.work_items import Loop, WorkItem
+from goldthread.pipeline.context import Context
+from goldthread.ports.hot_store import Where
+from goldthread.ports.market_data import to_ns
+
+
+class ExpiredSignalsLoop(CounterfactualLoop):
+    """Loop C: ``live_signals`` (expired, never executed) -> ``fact_signals_expired``."""
+
+    loop: ClassVar[Loop] = Loop.EXPIRED_SIGNALS
+    collection: ClassVar[str | None] = "live_signals"
+    row_model = FactSignalExpired
+    time_field: ClassVar[str] = "expires_at"
+    signal_model = LiveSignal
+
+    def check_ready(self, ctx: Context, ds: dt.date) -> None:
+        """Refuse a day whose look-ahead has not passed yet."""
+        ready = not_ready_until(ds, ctx.settings.expiry_lookahead)
+        if ctx.now() < ready:
+            raise NotReadyError(
+                f"expired_signals for {ds} looks {ctx.settings.expiry_lookahead} past expiry; "
+                f"it can run from {ready.isoformat()}"
+            )
+
+    def window(self, ctx: Context, signal: Any) -> tuple[dt.datetime, dt.datetime]:
+        """The signal's life plus the look-ahead."""
+        return signal.created_at, signal.expires_at + ctx.settings.expiry_lookahead
+
+    def find(self, ctx: Context, ds: dt.date) -> list[str]:
+        """EXPIRED signals, and ACTIVE ones past their expiry (never executed), expiring on or before ``ds``."""
+        expired = self.find_due(ctx, ds, [Where("status", "==", SignalStatus.EXPIRED.value)])
+        until = min(day_bounds(ds)[1], ctx.now())
+        stale = self.find_due(ctx, ds, [Where("status", "==", SignalStatus.ACTIVE.value)], until=until)
+        return self.find_and_remember(ctx, ds, sorted(set(expired) | set(stale)))
+
+    def check_signal(self, ctx: Context, signal: Any) -> None:
+        """Only signals that expired without execution belong here."""
+        expired = signal.status is SignalStatus.EXPIRED or (
+            signal.status is SignalStatus.ACTIVE and signal.expires_at <= ctx.now()
+        )
+        if not expired:
+            raise PermanentError(
+                f"signal {signal.signal_id} is {signal.status.value}, not expired",
+                [{"loc": "status", "msg": f"status {signal.status.value} is not an unexecuted expiry",
+                  "type": "status"}],
+            )
+
+    def build(self, ctx: Context, items: Sequence[WorkItem]) -> BuildResult:
+        """Excursions for the batch, one vectorised call per symbol."""
+        good, results = self.validated(ctx, items)
+        bars = load_bars(ctx, [(s.symbol, *self.window(ctx, s)) for _, s in good.values()])
+        threshold = Decimal(ctx.settings.moonshot_threshold_pct)
+        now = ctx.now()
+        for symbol, group in self.by_symbol(good).items():
+            signals = [s for _, _, s in group]
+            batch = excursions_batch(
+                bars[symbol],
+                np.array([1 if s.side is Side.LONG else -1 for s in signals], dtype=np.int8),
+                np.array([to_ns(s.created_at) for s in signals], dtype=np.int64),
+                np.array([float(s.signal_price) for s in signals]),
+                np.array([float(s.take_profit) for s in signals]),
+                np.array([float(s.stop_loss) for s in signals]),
+                np.array([to_ns(self.window(ctx, s)[1]) for s in signals], dtype=np.int64),
+                float(threshold),
+            )
+            for i, (item_id, item, s) in enumerate(group):
+                r = batch.row(i)
+                no_data = r.bars_observed == 0
+                results[item_id] = FactSignalExpired(
+                    row_id=row_id_for("fact_signals_expired", s.signal_id), ds=s.expires_at.date(),
+                    run_id=item.run_id, loaded_at=now, is_canary=s.is_canary, signal_id=s.signal_id,
+                    strategy_id=s.strategy_id, strategy_version=s.strategy_version, symbol=s.symbol,
+                    asset_class=s.asset_class, side=s.side, signal_price=s.signal_price,
+                    take_profit=s.take_profit, stop_loss=s.stop_loss, created_at=s.created_at,
+                    expires_at=s.expires_at, lookahead_end=self.window(ctx, s)[1],
+                    max_mfe_price=dec(r.max_mfe_price), max_mfe_pct=dec(r.max_mfe_pct), max_mfe_r=dec(r.max_mfe_r),
+                    max_mfe_at=when(r.max_mfe_at), mae_price=dec(r.mae_price), mae_pct=dec(r.mae_pct),
+                    mae_r=dec(r.mae_r), mae_at=when(r.mae_at),
+                    take_profit_hit=None if no_data else bool(r.take_profit_hit),
+                    take_profit_hit_at=when(r.take_profit_hit_at),
+                    is_missed_moonshot=None if no_data else bool(r.is_missed_moonshot),
+                    moonshot_threshold_pct=threshold, bars_observed=r.bars_observed,
+                )
+        return results

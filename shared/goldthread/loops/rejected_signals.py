@@ -1,0 +1,113 @@
+"""Loop B: rejected signals older than the validity window -> ``fact_rejected_signals`` with theoretical P&L.
+
+"What did our risk filter cost us?" For each rejected signal, the trade it would have been is replayed
+on the bars after it by the triple-barrier rule (``goldthread.analytics.barriers``: entry at the next
+bar's open, first touch of take-profit or stop-loss, stop first when one bar touches both, gaps fill at
+the open, else time-out at the window's last close). Fees are estimated with the same fee model as real
+trades, per unit, round trip. Missing bars are not dropped: the row says NO_DATA with the bar count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import numpy as np
+
+from goldthread.analytics.barriers import triple_barrier_batch
+from goldthread.analytics.fees import FeeSchedule, Fill, total_estimated_fees
+from goldthread.errors import NotReadyError
+from goldthread.loops.bars import load_bars
+from goldthread.loops.base import BuildResult
+from goldthread.loops.counterfactual import CounterfactualLoop, dec, not_ready_until, when
+from goldthread.models.broker import OrderSide
+from goldthread.models.hot import RejectedSignal, Side
+from goldthread.models.types import quantize9
+from goldthread.models.warehouse import ExitReason, FactRejectedSignal, row_id_for
+from goldthread.models.work_items import Loop, WorkItem
+from goldthread.pipeline.context import Context
+from goldthread.ports.market_data import to_ns
+
+SCHEDULE = FeeSchedule()
+
+
+def fee_per_unit(signal: RejectedSignal, entry: Decimal, exit_: Decimal) -> Decimal:
+    """Round-trip fee of one unit at the theoretical fills, by the same model as real trades."""
+    opening = OrderSide.BUY if signal.side is Side.LONG else OrderSide.SELL
+    closing = OrderSide.SELL if opening is OrderSide.BUY else OrderSide.BUY
+    day = signal.created_at.date()
+    legs = [
+        Fill(key="entry", symbol=signal.symbol, asset_class=signal.asset_class, side=opening, qty=Decimal(1),
+             price=entry, day=day),
+        Fill(key="exit", symbol=signal.symbol, asset_class=signal.asset_class, side=closing, qty=Decimal(1),
+             price=exit_, day=day),
+    ]
+    return quantize9(total_estimated_fees(legs, SCHEDULE))
+
+
+class RejectedSignalsLoop(CounterfactualLoop):
+    """Loop B: ``rejected_signals`` -> ``fact_rejected_signals``."""
+
+    loop: ClassVar[Loop] = Loop.REJECTED_SIGNALS
+    collection: ClassVar[str | None] = "rejected_signals"
+    row_model = FactRejectedSignal
+    time_field: ClassVar[str] = "created_at"
+    signal_model = RejectedSignal
+
+    def check_ready(self, ctx: Context, ds: dt.date) -> None:
+        """Refuse a day whose validity window has not passed: its future bars do not exist yet."""
+        ready = not_ready_until(ds, ctx.settings.validity_window)
+        if ctx.now() < ready:
+            raise NotReadyError(
+                f"rejected_signals for {ds} needs {ctx.settings.validity_window.days} days of bars after the "
+                f"signals; it can run from {ready.isoformat()}"
+            )
+
+    def window(self, ctx: Context, signal: Any) -> tuple[dt.datetime, dt.datetime]:
+        """From creation to the end of the validity window."""
+        return signal.created_at, signal.created_at + ctx.settings.validity_window
+
+    def find(self, ctx: Context, ds: dt.date) -> list[str]:
+        """Unarchived rejected signals created on or before ``ds``."""
+        return self.find_and_remember(ctx, ds, self.find_due(ctx, ds))
+
+    def build(self, ctx: Context, items: Sequence[WorkItem]) -> BuildResult:
+        """Triple-barrier outcomes for the batch, one vectorised call per symbol."""
+        good, results = self.validated(ctx, items)
+        windows = [(s.symbol, *self.window(ctx, s)) for _, s in good.values()]
+        bars = load_bars(ctx, windows)
+        now = ctx.now()
+        for symbol, group in self.by_symbol(good).items():
+            signals = [s for _, _, s in group]
+            batch = triple_barrier_batch(
+                bars[symbol],
+                np.array([1 if s.side is Side.LONG else -1 for s in signals], dtype=np.int8),
+                np.array([to_ns(s.created_at) for s in signals], dtype=np.int64),
+                np.array([float(s.take_profit) for s in signals]),
+                np.array([float(s.stop_loss) for s in signals]),
+                np.array([to_ns(self.window(ctx, s)[1]) for s in signals], dtype=np.int64),
+            )
+            for i, (item_id, item, signal) in enumerate(group):
+                results[item_id] = self._row(ctx, item, signal, batch.row(i), now)
+        return results
+
+    def _row(self, ctx: Context, item: WorkItem, s: RejectedSignal, r: Any, now: dt.datetime) -> FactRejectedSignal:
+        entry, exit_ = dec(r.entry_price), dec(r.exit_price)
+        pnl = dec(r.pnl_per_unit)
+        fee = fee_per_unit(s, entry, exit_) if entry and exit_ else None
+        return FactRejectedSignal(
+            row_id=row_id_for("fact_rejected_signals", s.signal_id), ds=s.created_at.date(), run_id=item.run_id,
+            loaded_at=now, is_canary=s.is_canary, signal_id=s.signal_id, strategy_id=s.strategy_id,
+            strategy_version=s.strategy_version, symbol=s.symbol, asset_class=s.asset_class, side=s.side,
+            signal_price=s.signal_price, take_profit=s.take_profit, stop_loss=s.stop_loss,
+            created_at=s.created_at, expires_at=s.expires_at, rejection_reason=s.rejection_reason,
+            rejected_at=s.rejected_at, window_end=self.window(ctx, s)[1],
+            entry_price=entry, entry_time=when(r.entry_time), exit_price=exit_, exit_time=when(r.exit_time),
+            exit_reason=ExitReason(r.exit_reason), theoretical_pnl_per_unit=pnl, theoretical_pnl_pct=dec(r.pnl_pct),
+            est_fee_per_unit=fee,
+            theoretical_net_pnl_per_unit=quantize9(pnl - fee) if pnl is not None and fee is not None else None,
+            r_multiple=dec(r.r_multiple), mfe_price=dec(r.mfe_price), mfe_pct=dec(r.mfe_pct), mfe_r=dec(r.mfe_r),
+            mae_price=dec(r.mae_price), mae_pct=dec(r.mae_pct), mae_r=dec(r.mae_r), bars_observed=r.bars_observed,
+        )
