@@ -52,3 +52,15 @@ def dead_letter_sink(cloud_event: Any) -> None:
 def replay(request: Any) -> Any:
     """By hand -> republish dead letters that now pass validation."""
     return entrypoints.replay_http(request)
+
+
+@functions_framework.http
+def patch_fees(request: Any) -> Any:
+    """Scheduler (T+1) -> replace estimated fees with the broker's posted fees in ``fact_trades``."""
+    return entrypoints.patch_fees_http(request)
+
+
+@functions_framework.http
+def patch_prices(request: Any) -> Any:
+    """Scheduler or by hand -> repair missing or zero fill prices from the broker's orders."""
+    return entrypoints.patch_prices_http(request)

@@ -138,6 +138,41 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_patch(args: argparse.Namespace) -> int:
+    """Run a maintenance patch: `fees --ds DATE` (T+1 fee reconciliation) or `prices` (missing fill prices)."""
+    from rich.table import Table
+
+    ctx = _context()
+    if args.which == "fees":
+        if args.ds is None:
+            raise GoldthreadError("patch fees needs --ds DATE (the trading day whose fees were posted)")
+        from goldthread.patches.fee_patch import patch_fees
+
+        fees = patch_fees(ctx, args.ds, dry_run=args.dry_run)
+        changes, extra = fees.changes, [f"unchanged: {fees.unchanged}", f"days: {fees.days}"]
+        extra += [f"[yellow]unfinalised {u['position_id']}: {u['why']}" for u in fees.unfinalised]
+        run = fees.run
+    else:
+        from goldthread.patches.price_patch import patch_prices
+
+        prices = patch_prices(ctx, dry_run=args.dry_run)
+        changes = prices.changes
+        extra = [f"still unfilled at the broker: {len(prices.unfilled)}",
+                 f"fact_trades rows corrected: {prices.warehouse_rows}"]
+        run = prices.run
+    table = Table(title=f"{'would change' if args.dry_run else 'changed'}: {len(changes)}")
+    for col in sorted({k for c in changes for k in c}):
+        table.add_column(col)
+    for change in changes[: args.limit]:
+        table.add_row(*(str(change.get(col, "")) for col in sorted({k for c in changes for k in c})))
+    console.print(table)
+    for line in extra:
+        console.print(line)
+    if run is not None:
+        console.print(f"run {run.run_id}: {run.status.value}")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """Generate (or --check) the BigQuery schema files, DuckDB DDL and docs/schema.md from the models."""
     from goldthread.schema.generate import stale_artifacts, write_artifacts
@@ -188,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason")
     p.add_argument("--id", dest="ids", action="append")
     p.add_argument("--dry-run", action="store_true", help="show what would pass; publish nothing")
+    p = add("patch", cmd_patch)
+    p.add_argument("which", choices=["fees", "prices"])
+    p.add_argument("--ds", type=_date, help="trading day (fees)")
+    p.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
+    p.add_argument("--limit", type=int, default=30)
     p = add("schema", cmd_schema)
     p.add_argument("action", choices=["generate", "check"])
     return parser

@@ -87,6 +87,9 @@ def scheduled_jobs(day: dt.date, start: dt.date, settings: Settings) -> list[tup
     window_day = day - dt.timedelta(days=settings.validity_window.days)
     if window_day >= start:
         jobs.append((Loop.REJECTED_SIGNALS.value, window_day))
+    jobs.append(("patch_prices", day))
+    if day - dt.timedelta(days=1) >= start:
+        jobs.append(("patch_fees", day - dt.timedelta(days=1)))
     return jobs
 
 
@@ -94,7 +97,15 @@ JobRunner = Callable[[Context, str, dt.date], Any]
 
 
 def run_job(ctx: Context, job: str, ds: dt.date) -> Any:
-    """Run one scheduled job locally: a loop through the local bus."""
+    """Run one scheduled job locally: a loop through the local bus, or a patch."""
+    if job == "patch_fees":
+        from goldthread.patches.fee_patch import patch_fees
+
+        return patch_fees(ctx, ds)
+    if job == "patch_prices":
+        from goldthread.patches.price_patch import patch_prices
+
+        return patch_prices(ctx)
     return run_loop(ctx, job, ds)
 
 
@@ -111,8 +122,11 @@ def run_demo(
     reset_home(settings)
     end = end or (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
     start = end - dt.timedelta(days=days - 1)
-    ctx, clock, _broker, bot = build_demo_context(settings, start)
+    ctx, clock, broker, bot = build_demo_context(settings, start)
     bot.seed = seed
+    for late in (start + dt.timedelta(days=3), start + dt.timedelta(days=days // 2 + 1)):
+        # two days whose fees the broker posts late (T+2): the fee patch must wait, not guess
+        broker.delay_fee_posting(late, dt.datetime.combine(late + dt.timedelta(days=2), dt.time(6), dt.UTC))
     bot.register_strategies()
     result = DemoResult(start=start, end=end)
     with Progress(

@@ -55,7 +55,9 @@ def day_from(body: dict[str, Any], now: dt.datetime) -> dt.date:
     return now.date() + dt.timedelta(days=offset)
 
 
-def http_call(work: Callable[[Context, dict[str, Any]], dict[str, Any]], request: Any) -> tuple[str, int, dict[str, str]]:
+def http_call(
+    work: Callable[[Context, dict[str, Any]], dict[str, Any]], request: Any
+) -> tuple[str, int, dict[str, str]]:
     """Run ``work`` for an HTTP request and map goldthread errors to status codes."""
     headers = {"Content-Type": "application/json"}
     try:
@@ -122,3 +124,33 @@ def _replay(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
 def replay_http(request: Any) -> tuple[str, int, dict[str, str]]:
     """HTTP (by hand): ``{"loop": ..., "reason": ..., "ids": [...], "dry_run": true}``."""
     return http_call(_replay, request)
+
+
+def _patch_fees(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+    from goldthread.patches.fee_patch import patch_fees
+
+    report = patch_fees(ctx, day_from(body, ctx.now()), dry_run=bool(body.get("dry_run")))
+    return {
+        "changes": len(report.changes), "unchanged": report.unchanged, "unfinalised": report.unfinalised,
+        "days": report.days, "run": report.run.model_dump(mode="json") if report.run else None,
+    }
+
+
+def patch_fees_http(request: Any) -> tuple[str, int, dict[str, str]]:
+    """HTTP (scheduler, T+1): ``{"ds_offset_days": -1}`` or ``{"ds": ...}``; ``"dry_run": true`` writes nothing."""
+    return http_call(_patch_fees, request)
+
+
+def _patch_prices(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+    from goldthread.patches.price_patch import patch_prices
+
+    report = patch_prices(ctx, dry_run=bool(body.get("dry_run")))
+    return {
+        "changes": report.changes, "unfilled": report.unfilled, "fact_trades_corrected": report.warehouse_rows,
+        "run": report.run.model_dump(mode="json") if report.run else None,
+    }
+
+
+def patch_prices_http(request: Any) -> tuple[str, int, dict[str, str]]:
+    """HTTP (scheduler or by hand): repair missing fill prices; ``{"dry_run": true}`` writes nothing."""
+    return http_call(_patch_prices, request)

@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS orders (
     order_id TEXT PRIMARY KEY, symbol TEXT NOT NULL, asset_class TEXT NOT NULL, side TEXT NOT NULL,
     qty TEXT NOT NULL, price TEXT NOT NULL, submitted_at TEXT NOT NULL, reported_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS orders_time ON orders (submitted_at);
+CREATE INDEX IF NOT EXISTS orders_time ON orders (reported_at);
 CREATE TABLE IF NOT EXISTS options (
     symbol TEXT PRIMARY KEY, qty TEXT NOT NULL, multiplier TEXT NOT NULL,
     delta TEXT NOT NULL, gamma TEXT NOT NULL, theta TEXT NOT NULL, vega TEXT NOT NULL
@@ -102,11 +102,15 @@ class SimulatedBroker(Broker):
     def submit_market_order(
         self, order_id: str, symbol: str, side: OrderSide, qty: Decimal, at: dt.datetime, asset_class: str
     ) -> Decimal:
-        """Fill a market order at ``at``; returns the price the bot is told (0 if not yet reported)."""
-        price = self._fill_price(order_id, symbol, side, at)
+        """Fill a market order placed at ``at``; returns the price the bot is told.
+
+        An equity order placed outside the regular session fills at the next open, at that moment's
+        price; until then the broker reports it unfilled, so the bot is told 0 (as with Alpaca).
+        """
         reported = at
         if asset_class == "equity" and not in_regular_session(at):
             reported = next_session_open(at)
+        price = self._fill_price(order_id, symbol, side, reported)
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO orders VALUES (?,?,?,?,?,?,?,?)",
@@ -156,7 +160,7 @@ class SimulatedBroker(Broker):
                     status="filled" if done else "accepted",
                     filled_qty=Decimal(qty) if done else Decimal(0),
                     filled_avg_price=Decimal(price) if done else Decimal(0),
-                    filled_at=dt.datetime.fromisoformat(submitted) if done else None,
+                    filled_at=dt.datetime.fromisoformat(reported) if done else None,
                 )
         return out
 
@@ -188,7 +192,7 @@ class SimulatedBroker(Broker):
         cash = self.initial_cash
         holdings: dict[str, Decimal] = {}
         for symbol, side, qty, price in self._rows(
-            "SELECT symbol, side, qty, price FROM orders WHERE submitted_at <= ?", (_iso(moment),)
+            "SELECT symbol, side, qty, price FROM orders WHERE reported_at <= ?", (_iso(moment),)
         ):
             signed = Decimal(qty) if side == "buy" else -Decimal(qty)
             cash -= signed * Decimal(price)
@@ -233,7 +237,7 @@ class SimulatedBroker(Broker):
         return self._fee_activities(day)
 
     def _posted_fees_until(self, moment: dt.datetime) -> list[FeeActivity]:
-        first = self._rows("SELECT MIN(submitted_at) FROM orders")[0][0]
+        first = self._rows("SELECT MIN(reported_at) FROM orders")[0][0]
         if first is None:
             return []
         out: list[FeeActivity] = []
@@ -245,11 +249,11 @@ class SimulatedBroker(Broker):
         return out
 
     def fills_of_day(self, day: dt.date) -> list[dict[str, Any]]:
-        """The fills executed on ``day`` (UTC), for the fee model."""
+        """The fills executed on ``day`` (UTC, by fill time), for the fee model."""
         start = dt.datetime.combine(day, dt.time(), dt.UTC)
         rows = self._rows(
             "SELECT order_id, symbol, asset_class, side, qty, price FROM orders "
-            "WHERE submitted_at >= ? AND submitted_at < ? ORDER BY order_id",
+            "WHERE reported_at >= ? AND reported_at < ? ORDER BY order_id",
             (_iso(start), _iso(start + dt.timedelta(days=1))),
         )
         return [

@@ -1,0 +1,193 @@
+"""Fee patch (T+1): replace estimated fees in ``fact_trades`` with the fees the broker actually posted.
+
+Alpaca posts regulatory fees as end-of-day FEE activities not tied to an order, and crypto fees as
+CFEE activities in the asset received. For each trading day the patch needs, it reads the day's
+activities, rebuilds the day's fills from the positions opened or closed that day (prices and
+quantities from the broker's orders), and allocates every posted cent to the fills by the rule that
+generated it (``goldthread.analytics.fees.allocate_fees``: largest remainder, so the parts add up to the
+posted total exactly). A trade's actual fee is its entry leg's share plus its exit leg's share.
+
+A trade is finalised only when both of its days are posted and fully allocated; otherwise it is left
+unfinalised and reported, never guessed, and the next run picks it up (a fee posted late, at T+2, is
+found by the run of T+1 or later). All updates of a run are one upsert statement; every changed value
+gets a ``patch_audit`` row, written first, so a crash in between repeats cleanly. A second run changes
+nothing and writes no audit rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from goldthread.analytics.fees import FeeSchedule, Fill, allocate_fees, leg_key
+from goldthread.logs import get_logger
+from goldthread.loops.base import day_bounds
+from goldthread.models import LivePosition, SchemaGuardian
+from goldthread.models.hot import JobMetadata
+from goldthread.models.types import quantize9
+from goldthread.models.warehouse import FactTrade, PatchAudit
+from goldthread.patches.audit import audit_rows, changed_values, flatten
+from goldthread.pipeline import runs
+from goldthread.pipeline.context import Context
+from goldthread.ports.hot_store import Where
+
+log = get_logger("fee_patch")
+PATCH = "patch_fees"
+UPDATED_COLUMNS = ("actual_fee_usd", "fee_finalized", "net_pnl_usd", "return_pct")
+
+
+@dataclass
+class DayFees:
+    """One trading day's posted fees allocated to its fill legs."""
+
+    day: dt.date
+    posted: bool
+    allocations: dict[str, Decimal] = field(default_factory=dict)
+    unallocated: list[str] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        """Posted and every activity allocated."""
+        return self.posted and not self.unallocated
+
+
+@dataclass
+class FeePatchReport:
+    """What a fee patch found and did (or would do, on a dry run)."""
+
+    ds: dt.date
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    unchanged: int = 0
+    unfinalised: list[dict[str, str]] = field(default_factory=list)
+    days: dict[str, str] = field(default_factory=dict)
+    run: JobMetadata | None = None
+
+
+FILL_LOOKBACK = dt.timedelta(days=4)
+"""How far before a day to look for positions whose order filled that day (weekend and holiday orders
+fill at the next open, days after the bot recorded them)."""
+
+
+def day_fees(ctx: Context, day: dt.date, schedule: FeeSchedule) -> DayFees:
+    """Allocate ``day``'s posted activities to the fills the broker executed that day.
+
+    A day's fills are the entry and exit orders of positions the bot recorded around that day whose
+    broker fill time falls on it; prices and quantities are the broker's.
+    """
+    activities = ctx.broker.get_fee_activities(day)
+    if not activities:
+        return DayFees(day, posted=False)
+    start, end = day_bounds(day)
+    legs: dict[str, tuple[str, LivePosition]] = {}
+    for leg, time_field in (("entry", "opened_at"), ("exit", "closed_at")):
+        for doc_id, data in ctx.hot.query(
+            "live_positions", [Where(time_field, ">=", start - FILL_LOOKBACK), Where(time_field, "<", end)]
+        ):
+            try:
+                position = SchemaGuardian.validate(LivePosition, data, doc_id)
+            except ValueError:
+                continue  # an invalid position is in the dead letters; its fee stays unallocated below
+            order_id = position.entry_order_id if leg == "entry" else position.exit_order_id
+            if order_id:
+                legs[order_id] = (leg, position)
+    orders = ctx.broker.get_orders(list(legs))
+    fills = []
+    for order_id, (leg, p) in legs.items():
+        order = orders.get(order_id)
+        if order is None or not order.is_filled or order.filled_at is None or order.filled_at.date() != day:
+            continue
+        assert order.filled_avg_price is not None
+        fills.append(Fill(
+            key=leg_key(p.position_id, leg), symbol=p.symbol, asset_class=p.asset_class, side=order.side,
+            qty=order.filled_qty, price=order.filled_avg_price, day=day, multiplier=p.multiplier,
+        ))
+    allocation = allocate_fees(activities, fills, schedule)
+    return DayFees(
+        day, posted=True, allocations=dict(allocation.allocations),
+        unallocated=[f"{u.activity.activity_id}: {u.reason}" for u in allocation.unallocated],
+    )
+
+
+def _finalised(trade: FactTrade, fee: Decimal) -> FactTrade:
+    net = quantize9(trade.gross_pnl_usd - fee) if trade.gross_pnl_usd is not None else None
+    entry = trade.broker_entry_price or trade.entry_price
+    notional = entry * trade.qty * trade.multiplier if entry else None
+    ret = quantize9(net / notional * 100) if net is not None and notional else None
+    return trade.model_copy(update={"actual_fee_usd": quantize9(fee), "fee_finalized": True, "net_pnl_usd": net,
+                                    "return_pct": ret})
+
+
+def patch_fees(ctx: Context, ds: dt.date, dry_run: bool = False, schedule: FeeSchedule | None = None) -> FeePatchReport:
+    """Finalise the fees of every unfinalised trade closed on or before ``ds`` whose days are posted."""
+    schedule = schedule or FeeSchedule()
+    report = FeePatchReport(ds)
+    run = None if dry_run else runs.start_run(ctx, PATCH, ds)
+    try:
+        trades = [
+            FactTrade.model_validate(r)
+            for r in ctx.warehouse.query(
+                "SELECT * FROM fact_trades WHERE ds <= @ds AND fee_finalized = FALSE AND is_canary = FALSE "
+                "QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY loaded_at) = 1",
+                {"ds": ds},
+            )
+        ]
+        days: dict[dt.date, DayFees] = {}
+        updated: list[FactTrade] = []
+        audits = []
+        now = ctx.now()
+        orders = ctx.broker.get_orders([o for t in trades for o in (t.entry_order_id, t.exit_order_id)])
+        for trade in trades:
+            fee = Decimal(0)
+            missing = []
+            for leg, order_id in (("entry", trade.entry_order_id), ("exit", trade.exit_order_id)):
+                order = orders.get(order_id)
+                if order is None or order.filled_at is None:
+                    missing.append(f"{leg} order {order_id} not filled at the broker yet")
+                    continue
+                day = order.filled_at.date()
+                if day not in days:
+                    days[day] = day_fees(ctx, day, schedule)
+                info = days[day]
+                if not info.usable:
+                    missing.append(f"{leg} day {day} " + ("not posted" if not info.posted else "unallocated fees"))
+                    continue
+                fee += info.allocations.get(leg_key(trade.position_id, leg), Decimal(0))
+            if missing:
+                report.unfinalised.append({"position_id": trade.position_id, "why": "; ".join(missing)})
+                continue
+            new = _finalised(trade, fee)
+            changes = changed_values(trade.model_dump(), {c: getattr(new, c) for c in UPDATED_COLUMNS})
+            if not changes:
+                report.unchanged += 1
+                continue
+            updated.append(new)
+            report.changes.append({"position_id": trade.position_id, **{c: str(v[1]) for c, v in changes.items()},
+                                   "estimated_fee_usd": str(trade.est_fee_usd)})
+            audits.append(audit_rows(PATCH, run.run_id if run else "dry-run", "fact_trades", trade.position_id,
+                                     changes, now))
+        report.days = {
+            d.isoformat(): "posted" if f.usable else ("not posted" if not f.posted else "unallocated: " +
+                                                       "; ".join(f.unallocated)[:300])
+            for d, f in sorted(days.items())
+        }
+        if run is None:
+            return report
+        if audits:
+            ctx.warehouse.insert_rows(PatchAudit, flatten(audits))
+        ctx.warehouse.upsert_rows(FactTrade, updated, UPDATED_COLUMNS)
+        outcomes = {t.position_id: "loaded" for t in updated}
+        runs.record_outcomes(ctx, run.run_id, outcomes)
+        runs.finish_dispatch(ctx, run.run_id, len(updated), {
+            "unfinalised": len(report.unfinalised), "days": report.days,
+            "fees_usd": str(sum((t.actual_fee_usd or Decimal(0) for t in updated), Decimal(0))),
+        })
+        report.run = runs.get_run(ctx, run.run_id)
+        log.info("fee patch: %d trades finalised, %d left unfinalised", len(updated), len(report.unfinalised),
+                 extra={"run_id": run.run_id, "ds": ds, "patch": PATCH})
+        return report
+    except Exception as exc:
+        if run is not None:
+            runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}")
+        raise

@@ -1,0 +1,135 @@
+"""Price patch (ad hoc): fill in missing or zero fill prices from the broker's orders, with an audit trail.
+
+Alpaca reports ``filled_avg_price`` 0 (or null) until an order placed outside market hours is
+processed, so a bot may record a position without its real price. The patch finds positions whose entry
+(or, once closed, exit) price is missing or zero, asks the broker for the order, and writes the broker's
+``filled_avg_price`` (and ``filled_qty`` as the position's quantity, if it differs) back to the hot
+document. Orders the broker still reports unfilled are left alone and counted. A position already
+archived also gets its ``fact_trades`` row corrected in the same run (prices, discrepancies and P&L
+recomputed from the same functions Loop A uses). Every changed value gets a ``patch_audit`` row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from goldthread.logs import get_logger
+from goldthread.loops.trades import discrepancy_bps, effective_price, trade_pnl
+from goldthread.models import LivePosition, SchemaGuardian
+from goldthread.models.hot import JobMetadata
+from goldthread.models.warehouse import FactTrade, PatchAudit, row_id_for
+from goldthread.patches.audit import audit_rows, changed_values
+from goldthread.pipeline import runs
+from goldthread.pipeline.context import Context
+from goldthread.ports.hot_store import Where
+
+log = get_logger("price_patch")
+PATCH = "patch_prices"
+POSITIONS = "live_positions"
+_ZEROES = ["0", "0.0", "0.00", "0E-9", "0.000000000"]
+TRADE_COLUMNS = ("entry_price", "exit_price", "entry_discrepancy_bps", "exit_discrepancy_bps", "gross_pnl_usd",
+                 "net_pnl_usd", "return_pct")
+
+
+@dataclass
+class PricePatchReport:
+    """What the price patch found and did (or would do)."""
+
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    unfilled: list[str] = field(default_factory=list)
+    warehouse_rows: int = 0
+    run: JobMetadata | None = None
+
+
+def candidates(ctx: Context) -> dict[str, dict[str, Any]]:
+    """Positions with a missing or zero entry price, or CLOSED ones with a missing or zero exit price."""
+    found: dict[str, dict[str, Any]] = {}
+    for field_name, extra in (("entry_filled_avg_price", []), ("exit_filled_avg_price",
+                                                                [Where("status", "==", "CLOSED")])):
+        for where in (Where(field_name, "==", None), Where(field_name, "in", _ZEROES)):
+            for doc_id, data in ctx.hot.query(POSITIONS, [*extra, where]):
+                found[doc_id] = data
+    return found
+
+
+def patch_prices(ctx: Context, dry_run: bool = False) -> PricePatchReport:
+    """Repair missing fill prices from the broker; correct archived trades in the same run."""
+    report = PricePatchReport()
+    now = ctx.now()
+    run = None if dry_run else runs.start_run(ctx, PATCH, now.date())
+    try:
+        positions = {}
+        for doc_id, data in candidates(ctx).items():
+            try:
+                positions[doc_id] = SchemaGuardian.validate(LivePosition, data, doc_id)
+            except ValueError as exc:
+                log.warning("price patch skips invalid position: %s", exc)
+        orders = ctx.broker.get_orders([o for p in positions.values() for o in (p.entry_order_id, p.exit_order_id)
+                                        if o])
+        audits: list[PatchAudit] = []
+        trades: list[FactTrade] = []
+        run_id = run.run_id if run else "dry-run"
+        for doc_id, p in sorted(positions.items()):
+            fix: dict[str, Any] = {}
+            for leg, order_id, price in (("entry", p.entry_order_id, p.entry_filled_avg_price),
+                                         ("exit", p.exit_order_id, p.exit_filled_avg_price)):
+                if not order_id or price:
+                    continue
+                order = orders.get(order_id)
+                if order is None or not order.is_filled:
+                    report.unfilled.append(f"{doc_id} {leg} order {order_id}")
+                    continue
+                fix[f"{leg}_filled_avg_price"] = order.filled_avg_price
+                if leg == "entry" and order.filled_qty != p.qty:
+                    fix["qty"] = order.filled_qty
+            changes = changed_values(p.model_dump(), fix)
+            if not changes:
+                continue
+            report.changes.append({"position_id": doc_id, **{k: str(v[1]) for k, v in changes.items()}})
+            audits.extend(audit_rows(PATCH, run_id, POSITIONS, doc_id, changes, now))
+            if p.archived_run_id:
+                trade = _corrected_trade(ctx, p.model_copy(update=fix), orders)
+                if trade is not None:
+                    old, new = trade
+                    trade_changes = changed_values(old.model_dump(), {c: getattr(new, c) for c in TRADE_COLUMNS})
+                    if trade_changes:
+                        trades.append(new)
+                        audits.extend(audit_rows(PATCH, run_id, "fact_trades", doc_id, trade_changes, now))
+            if run is not None:
+                ctx.warehouse.insert_rows(PatchAudit, [a for a in audits if a.record_key == doc_id])
+                ctx.hot.update(POSITIONS, doc_id, fix)
+        report.warehouse_rows = len(trades)
+        if run is None:
+            return report
+        ctx.warehouse.upsert_rows(FactTrade, trades, TRADE_COLUMNS)
+        runs.record_outcomes(ctx, run.run_id, {c["position_id"]: "loaded" for c in report.changes})
+        runs.finish_dispatch(ctx, run.run_id, len(report.changes),
+                             {"unfilled": len(report.unfilled), "fact_trades_corrected": len(trades)})
+        report.run = runs.get_run(ctx, run.run_id)
+        return report
+    except Exception as exc:
+        if run is not None:
+            runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _corrected_trade(ctx: Context, p: LivePosition, orders: dict[str, Any]) -> tuple[FactTrade, FactTrade] | None:
+    rows = ctx.warehouse.get_rows(FactTrade, [row_id_for("fact_trades", p.position_id)])
+    if not rows:
+        return None
+    old = FactTrade.model_validate(rows[0])
+    entry_order, exit_order = orders.get(p.entry_order_id), orders.get(p.exit_order_id or "")
+    entry = effective_price(p.entry_filled_avg_price, entry_order)
+    exit_ = effective_price(p.exit_filled_avg_price, exit_order)
+    fee = old.actual_fee_usd if old.fee_finalized and old.actual_fee_usd is not None else old.est_fee_usd
+    gross, net, ret = trade_pnl(old.side, old.qty, old.multiplier, entry, exit_, fee)
+    new = old.model_copy(update={
+        "entry_price": p.entry_filled_avg_price or None, "exit_price": p.exit_filled_avg_price or None,
+        "entry_discrepancy_bps": discrepancy_bps(p.entry_filled_avg_price, old.broker_entry_price),
+        "exit_discrepancy_bps": discrepancy_bps(p.exit_filled_avg_price, old.broker_exit_price),
+        "gross_pnl_usd": gross, "net_pnl_usd": net, "return_pct": ret,
+    })
+    return old, new
+
+
