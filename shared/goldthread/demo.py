@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
@@ -149,4 +150,46 @@ def run_demo(
                 except NotReadyError as exc:
                     console.print(f"[yellow]{job} {ds}: {exc}")
             progress.advance(task)
+    result.extras["notes"] = fix_and_replay(ctx, result) + patch_notes(ctx)
     return ctx, result
+
+
+def fix_and_replay(ctx: Context, result: DemoResult) -> list[str]:
+    """Fix one broken position the way a person would (rewrite it through the writer API) and replay it."""
+    from goldthread.adapters.local_bus import LocalBus
+    from goldthread.models import LivePosition
+    from goldthread.pipeline.replay import replay
+    from goldthread.pipeline.runs import get_run
+    from goldthread.writer import POSITIONS, HotWriter
+
+    broken = ctx.hot.get(POSITIONS, "pos-broken-qty")
+    if broken is None:
+        return []
+    fixed = LivePosition.model_validate({**broken, "qty": abs(Decimal(broken["qty"]))})
+    HotWriter(ctx.hot).save_position(fixed)
+    report = replay(ctx, ids=["pos-broken-qty"])
+    if isinstance(ctx.bus, LocalBus):
+        ctx.bus.run_until_idle()
+    if report.run is None:
+        return ["[yellow]replay of pos-broken-qty published nothing"]
+    run = get_run(ctx, report.run.run_id)
+    assert run is not None
+    return [f"fixed pos-broken-qty (qty -5 -> {fixed.qty}) and replayed it: run {run.run_id} {run.status.value}, "
+            f"loaded {run.loaded}"]
+
+
+def patch_notes(ctx: Context) -> list[str]:
+    """What the patches did, in one line each."""
+    fees = ctx.warehouse.query(
+        "SELECT COUNTIF(fee_finalized) AS finalised, COUNTIF(NOT fee_finalized) AS open_, "
+        "SUM(IF(fee_finalized, est_fee_usd, 0)) AS est, SUM(actual_fee_usd) AS actual FROM fact_trades"
+    )[0]
+    prices = ctx.warehouse.query(
+        "SELECT COUNT(DISTINCT record_key) AS n FROM patch_audit WHERE patch = 'patch_prices' "
+        "AND table_name = 'live_positions'"
+    )[0]
+    return [
+        f"fee patch: {fees['finalised']} trades finalised (estimated ${fees['est'] or 0:.2f} -> actual "
+        f"${fees['actual'] or 0:.2f}); {fees['open_']} await their broker fees",
+        f"price patch: {prices['n']} positions got their missing fill price from the broker",
+    ]

@@ -151,7 +151,7 @@ class SimulatedBroker(Broker):
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            for oid, symbol, _ac, side, qty, price, submitted, reported in self._rows(
+            for oid, symbol, _ac, side, qty, price, _submitted, reported in self._rows(
                 f"SELECT * FROM orders WHERE order_id IN ({marks})", chunk
             ):
                 done = reported <= now

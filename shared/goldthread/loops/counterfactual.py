@@ -52,7 +52,7 @@ class CounterfactualLoop(LoopSpec):
         """Prefetch the bars every published signal needs, once per symbol and day."""
         assert self.collection is not None
         windows = []
-        for doc_id, data in ctx.hot.get_many(self.collection, list(doc_ids)).items():
+        for data in ctx.hot.get_many(self.collection, list(doc_ids)).values():
             try:
                 signal = self.signal_model.model_validate(data)
             except ValueError:

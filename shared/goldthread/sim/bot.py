@@ -24,6 +24,7 @@ from goldthread.models.hot import PositionStatus
 from goldthread.ports.hot_store import HotStore
 from goldthread.writer import POSITIONS, REJECTED, SIGNALS, HotWriter
 
+_UNMARKED = {"archived_run_id": None, "archived_at": None, "dead_lettered_run_id": None}
 REJECTION_REASONS = ("MAX_EXPOSURE", "DAILY_LOSS_LIMIT", "LOW_LIQUIDITY", "CORRELATION_LIMIT")
 
 
@@ -189,28 +190,28 @@ class SimBot:
         closed = [d for _, d in self.hot.query(POSITIONS) if d.get("status") == "CLOSED"][:3]
         broken = []
         if closed:
-            bad = dict(closed[0], position_id="pos-broken-qty", qty="-5", archived_run_id=None, dead_lettered_run_id=None)
+            bad = dict(closed[0], position_id="pos-broken-qty", qty="-5", **_UNMARKED)
             self.hot.put(POSITIONS, "pos-broken-qty", bad)
             broken.append("pos-broken-qty")
         if len(closed) > 1:
-            bad = dict(closed[1], position_id="pos-broken-time", archived_run_id=None, dead_lettered_run_id=None,
+            bad = dict(closed[1], position_id="pos-broken-time", **_UNMARKED,
                        closed_at=(base - dt.timedelta(days=30)).isoformat())
             self.hot.put(POSITIONS, "pos-broken-time", bad)
             broken.append("pos-broken-time")
         if len(closed) > 2:
-            bad = dict(closed[2], position_id="pos-wrong-version", strategy_version="0.9", archived_run_id=None, dead_lettered_run_id=None)
+            bad = dict(closed[2], position_id="pos-wrong-version", strategy_version="0.9", **_UNMARKED)
             self.hot.put(POSITIONS, "pos-wrong-version", bad)
             broken.append("pos-wrong-version")
         rejected = [d for _, d in self.hot.query(REJECTED)][:1]
         if rejected:
             bad = dict(rejected[0], signal_id="sig-broken-barrier", take_profit=rejected[0]["stop_loss"],
-                       archived_run_id=None, dead_lettered_run_id=None)
+                       **_UNMARKED)
             self.hot.put(REJECTED, "sig-broken-barrier", bad)
             broken.append("sig-broken-barrier")
         expired = [d for _, d in self.hot.query(SIGNALS) if d.get("status") == "EXPIRED"][:1]
         if expired:
             bad = dict(expired[0], signal_id="sig-naive-time", created_at="2024-01-01T10:00:00",
-                       archived_run_id=None, dead_lettered_run_id=None)
+                       **_UNMARKED)
             self.hot.put(SIGNALS, "sig-naive-time", bad)
             broken.append("sig-naive-time")
         self.broken.extend(broken)

@@ -1,0 +1,471 @@
+"""Firestore hot store: the production adapter of the ``HotStore`` port (``GOLDTHREAD_HOT=firestore``).
+
+Documents are stored natively, with two conversions that keep the port's promises:
+
+* ``Decimal`` is stored as its string (Firestore has no decimal type and its numbers are doubles, so a
+  string is the only exact form). It reads back as that string, which SchemaGuardian's ``Money`` type
+  parses exactly. Range filters on a Decimal are refused (strings compare as text, not as numbers).
+* Datetimes are native Firestore timestamps (microsecond precision) and read back as aware UTC
+  ``datetime``; a naive datetime is refused, as the embedded store refuses it. Enums are stored by
+  value, ``date`` as ISO text.
+
+Queries page with cursors (``start_after``) ordered by the inequality fields, if any (Firestore requires
+them first in the ordering), then by document id (``__name__``), so a page boundary never skips or
+repeats a document. Equality + range queries need the composite indexes in ``FIRESTORE_INDEXES``.
+
+The atomic operations use transactions: ``claim`` (a redelivered item finds the field already set and
+changes nothing), ``record_outcomes`` (an item document under ``job_metadata/{run_id}/items`` is created
+in the same transaction as the ``firestore.Increment`` of the run's counters, so a redelivery cannot
+count twice) and leases (collection ``leases``).
+
+The SDK is imported lazily; every vendor error is translated at this boundary: unavailable, deadline,
+429/5xx and aborted become ``StoreUnavailableError`` (the bus retries), missing credentials, permissions
+and invalid requests (including a missing index) become ``ConfigError``, anything else ``PermanentError``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from enum import Enum
+from typing import Any, ClassVar, TypeVar
+
+from goldthread.errors import ConfigError, GoldthreadError, PermanentError, StoreUnavailableError
+from goldthread.ports.hot_store import HotStore, Where
+
+T = TypeVar("T")
+
+OUTCOMES = ("loaded", "duplicates", "dead_lettered")
+LEASES_COLLECTION = "leases"
+ITEMS_SUBCOLLECTION = "items"
+_RANGE_OPS = frozenset({"<", "<=", ">", ">="})
+_IN_LIMIT = 30  # Firestore's maximum number of values in one ``in`` filter
+_TX_CHUNK = 200  # documents read and written per transaction (well under the 500-write limit)
+
+
+def _index(collection: str, *fields: str) -> dict[str, Any]:
+    return {
+        "collectionGroup": collection,
+        "queryScope": "COLLECTION",
+        "fields": [{"fieldPath": f, "order": "ASCENDING"} for f in fields],
+    }
+
+
+FIRESTORE_INDEXES: list[dict[str, Any]] = [
+    # Loop A: closed positions not yet archived, closed before the cut-off.
+    _index("live_positions", "status", "archived_run_id", "closed_at"),
+    # Loop B: rejected signals not yet archived whose validity window has passed.
+    _index("rejected_signals", "archived_run_id", "rejected_at"),
+    _index("rejected_signals", "archived_run_id", "created_at"),
+    # Loop C: active signals not yet archived that expired before the cut-off.
+    _index("live_signals", "status", "archived_run_id", "expires_at"),
+    _index("live_signals", "archived_run_id", "expires_at"),
+    # Strategy history: versions of one strategy by deployment time.
+    _index("strategies", "strategy_id", "deployed_at"),
+]
+"""Composite indexes the loops' equality + range queries need (``firestore.indexes.json`` format).
+
+Equality-only queries (any number of ``==``/``in``/``== None`` filters) are served by Firestore's
+automatic single-field indexes. A query with a range filter needs an index on its equality fields then
+its range field, ascending (``__name__`` follows implicitly). The emulator does not enforce indexes;
+production answers a missing one with FAILED_PRECONDITION, translated to ``ConfigError``.
+"""
+
+
+# -- value conversion ----------------------------------------------------------------------------
+
+
+def to_firestore(value: Any) -> Any:
+    """One value as Firestore stores it: Decimal as exact text, aware datetimes, enums by value."""
+    if isinstance(value, Enum):
+        return to_firestore(value.value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise PermanentError(f"cannot store non-finite decimal {value}")
+        return str(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: timestamps must carry a time zone")
+        return value.astimezone(dt.UTC)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): to_firestore(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_firestore(v) for v in value]
+    return value
+
+
+def from_firestore(value: Any) -> Any:
+    """One value read back: timestamps become plain aware UTC datetimes, maps and arrays recursively."""
+    if isinstance(value, dt.datetime):
+        v = value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return dt.datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, tzinfo=dt.UTC)
+    if isinstance(value, dict):
+        return {k: from_firestore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_firestore(v) for v in value]
+    return value
+
+
+def _lookup(doc: Mapping[str, Any], path: str) -> Any:
+    current: Any = doc
+    for part in path.split("."):
+        if not isinstance(current, Mapping) or part not in current:
+            return None
+        current = current[part]
+    return current
+
+
+# -- error translation ---------------------------------------------------------------------------
+
+
+@contextmanager
+def vendor_errors(action: str) -> Iterator[None]:
+    """Translate Google API errors raised inside the block into goldthread's error tree."""
+    try:
+        yield
+    except (GoldthreadError, KeyError, ValueError):
+        raise
+    except Exception as exc:
+        raise translate_error(exc, action) from exc
+
+
+def translate_error(exc: BaseException, action: str) -> GoldthreadError:
+    """Map one vendor exception to ``StoreUnavailableError``, ``ConfigError`` or ``PermanentError``."""
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+
+    message = f"firestore {action}: {type(exc).__name__}: {exc}"
+    transient = (
+        gexc.ServiceUnavailable,
+        gexc.DeadlineExceeded,
+        gexc.TooManyRequests,
+        gexc.ResourceExhausted,
+        gexc.InternalServerError,
+        gexc.BadGateway,
+        gexc.GatewayTimeout,
+        gexc.Aborted,
+        gexc.Cancelled,
+        gexc.Unknown,
+        gexc.RetryError,
+        auth_exc.TransportError,
+        ConnectionError,
+        TimeoutError,
+    )
+    if isinstance(exc, transient):
+        return StoreUnavailableError(message)
+    config = (
+        auth_exc.DefaultCredentialsError,
+        gexc.Unauthenticated,
+        gexc.PermissionDenied,
+        gexc.Forbidden,
+        gexc.FailedPrecondition,
+        gexc.InvalidArgument,
+        gexc.BadRequest,
+        gexc.MethodNotImplemented,
+    )
+    if isinstance(exc, config):
+        return ConfigError(message)
+    return PermanentError(message)
+
+
+# -- the adapter ---------------------------------------------------------------------------------
+
+
+class FirestoreHotStore(HotStore):
+    """Hot store on Cloud Firestore (or its emulator when ``FIRESTORE_EMULATOR_HOST`` is set).
+
+    ``project`` and ``database`` select the Firestore database; ``client`` injects a ready
+    ``google.cloud.firestore.Client`` (tests, or a caller that shares one).
+    """
+
+    name: ClassVar[str] = "firestore"
+
+    def __init__(self, project: str, database: str = "(default)", client: Any | None = None) -> None:
+        self.project = project
+        self.database = database
+        if client is None:
+            with vendor_errors("connect"):
+                from google.cloud import firestore
+
+                client = firestore.Client(project=project, database=database)
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        """The underlying ``google.cloud.firestore.Client``."""
+        return self._client
+
+    def _ref(self, collection: str, doc_id: str) -> Any:
+        return self._client.collection(collection).document(_check_id(doc_id))
+
+    def _transactional(self, fn: Callable[[Any], T], action: str) -> T:
+        """Run ``fn(transaction)`` in a Firestore transaction, retried on contention by the SDK."""
+        from google.cloud import firestore
+
+        with vendor_errors(action):
+            return firestore.transactional(fn)(self._client.transaction())  # type: ignore[no-any-return]
+
+    # -- documents -------------------------------------------------------------------------------
+    def get(self, collection: str, doc_id: str) -> dict[str, Any] | None:
+        """One document, or None."""
+        with vendor_errors("get"):
+            snap = self._ref(collection, doc_id).get()
+        return from_firestore(snap.to_dict()) if snap.exists else None
+
+    def get_many(self, collection: str, doc_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Documents by id, read in batches with ``get_all``; absent ids are left out."""
+        out: dict[str, dict[str, Any]] = {}
+        ids = list(dict.fromkeys(doc_ids))
+        for i in range(0, len(ids), 300):
+            refs = [self._ref(collection, d) for d in ids[i : i + 300]]
+            with vendor_errors("get_many"):
+                for snap in self._client.get_all(refs):
+                    if snap.exists:
+                        out[snap.id] = from_firestore(snap.to_dict())
+        return out
+
+    def put(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
+        """Create or replace a document."""
+        with vendor_errors("put"):
+            self._ref(collection, doc_id).set(to_firestore(dict(data)))
+
+    def update(self, collection: str, doc_id: str, fields: Mapping[str, Any]) -> None:
+        """Merge top-level ``fields`` into an existing document (``KeyError`` if it does not exist)."""
+        from google.api_core import exceptions as gexc
+        from google.cloud.firestore_v1.field_path import FieldPath
+
+        data = {FieldPath(k).to_api_repr(): to_firestore(v) for k, v in fields.items()}
+        with vendor_errors("update"):
+            try:
+                self._ref(collection, doc_id).update(data)
+            except gexc.NotFound as exc:
+                raise KeyError(f"{collection}/{doc_id} does not exist") from exc
+
+    def create(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> bool:
+        """Create only if absent (Firestore's ``create`` precondition); True if this call created it."""
+        from google.api_core import exceptions as gexc
+
+        with vendor_errors("create"):
+            try:
+                self._ref(collection, doc_id).create(to_firestore(dict(data)))
+            except gexc.AlreadyExists:
+                return False
+        return True
+
+    def delete(self, collection: str, doc_id: str) -> None:
+        """Remove a document if it exists."""
+        with vendor_errors("delete"):
+            self._ref(collection, doc_id).delete()
+
+    # -- queries ---------------------------------------------------------------------------------
+    def query(
+        self,
+        collection: str,
+        where: Sequence[Where] = (),
+        fields: Sequence[str] | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Documents matching every filter, fetched ``page_size`` at a time with ``start_after`` cursors.
+
+        An ``in`` filter longer than Firestore's 30-value limit runs as several queries merged in
+        order; documents come ordered by the range fields (if any) and then by id.
+        """
+        if page_size < 1:
+            raise ValueError("page_size must be positive")
+        range_fields = sorted({w.field for w in where if w.op in _RANGE_OPS})
+        for w in where:
+            if w.op in _RANGE_OPS and isinstance(w.value, Decimal):
+                raise ConfigError(f"range filter on decimal field {w.field!r}: decimals are stored as text")
+        in_filters = [w for w in where if w.op == "in"]
+        if len(in_filters) > 1:
+            raise ConfigError("Firestore allows one 'in' filter per query")
+        if in_filters and not list(in_filters[0].value):
+            return
+        variants: list[list[Where]] = [list(where)]
+        if in_filters and len(list(in_filters[0].value)) > _IN_LIMIT:
+            values = list(dict.fromkeys(in_filters[0].value))
+            rest = [w for w in where if w.op != "in"]
+            variants = [
+                [*rest, Where(in_filters[0].field, "in", values[i : i + _IN_LIMIT])]
+                for i in range(0, len(values), _IN_LIMIT)
+            ]
+        streams = [self._paged(collection, v, fields, range_fields, page_size) for v in variants]
+        if len(streams) == 1:
+            for _key, doc_id, doc in streams[0]:
+                yield doc_id, doc
+            return
+        for _key, doc_id, doc in heapq.merge(*streams, key=lambda item: item[0]):
+            yield doc_id, doc
+
+    def _paged(
+        self,
+        collection: str,
+        where: Sequence[Where],
+        fields: Sequence[str] | None,
+        range_fields: Sequence[str],
+        page_size: int,
+    ) -> Iterator[tuple[tuple[Any, ...], str, dict[str, Any]]]:
+        """One Firestore query, paged; yields (sort key, id, document) in the query's order."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        q = self._client.collection(collection)
+        for w in where:
+            value = [to_firestore(v) for v in w.value] if w.op == "in" else to_firestore(w.value)
+            q = q.where(filter=FieldFilter(w.field, w.op, value))
+        if fields is not None:
+            q = q.select(sorted({*fields, *range_fields}))
+        for f in range_fields:
+            q = q.order_by(f)
+        q = q.order_by("__name__").limit(page_size)
+        last = None
+        while True:
+            page_query = q.start_after(last) if last is not None else q
+            with vendor_errors("query"):
+                snaps = list(page_query.stream())
+            for snap in snaps:
+                data = from_firestore(snap.to_dict() or {})
+                key = (*(_sort_key(_lookup(data, f)) for f in range_fields), snap.id)
+                doc = {f: _lookup(data, f) for f in fields} if fields is not None else data
+                yield key, snap.id, doc
+            if len(snaps) < page_size:
+                return
+            last = snaps[-1]
+
+    # -- atomic operations -----------------------------------------------------------------------
+    def claim(
+        self,
+        collection: str,
+        doc_ids: Sequence[str],
+        field: str,
+        value: Any,
+        also: Mapping[str, Any] | None = None,
+    ) -> list[str]:
+        """Set ``field = value`` (and ``also``) where ``field`` is null or absent, in transactions.
+
+        Each chunk of documents is read and written in one transaction, so a concurrent or redelivered
+        claim of the same document either sees the field set (and skips it) or is retried by the SDK.
+        """
+        from google.cloud.firestore_v1.field_path import FieldPath
+
+        updates = {FieldPath(k).to_api_repr(): to_firestore(v) for k, v in {field: value, **(also or {})}.items()}
+        ids = list(dict.fromkeys(doc_ids))
+        changed: list[str] = []
+        for i in range(0, len(ids), _TX_CHUNK):
+            refs = [self._ref(collection, d) for d in ids[i : i + _TX_CHUNK]]
+
+            def _claim(tx: Any, refs: list[Any] = refs) -> list[str]:
+                got = []
+                for snap in self._client.get_all(refs, transaction=tx):
+                    if snap.exists and _lookup(snap.to_dict() or {}, field) is None:
+                        tx.update(snap.reference, updates)
+                        got.append(snap.id)
+                return got
+
+            won = set(self._transactional(_claim, "claim"))
+            changed.extend(d for d in ids[i : i + _TX_CHUNK] if d in won)
+        return changed
+
+    def record_outcomes(self, run_id: str, outcomes: Mapping[str, str]) -> dict[str, int]:
+        """Create ``job_metadata/{run_id}/items/{item}`` once per item and increment the run's counters.
+
+        Item documents and the ``firestore.Increment`` of ``loaded``/``duplicates``/``dead_lettered``
+        on ``job_metadata/{run_id}`` commit in one transaction per chunk: an item already recorded is
+        skipped, so a redelivered message is never counted twice.
+        """
+        from google.cloud import firestore
+
+        for outcome in outcomes.values():
+            if outcome not in OUTCOMES:
+                raise ValueError(f"unknown outcome {outcome!r}")
+        run_ref = self._ref("job_metadata", run_id)
+        items = list(outcomes.items())
+        added = dict.fromkeys(OUTCOMES, 0)
+        for i in range(0, len(items), _TX_CHUNK):
+            chunk = items[i : i + _TX_CHUNK]
+
+            def _record(tx: Any, chunk: list[tuple[str, str]] = chunk) -> dict[str, int]:
+                refs = {item: run_ref.collection(ITEMS_SUBCOLLECTION).document(item) for item, _ in chunk}
+                existing = {s.id for s in self._client.get_all(list(refs.values()), transaction=tx) if s.exists}
+                counts = dict.fromkeys(OUTCOMES, 0)
+                now = dt.datetime.now(dt.UTC)
+                for item, outcome in chunk:
+                    if item in existing:
+                        continue
+                    tx.create(refs[item], {"outcome": outcome, "recorded_at": now})
+                    counts[outcome] += 1
+                if any(counts.values()):
+                    tx.set(run_ref, {k: firestore.Increment(n) for k, n in counts.items()}, merge=True)
+                return counts
+
+            for item, _ in chunk:
+                _check_id(item)
+            for k, n in self._transactional(_record, "record_outcomes").items():
+                added[k] += n
+        return added
+
+    def item_outcomes(self, run_id: str) -> dict[str, str]:
+        """Every item outcome recorded for a run, from its ``items`` subcollection."""
+        items = self._ref("job_metadata", run_id).collection(ITEMS_SUBCOLLECTION)
+        with vendor_errors("item_outcomes"):
+            return {snap.id: str((snap.to_dict() or {}).get("outcome")) for snap in items.stream()}
+
+    def acquire_lease(self, name: str, holder: str, now: dt.datetime, ttl: dt.timedelta) -> str | None:
+        """Take ``leases/{name}`` for ``holder`` in a transaction unless another live holder has it."""
+        ref = self._ref(LEASES_COLLECTION, name)
+        now_utc = to_firestore(now)
+
+        def _acquire(tx: Any) -> str | None:
+            snap = next(iter(self._client.get_all([ref], transaction=tx)))
+            if snap.exists:
+                data = from_firestore(snap.to_dict() or {})
+                expires = data.get("expires_at")
+                if data.get("holder") != holder and isinstance(expires, dt.datetime) and expires > now_utc:
+                    return str(data.get("holder"))
+            tx.set(ref, {"holder": holder, "acquired_at": now_utc, "expires_at": now_utc + ttl})
+            return None
+
+        return self._transactional(_acquire, "acquire_lease")
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Delete ``leases/{name}`` in a transaction if ``holder`` still holds it."""
+        ref = self._ref(LEASES_COLLECTION, name)
+
+        def _release(tx: Any) -> None:
+            snap = next(iter(self._client.get_all([ref], transaction=tx)))
+            if snap.exists and (snap.to_dict() or {}).get("holder") == holder:
+                tx.delete(ref)
+
+        self._transactional(_release, "release_lease")
+
+    def close(self) -> None:
+        """Close the client's channels."""
+        close = getattr(self._client, "close", None)
+        if callable(close):
+            close()
+
+
+def _check_id(doc_id: str) -> str:
+    """A Firestore document id: non-empty, no ``/``, not ``.``/``..`` and not ``__...__`` (reserved)."""
+    if (
+        not isinstance(doc_id, str)
+        or not doc_id
+        or "/" in doc_id
+        or doc_id in (".", "..")
+        or (doc_id.startswith("__") and doc_id.endswith("__"))
+    ):
+        raise ValueError(f"invalid Firestore document id {doc_id!r}")
+    return doc_id
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    """A total order for merging pages of several ``in`` queries (None first, then by value)."""
+    return (0, "") if value is None else (1, value)
