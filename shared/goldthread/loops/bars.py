@@ -96,7 +96,8 @@ def prefetch(ctx: Context, needs: Mapping[str, set[dt.date]], timeframe: str = T
         end = dt.datetime.combine(missing[-1] + dt.timedelta(days=1), dt.time(), dt.UTC)
         bars = ctx.market_data.get_bars([symbol], timeframe, start, end).get(symbol, Bars.empty(symbol))
         requests += 1
-        keep = np.isin([from_ns(int(t)).date() for t in bars.ts], missing) if len(bars) else np.zeros(0, bool)
+        wanted = set(missing)
+        keep = np.array([from_ns(int(t)).date() in wanted for t in bars.ts], dtype=bool)
         subset = Bars(symbol, *(getattr(bars, f)[keep] for f in ("ts", "open", "high", "low", "close", "volume")))
         if len(subset):
             rows += len(ctx.warehouse.load_arrow(MarketBar, _bars_table(subset, timeframe,
