@@ -117,7 +117,7 @@ class TradesLoop(LoopSpec):
         try:
             signal = SchemaGuardian.validate(LiveSignal, signal_doc, p.signal_id)
         except RecordValidationError as exc:
-            errors = [{**e, "loc": f"signal.{e['loc']}"} for e in exc.errors]
+            errors = [{**e, "loc": f"signal.{e['loc']}" if e["loc"] else "signal"} for e in exc.errors]
             raise RecordValidationError("LivePosition", p.position_id, errors) from exc
         version = resolve_version(ctx, p.strategy_id, p.strategy_version, signal.created_at)
         assert p.exit_order_id is not None and p.closed_at is not None

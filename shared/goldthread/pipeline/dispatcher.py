@@ -37,11 +37,11 @@ def dispatch(
     spec = get_loop(loop)
     spec.check_ready(ctx, ds)
     run = runs.start_run(ctx, spec.loop.value, ds)
+    published = 0
     try:
         doc_ids = spec.find(ctx, ds)
         details = spec.prepare(ctx, ds, doc_ids)
         topic = ctx.settings.topic(spec.loop)
-        published = 0
         now = ctx.now()
         for start in range(0, len(doc_ids), PUBLISH_BATCH):
             chunk = doc_ids[start : start + PUBLISH_BATCH]
@@ -55,7 +55,7 @@ def dispatch(
                 progress(published, len(doc_ids))
         runs.finish_dispatch(ctx, run.run_id, published, details)
     except Exception as exc:
-        runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}")
+        runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}", published)  # items already out still count
         raise
     log.info("dispatched %d items", published, extra={"run_id": run.run_id, "loop": spec.loop.value, "ds": ds})
     final = runs.get_run(ctx, run.run_id)

@@ -9,7 +9,9 @@ in ``dead_letter_replays`` so a dead letter is replayed once.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +49,7 @@ def replay(
     """Re-validate dead letters and (unless ``dry_run``) republish the ones that now pass."""
     report = ReplayReport()
     candidates: list[tuple[dict[str, Any], WorkItem]] = []
+    parsed: list[tuple[dict[str, Any], dict[str, Any], WorkItem]] = []
     for letter in list_dead_letters(ctx, loop, reason, ids):
         summary = {k: letter[k] for k in ("row_id", "loop", "doc_id", "run_id", "reason_code", "error_message")}
         try:
@@ -54,6 +57,13 @@ def replay(
         except (GoldthreadError, ValueError) as exc:
             report.not_replayable.append({**summary, "why": str(exc)[:300]})
             continue
+        parsed.append((letter, summary, item))
+    groups: dict[tuple[str, dt.date], list[str]] = defaultdict(list)
+    for _, _, item in parsed:
+        groups[(item.loop.value, item.ds)].append(item.doc_id)
+    for (name, ds), doc_ids in groups.items():  # as a dispatch does: e.g. a fixed strategy history reaches
+        get_loop(name).prepare(ctx, ds, doc_ids)  # dim_strategy before the SCD check re-runs
+    for letter, summary, item in parsed:
         failure = get_loop(item.loop).check(ctx, item)
         if failure is None:
             report.would_pass.append(summary)
@@ -64,8 +74,8 @@ def replay(
         return report
     now = ctx.now()
     run = runs.start_run(ctx, "replay", now.date(), {"dead_letters": len(candidates)})
+    records: list[ReplayRecord] = []
     try:
-        records = []
         for letter, old in candidates:
             new = old.model_copy(update={"run_id": run.run_id, "published_at": now})
             data, attributes = new.to_message()
@@ -78,7 +88,7 @@ def replay(
         ctx.warehouse.insert_rows(ReplayRecord, records)
         runs.finish_dispatch(ctx, run.run_id, len(records))
     except Exception as exc:
-        runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}")
+        runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}", len(records))
         raise
     log.info("replayed %d dead letters", len(candidates), extra={"run_id": run.run_id})
     report.run = runs.get_run(ctx, run.run_id)

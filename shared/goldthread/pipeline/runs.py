@@ -85,12 +85,15 @@ def finish_dispatch(ctx: Context, run_id: str, published: int, details: Mapping[
     maybe_finish(ctx, run_id)
 
 
-def fail_run(ctx: Context, run_id: str, error: str) -> None:
-    """Mark a run FAILED with the error that stopped it."""
+def fail_run(ctx: Context, run_id: str, error: str, published: int | None = None) -> None:
+    """Mark a run FAILED with the error that stopped it (and how many items it had published by then)."""
     run = get_run(ctx, run_id)
     if run is None:
         return
-    ctx.hot.update(JOBS, run_id, {"status": RunStatus.FAILED.value, "error": error[:1000], "finished_at": ctx.now()})
+    fields: dict[str, Any] = {"status": RunStatus.FAILED.value, "error": error[:1000], "finished_at": ctx.now()}
+    if published is not None:
+        fields["published"] = published
+    ctx.hot.update(JOBS, run_id, fields)
     ctx.hot.release_lease(f"dispatch:{run.loop}:{run.ds.isoformat()}", run_id)
     log.error("run failed: %s", error, extra={"run_id": run_id, "loop": run.loop, "ds": run.ds})
 

@@ -53,15 +53,19 @@ def handle_events(ctx: Context, events: Sequence[Any]) -> list[BaseException | N
 def process_messages(ctx: Context, messages: Sequence[BusMessage]) -> list[BaseException | None]:
     """Archive the work items in ``messages``; one outcome per message."""
     results: list[BaseException | None] = [None] * len(messages)
-    by_loop: dict[str, list[tuple[int, WorkItem]]] = defaultdict(list)
+    # A loop builds rows keyed by item_id, so the same record twice in one batch (e.g. from a stalled run
+    # and its successor) is processed in successive rounds: each row then carries its own run id.
+    by_loop: dict[tuple[str, int], list[tuple[int, WorkItem]]] = defaultdict(list)
+    seen: dict[str, int] = defaultdict(int)
     for index, message in enumerate(messages):
         try:
             item = WorkItem.from_message(message.data, message.attributes)
         except MalformedMessageError as exc:
             results[index] = _dead_letter(ctx, message, exc, None)
             continue
-        by_loop[item.loop.value].append((index, item))
-    for loop, entries in by_loop.items():
+        by_loop[(item.loop.value, seen[item.item_id])].append((index, item))
+        seen[item.item_id] += 1
+    for (loop, _round), entries in by_loop.items():
         try:
             _process_loop(ctx, loop, messages, entries, results)
         except TransientError as exc:
