@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from goldthread.analytics.fees import FeeSchedule, Fill, allocate_fees, leg_key
+from goldthread.errors import RecordValidationError
 from goldthread.logs import get_logger
 from goldthread.loops.base import day_bounds
 from goldthread.models import LivePosition, SchemaGuardian
@@ -87,7 +88,7 @@ def day_fees(ctx: Context, day: dt.date, schedule: FeeSchedule) -> DayFees:
         ):
             try:
                 position = SchemaGuardian.validate(LivePosition, data, doc_id)
-            except ValueError:
+            except RecordValidationError:
                 continue  # an invalid position is in the dead letters; its fee stays unallocated below
             order_id = position.entry_order_id if leg == "entry" else position.exit_order_id
             if order_id:

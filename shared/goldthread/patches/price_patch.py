@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from goldthread.errors import RecordValidationError
 from goldthread.logs import get_logger
 from goldthread.loops.trades import discrepancy_bps, effective_price, trade_pnl
 from goldthread.models import LivePosition, SchemaGuardian
@@ -63,7 +64,7 @@ def patch_prices(ctx: Context, dry_run: bool = False) -> PricePatchReport:
         for doc_id, data in candidates(ctx).items():
             try:
                 positions[doc_id] = SchemaGuardian.validate(LivePosition, data, doc_id)
-            except ValueError as exc:
+            except RecordValidationError as exc:
                 log.warning("price patch skips invalid position: %s", exc)
         orders = ctx.broker.get_orders([o for p in positions.values() for o in (p.entry_order_id, p.exit_order_id)
                                         if o])
