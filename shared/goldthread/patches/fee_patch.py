@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from goldthread.analytics.fees import FeeSchedule, Fill, allocate_fees, leg_key
-from goldthread.errors import RecordValidationError
+from pydantic import ValidationError
+
+from goldthread.analytics.fees import FeeSchedule, Fill, allocate_fees
 from goldthread.logs import get_logger
 from goldthread.loops.base import day_bounds
-from goldthread.models import LivePosition, SchemaGuardian
-from goldthread.models.hot import JobMetadata
+from goldthread.models.hot import AssetClass, JobMetadata
 from goldthread.models.types import quantize9
 from goldthread.models.warehouse import FactTrade, PatchAudit
 from goldthread.patches.audit import audit_rows, changed_values, flatten
@@ -71,39 +71,46 @@ FILL_LOOKBACK = dt.timedelta(days=4)
 fill at the next open, days after the bot recorded them)."""
 
 
-def day_fees(ctx: Context, day: dt.date, schedule: FeeSchedule) -> DayFees:
-    """Allocate ``day``'s posted activities to the fills the broker executed that day.
+def _asset_class(raw: object, symbol: str) -> AssetClass:
+    try:
+        return AssetClass(str(raw))
+    except ValueError:
+        return AssetClass.CRYPTO if "/" in symbol else AssetClass.EQUITY
 
-    A day's fills are the entry and exit orders of positions the bot recorded around that day whose
-    broker fill time falls on it; prices and quantities are the broker's.
+
+def day_fees(ctx: Context, day: dt.date, schedule: FeeSchedule) -> DayFees:
+    """Allocate ``day``'s posted activities to the orders the broker filled that day.
+
+    The day's fills are the entry and exit orders named by positions the bot recorded around that day
+    (even positions that failed validation: their orders still paid fees) whose broker fill time falls
+    on the day; prices, quantities and sides are the broker's. Allocations are keyed by order id.
     """
     activities = ctx.broker.get_fee_activities(day)
     if not activities:
         return DayFees(day, posted=False)
     start, end = day_bounds(day)
-    legs: dict[str, tuple[str, LivePosition]] = {}
+    legs: dict[str, tuple[object, object]] = {}
     for leg, time_field in (("entry", "opened_at"), ("exit", "closed_at")):
-        for doc_id, data in ctx.hot.query(
+        for _doc_id, data in ctx.hot.query(
             "live_positions", [Where(time_field, ">=", start - FILL_LOOKBACK), Where(time_field, "<", end)]
         ):
-            try:
-                position = SchemaGuardian.validate(LivePosition, data, doc_id)
-            except RecordValidationError:
-                continue  # an invalid position is in the dead letters; its fee stays unallocated below
-            order_id = position.entry_order_id if leg == "entry" else position.exit_order_id
-            if order_id:
-                legs[order_id] = (leg, position)
+            order_id = data.get(f"{leg}_order_id")
+            if isinstance(order_id, str) and order_id:
+                legs[order_id] = (data.get("asset_class"), data.get("multiplier") or 1)
     orders = ctx.broker.get_orders(list(legs))
     fills = []
-    for order_id, (leg, p) in legs.items():
+    for order_id, (asset_class, multiplier) in legs.items():
         order = orders.get(order_id)
         if order is None or not order.is_filled or order.filled_at is None or order.filled_at.date() != day:
             continue
-        assert order.filled_avg_price is not None
-        fills.append(Fill(
-            key=leg_key(p.position_id, leg), symbol=p.symbol, asset_class=p.asset_class, side=order.side,
-            qty=order.filled_qty, price=order.filled_avg_price, day=day, multiplier=p.multiplier,
-        ))
+        kind = _asset_class(asset_class, order.symbol)
+        try:
+            fills.append(Fill(
+                key=order_id, symbol=order.symbol, asset_class=kind, side=order.side, qty=order.filled_qty,
+                price=order.filled_avg_price, day=day, multiplier=multiplier if kind is AssetClass.OPTION else 1,
+            ))
+        except ValidationError as exc:
+            log.warning("order %s left out of the fee allocation: %s", order_id, exc)
     allocation = allocate_fees(activities, fills, schedule)
     return DayFees(
         day, posted=True, allocations=dict(allocation.allocations),
@@ -154,7 +161,7 @@ def patch_fees(ctx: Context, ds: dt.date, dry_run: bool = False, schedule: FeeSc
                 if not info.usable:
                     missing.append(f"{leg} day {day} " + ("not posted" if not info.posted else "unallocated fees"))
                     continue
-                fee += info.allocations.get(leg_key(trade.position_id, leg), Decimal(0))
+                fee += info.allocations.get(order_id, Decimal(0))
             if missing:
                 report.unfinalised.append({"position_id": trade.position_id, "why": "; ".join(missing)})
                 continue
