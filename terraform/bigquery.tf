@@ -1,0 +1,132 @@
+# BigQuery: the warehouse dataset and one table per model of shared/goldthread/models/warehouse.py.
+#
+# Schemas are the files `goldthread schema generate` writes to schemas/ from the models, never
+# written by hand. Partitioning, clustering and descriptions repeat the models' __partition__,
+# __cluster__ and __description__; tests/test_terraform.py fails when the two disagree.
+#
+# require_partition_filter is off on every table, deliberately: the writer looks rows up by key
+# (BigQueryWarehouse.existing_keys: `WHERE row_id IN UNNEST(@keys)`, no ds), the fee patch MERGEs
+# on the key, and the <table>_dedup views partition by key, and BigQuery refuses all of those on a
+# table that requires a partition filter. Cost is bounded by partition pruning in the marts instead.
+# Candidates once the key lookups also filter on ds: fact_trades, fact_rejected_signals,
+# fact_signals_expired and market_bars (the tables that grow with every trade, signal and bar).
+#
+# The <table>_dedup views are created by the adapter (ensure_tables), not here; the BI views are
+# declared in bi_views below once the BI issue lands.
+
+locals {
+  bigquery_tables = {
+    fact_trades = {
+      description              = "Closed trades with broker-validated fills, strategy version (SCD) and P&L. Loop A."
+      partition_field          = "ds"
+      clustering               = ["strategy_id", "symbol"]
+      require_partition_filter = false
+    }
+    fact_rejected_signals = {
+      description              = "Rejected signals aged past the validity window, with triple-barrier P&L. Loop B."
+      partition_field          = "ds"
+      clustering               = ["rejection_reason", "symbol"]
+      require_partition_filter = false
+    }
+    fact_signals_expired = {
+      description              = "Signals that expired without execution, with max MFE and a missed-moonshot flag. Loop C."
+      partition_field          = "ds"
+      clustering               = ["strategy_id", "symbol"]
+      require_partition_filter = false
+    }
+    snapshot_accounts = {
+      description              = "Daily account snapshot: equity, margin and portfolio Greeks. Loop D."
+      partition_field          = "ds"
+      clustering               = ["account_id"]
+      require_partition_filter = false
+    }
+    dim_strategy = {
+      description              = "Strategy versions, SCD type 2: valid_from <= t < valid_to; is_current on the newest."
+      partition_field          = null
+      clustering               = ["strategy_id"]
+      require_partition_filter = false
+    }
+    dead_letters = {
+      description              = "Every dead-lettered work item with field-level errors; replayable after a fix."
+      partition_field          = "ds"
+      clustering               = ["loop", "reason_code"]
+      require_partition_filter = false
+    }
+    dead_letter_replays = {
+      description              = "Replays of dead letters: which dead letter went back to which topic, under which run."
+      partition_field          = "ds"
+      clustering               = ["dead_letter_id"]
+      require_partition_filter = false
+    }
+    patch_audit = {
+      description              = "Audit trail of every value changed by the fee and price patches."
+      partition_field          = "ds"
+      clustering               = ["patch", "table_name"]
+      require_partition_filter = false
+    }
+    market_bars = {
+      description              = "OHLCV bars fetched once per symbol, day and timeframe (cache for Loops B and C)."
+      partition_field          = "ds"
+      clustering               = ["symbol", "timeframe"]
+      require_partition_filter = false
+    }
+    job_runs = {
+      description              = "Every run from job_metadata (hot store), synced for BI: status, counts, reconciliation."
+      partition_field          = "ds"
+      clustering               = ["job", "status"]
+      require_partition_filter = false
+    }
+  }
+
+  # BI views (marts): view name -> { description, query }. Empty until the BI issue adds them; the
+  # query must name tables fully (`project.dataset.table`), as BigQuery views cannot rely on a
+  # default dataset.
+  bi_views = {}
+}
+
+resource "google_bigquery_dataset" "warehouse" {
+  dataset_id    = var.dataset
+  friendly_name = "Golden Thread warehouse"
+  description   = "Golden Thread cold storage: facts, snapshots, dimensions, dead letters and audit trails."
+  location      = var.bigquery_location
+  # With protection off, destroy also removes what Terraform does not manage here (the _dedup views).
+  delete_contents_on_destroy = !var.deletion_protection
+
+  depends_on = [google_project_service.api]
+}
+
+resource "google_bigquery_table" "table" {
+  for_each = local.bigquery_tables
+
+  dataset_id               = google_bigquery_dataset.warehouse.dataset_id
+  table_id                 = each.key
+  description              = each.value.description
+  schema                   = file("${path.module}/schemas/${each.key}.json")
+  clustering               = each.value.clustering
+  require_partition_filter = each.value.require_partition_filter
+  deletion_protection      = var.deletion_protection
+
+  dynamic "time_partitioning" {
+    for_each = each.value.partition_field == null ? [] : [each.value.partition_field]
+    content {
+      type  = "DAY"
+      field = time_partitioning.value
+    }
+  }
+}
+
+resource "google_bigquery_table" "bi_view" {
+  for_each = local.bi_views
+
+  dataset_id          = google_bigquery_dataset.warehouse.dataset_id
+  table_id            = each.key
+  description         = each.value.description
+  deletion_protection = false
+
+  view {
+    query          = each.value.query
+    use_legacy_sql = false
+  }
+
+  depends_on = [google_bigquery_table.table]
+}

@@ -1,0 +1,179 @@
+# Service accounts, one per function role, and what each may do. No function runs as the default
+# compute service account, and nothing is granted to allUsers or allAuthenticatedUsers.
+#
+# Runtime roles (what the code in shared/goldthread actually touches):
+#   dispatcher       job_metadata and the hot collections (Firestore); publishes to the loop topics;
+#                    syncs dim_strategy and caches market_bars before publishing (BigQuery); reads
+#                    the Alpaca account (Loop D) and bars (Loops B, C).
+#   subscriber       hot documents and run counters (Firestore); writes its loop's table, reads
+#                    dim_strategy and market_bars (BigQuery); fills and bars from Alpaca; publishes
+#                    permanent failures to the dead-letter topic.
+#   dead_letter_sink dead_letters (BigQuery), the dead-lettered mark and run counter (Firestore).
+#   replay           reads dead_letters, writes dead_letter_replays (BigQuery), re-checks items with
+#                    the loop's own build (Alpaca), republishes to the loop topics.
+#   patcher          fact_trades and patch_audit (BigQuery), hot positions (Firestore), fee
+#                    activities and orders (Alpaca).
+#   canary           writes a canary record (Firestore), dispatches it (loop topics), finds its row
+#                    (BigQuery). Refine when the canary lands (issue 7).
+#
+# BigQuery is granted on the dataset, not per table: BigQueryWarehouse.ensure_tables() creates
+# every model's table and (re)creates its <table>_dedup view on each cold start, and upsert_rows()
+# creates a _staging_ table, so a table-level grant would fail there. See docs/deploy.md.
+#
+# Invoker identities (never run code):
+#   scheduler   OIDC identity of the Cloud Scheduler jobs: run.invoker on the scheduled functions.
+#   pubsub_push OIDC identity of the push subscriptions: run.invoker on the Pub/Sub-pushed functions.
+#   builder     Cloud Build identity that builds the function images (instead of the default
+#               compute service account).
+
+locals {
+  runtime_roles = {
+    dispatcher = {
+      description = "Golden Thread dispatcher: publishes one work item per record of a loop and day."
+      alpaca      = true
+      publishes   = keys(local.loops)
+    }
+    subscriber = {
+      description = "Golden Thread loop subscribers: archive work items into the warehouse."
+      alpaca      = true
+      publishes   = ["dead_letters"]
+    }
+    dead_letter_sink = {
+      description = "Golden Thread dead-letter sink: records what Pub/Sub dead-lettered."
+      alpaca      = false
+      publishes   = []
+    }
+    replay = {
+      description = "Golden Thread replay: republishes dead letters that now pass validation."
+      alpaca      = true
+      publishes   = keys(local.loops)
+    }
+    patcher = {
+      description = "Golden Thread fee and price patches."
+      alpaca      = true
+      publishes   = []
+    }
+    canary = {
+      description = "Golden Thread canary: proves the thread is whole."
+      alpaca      = false
+      publishes   = keys(local.loops)
+    }
+  }
+
+  invoker_accounts = {
+    scheduler   = "Golden Thread Cloud Scheduler jobs (OIDC caller of the scheduled functions)."
+    pubsub_push = "Golden Thread Pub/Sub push subscriptions (OIDC caller of the subscriber functions)."
+    builder     = "Golden Thread Cloud Build (builds the function images)."
+  }
+
+  service_accounts = merge(
+    { for role, r in local.runtime_roles : role => r.description },
+    local.invoker_accounts,
+  )
+
+  # Every runtime role reads and writes Firestore (job_metadata at least) and runs BigQuery jobs.
+  runtime_project_roles = ["roles/datastore.user", "roles/bigquery.jobUser"]
+
+  runtime_project_grants = merge([
+    for role in keys(local.runtime_roles) : {
+      for r in local.runtime_project_roles : "${role}/${r}" => { account = role, role = r }
+    }
+  ]...)
+
+  topic_publishers = merge([
+    for role, r in local.runtime_roles : {
+      for topic in r.publishes : "${role}/${topic}" => { account = role, topic = topic }
+    }
+  ]...)
+
+  secret_accessors = merge([
+    for role, r in local.runtime_roles : {
+      for secret in keys(local.alpaca_secrets) : "${role}/${secret}" => { account = role, secret = secret }
+    } if r.alpaca
+  ]...)
+
+  http_functions      = toset([for name, f in local.functions : name if f.trigger == "http"])
+  scheduled_functions = toset([for job in local.schedules : job.function])
+  pushed_functions    = toset([for name, f in local.functions : name if f.trigger == "pubsub"])
+
+  operator_grants = {
+    for pair in setproduct(var.operator_members, local.http_functions) :
+    "${pair[1]}/${pair[0]}" => { function = pair[1], member = pair[0] }
+  }
+}
+
+resource "google_service_account" "sa" {
+  for_each = local.service_accounts
+
+  account_id   = "${var.name_prefix}-${replace(each.key, "_", "-")}"
+  display_name = "${var.name_prefix} ${replace(each.key, "_", " ")}"
+  description  = each.value
+
+  depends_on = [google_project_service.api]
+}
+
+# -- runtime roles ----------------------------------------------------------------------------------
+
+resource "google_project_iam_member" "runtime" {
+  for_each = local.runtime_project_grants
+
+  project = var.project_id
+  role    = each.value.role
+  member  = "serviceAccount:${google_service_account.sa[each.value.account].email}"
+}
+
+resource "google_bigquery_dataset_iam_member" "runtime_editor" {
+  for_each = toset(keys(local.runtime_roles))
+
+  dataset_id = google_bigquery_dataset.warehouse.dataset_id
+  role       = "roles/bigquery.dataEditor"
+  member     = "serviceAccount:${google_service_account.sa[each.value].email}"
+}
+
+resource "google_pubsub_topic_iam_member" "publisher" {
+  for_each = local.topic_publishers
+
+  topic  = google_pubsub_topic.topic[each.value.topic].name
+  role   = "roles/pubsub.publisher"
+  member = "serviceAccount:${google_service_account.sa[each.value.account].email}"
+}
+
+# -- invokers: run.invoker on exactly the functions each identity calls ----------------------------
+
+resource "google_cloud_run_v2_service_iam_member" "scheduler_invoker" {
+  for_each = local.scheduled_functions
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.fn[each.value].name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.sa["scheduler"].email}"
+}
+
+resource "google_cloud_run_v2_service_iam_member" "push_invoker" {
+  for_each = local.pushed_functions
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.fn[each.value].name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.sa["pubsub_push"].email}"
+}
+
+resource "google_cloud_run_v2_service_iam_member" "operator_invoker" {
+  for_each = local.operator_grants
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.fn[each.value.function].name
+  role     = "roles/run.invoker"
+  member   = each.value.member
+}
+
+# -- build identity -------------------------------------------------------------------------------
+
+resource "google_project_iam_member" "builder" {
+  project = var.project_id
+  role    = "roles/cloudbuild.builds.builder"
+  member  = "serviceAccount:${google_service_account.sa["builder"].email}"
+}
