@@ -39,17 +39,19 @@ def _to_utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
+# The constraints come before the float reader so that pydantic-core checks digits, places and finiteness
+# natively on the decimal; placed after it they become three Python validators per field (2.5x slower).
 Money = Annotated[
     Decimal,
-    BeforeValidator(_float_to_decimal),
     Field(max_digits=38, decimal_places=9, allow_inf_nan=False),
+    BeforeValidator(_float_to_decimal),
 ]
 """An exact amount of money or a price (USD unless the field says otherwise)."""
 
 Quantity = Annotated[
     Decimal,
-    BeforeValidator(_float_to_decimal),
     Field(max_digits=38, decimal_places=9, allow_inf_nan=False),
+    BeforeValidator(_float_to_decimal),
 ]
 """An exact quantity of shares, coins or contracts."""
 
