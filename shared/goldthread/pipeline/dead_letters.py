@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,6 +69,10 @@ def _safe_item(message: BusMessage) -> WorkItem | None:
         return None
 
 
+DeadLetterEntry = tuple[BusMessage, str, str, Sequence[dict[str, Any]], WorkItem | None, str]
+"""What one dead letter records: message, reason code, error message, field errors, item, source topic."""
+
+
 def record_dead_letter(
     ctx: Context,
     message: BusMessage,
@@ -78,51 +83,81 @@ def record_dead_letter(
     source_topic: str = "",
 ) -> str:
     """Write the ``dead_letters`` row, mark the hot record and count the item; idempotent."""
-    item = item or _safe_item(message)
-    attrs = _original_attributes(message)
+    return record_dead_letters(ctx, [(message, reason_code, error_message, errors, item, source_topic)])[0]
+
+
+def record_dead_letters(ctx: Context, entries: Sequence[DeadLetterEntry]) -> list[str]:
+    """``record_dead_letter`` for many messages: one warehouse write, one claim and one count per run."""
     now = ctx.now()
-    key = dead_letter_id(message, item)
-    row = DeadLetter(
-        row_id=key,
-        ds=now.date(),
-        run_id=(item.run_id if item else attrs.get("run_id", ""))[:128],
-        loop=(item.loop.value if item else attrs.get("loop", ""))[:64],
-        doc_id=(item.doc_id if item else attrs.get("doc_id", ""))[:128],
-        item_ds=item.ds if item else None,
-        topic=(source_topic or message.topic)[:256],
-        reason_code=reason_code,
-        error_message=redact(error_message)[:1024],
-        errors_json=redact(json.dumps(list(errors)[:200]))[:1_000_000],
-        payload=redact(message.data.decode("utf-8", errors="replace"))[:1_000_000],
-        attributes_json=redact(json.dumps(attrs))[:1_000_000],
-        delivery_attempts=int(message.attributes.get(_PUBSUB_DLQ_COUNT, message.delivery_attempt)),
-        dead_lettered_at=now,
-        is_canary=message.attributes.get("is_canary") == "true",
-    )
-    ctx.warehouse.insert_rows(DeadLetter, [row])
-    if item is not None:
+    rows: list[DeadLetter] = []
+    items: list[WorkItem] = []
+    for message, reason_code, error_message, errors, given_item, source_topic in entries:
+        item = given_item or _safe_item(message)
+        attrs = _original_attributes(message)
+        rows.append(DeadLetter(
+            row_id=dead_letter_id(message, item),
+            ds=now.date(),
+            run_id=(item.run_id if item else attrs.get("run_id", ""))[:128],
+            loop=(item.loop.value if item else attrs.get("loop", ""))[:64],
+            doc_id=(item.doc_id if item else attrs.get("doc_id", ""))[:128],
+            item_ds=item.ds if item else None,
+            topic=(source_topic or message.topic)[:256],
+            reason_code=reason_code,
+            error_message=redact(error_message)[:1024],
+            errors_json=redact(json.dumps(list(errors)[:200]))[:1_000_000],
+            payload=redact(message.data.decode("utf-8", errors="replace"))[:1_000_000],
+            attributes_json=redact(json.dumps(attrs))[:1_000_000],
+            delivery_attempts=int(message.attributes.get(_PUBSUB_DLQ_COUNT, message.delivery_attempt)),
+            dead_lettered_at=now,
+            is_canary=message.attributes.get("is_canary") == "true",
+        ))
+        if item is not None:
+            items.append(item)
+    if not rows:
+        return []
+    ctx.warehouse.insert_rows(DeadLetter, rows)
+    claims: dict[tuple[str, str], list[str]] = defaultdict(list)
+    outcomes: dict[str, dict[str, str]] = defaultdict(dict)
+    for item in items:
         collection = collection_of(item.loop.value)
         if collection:
-            ctx.hot.claim(collection, [item.doc_id], "dead_lettered_run_id", item.run_id)
-        runs.record_outcomes(ctx, item.run_id, {item.item_id: "dead_lettered"})
-    log.warning(
-        "dead-lettered %s: %s", reason_code, redact(error_message)[:500],
-        extra={"run_id": row.run_id, "loop": row.loop, "doc_id": row.doc_id, "reason_code": reason_code},
-    )
-    return key
+            claims[(collection, item.run_id)].append(item.doc_id)
+        outcomes[item.run_id][item.item_id] = "dead_lettered"
+    for (collection, run_id), doc_ids in claims.items():
+        ctx.hot.claim(collection, doc_ids, "dead_lettered_run_id", run_id)
+    for run_id, per_item in outcomes.items():
+        runs.record_outcomes(ctx, run_id, per_item)
+    for row, (_, reason_code, error_message, *_rest) in zip(rows, entries, strict=True):
+        log.warning(
+            "dead-lettered %s: %s", reason_code, redact(error_message)[:500],
+            extra={"run_id": row.run_id, "loop": row.loop, "doc_id": row.doc_id, "reason_code": reason_code},
+        )
+    return [row.row_id for row in rows]
 
 
 def route_permanent(ctx: Context, message: BusMessage, error: PermanentError, item: WorkItem | None) -> None:
     """Dead-letter a message that can never succeed: record it, then publish it to the dead-letter topic."""
-    reason = getattr(error, "reason_code", "PERMANENT")
-    record_dead_letter(ctx, message, reason, str(error), error.errors, item, message.topic)
-    attributes = {
-        **_original_attributes(message),
-        REASON_ATTRIBUTE: reason,
-        ERROR_ATTRIBUTE: redact(str(error))[:900],
-        SOURCE_TOPIC_ATTRIBUTE: message.topic[:200],
-    }
-    ctx.bus.publish(ctx.settings.dead_letter_topic, message.data, attributes)
+    route_permanent_many(ctx, [(message, error, item)])
+
+
+def route_permanent_many(
+    ctx: Context, failures: Sequence[tuple[BusMessage, PermanentError, WorkItem | None]]
+) -> None:
+    """``route_permanent`` for many messages: recorded in one go, then each published to the dead-letter topic."""
+    if not failures:
+        return
+    reasons = [getattr(error, "reason_code", "PERMANENT") for _, error, _ in failures]
+    record_dead_letters(ctx, [
+        (message, reason, str(error), error.errors, item, message.topic)
+        for (message, error, item), reason in zip(failures, reasons, strict=True)
+    ])
+    for (message, error, _), reason in zip(failures, reasons, strict=True):
+        ctx.bus.publish(ctx.settings.dead_letter_topic, message.data, {
+            **_original_attributes(message),
+            REASON_ATTRIBUTE: reason,
+            ERROR_ATTRIBUTE: redact(str(error))[:900],
+            SOURCE_TOPIC_ATTRIBUTE: message.topic[:200],
+        })
 
 
 def handle_dead_letter(ctx: Context, message: BusMessage) -> None:

@@ -26,7 +26,7 @@ from goldthread.models.warehouse import FactRow
 from goldthread.models.work_items import WorkItem
 from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
-from goldthread.pipeline.dead_letters import route_permanent
+from goldthread.pipeline.dead_letters import route_permanent, route_permanent_many
 from goldthread.ports.bus import BusMessage, message_from_event
 
 log = get_logger("subscriber")
@@ -86,6 +86,16 @@ def _dead_letter(
     return None
 
 
+def _dead_letter_many(
+    ctx: Context, failures: Sequence[tuple[BusMessage, PermanentError, WorkItem | None]]
+) -> BaseException | None:
+    try:
+        route_permanent_many(ctx, failures)
+    except TransientError as exc:  # could not record them yet: retry these deliveries
+        return exc
+    return None
+
+
 def _process_loop(
     ctx: Context,
     loop: str,
@@ -96,12 +106,17 @@ def _process_loop(
     spec = get_loop(loop)
     built = spec.build(ctx, [item for _, item in entries])
     good: list[tuple[int, WorkItem, FactRow]] = []
+    failed: list[tuple[int, WorkItem, PermanentError]] = []
     for index, item in entries:
         outcome = built.get(item.item_id) or PermanentError(f"loop {loop} produced no row for {item.item_id}")
         if isinstance(outcome, PermanentError):
-            results[index] = _dead_letter(ctx, messages[index], outcome, item)
+            failed.append((index, item, outcome))
         else:
             good.append((index, item, outcome))
+    if failed:  # recorded together; each message still gets its own outcome
+        fate = _dead_letter_many(ctx, [(messages[index], error, item) for index, item, error in failed])
+        for index, _, _ in failed:
+            results[index] = fate
     if not good:
         return
     written = ctx.warehouse.insert_rows(spec.row_model, [row for _, _, row in good])
