@@ -129,6 +129,7 @@ def run_demo(
         # two days whose fees the broker posts late (T+2): the fee patch must wait, not guess
         broker.delay_fee_posting(late, dt.datetime.combine(late + dt.timedelta(days=2), dt.time(6), dt.UTC))
     bot.register_strategies()
+    bot.hold_options()
     result = DemoResult(start=start, end=end)
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

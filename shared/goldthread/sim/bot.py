@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -72,6 +73,13 @@ class SimBot:
         self.counter = 0
         self.broken: list[str] = []
 
+    def hold_options(self) -> None:
+        """Open a small option book, so the account snapshot has portfolio Greeks to sum."""
+        self.broker.set_option_position("SPY261218C00600000", Decimal(2), {
+            "delta": Decimal("0.55"), "gamma": Decimal("0.021"), "theta": Decimal("-0.16"), "vega": Decimal("0.31")})
+        self.broker.set_option_position("AAPL261218P00180000", Decimal(-3), {
+            "delta": Decimal("-0.35"), "gamma": Decimal("0.018"), "theta": Decimal("-0.09"), "vega": Decimal("0.22")})
+
     def register_strategies(self) -> None:
         """Deploy every strategy version at its planned day."""
         for plan in PLANS:
@@ -92,6 +100,8 @@ class SimBot:
 
     def _next_id(self, prefix: str, day: dt.date) -> str:
         self.counter += 1
+        if prefix == "ord":  # broker order ids are UUIDs, as Alpaca's are (deterministic from the seed)
+            return str(uuid.uuid5(uuid.NAMESPACE_OID, f"goldthread-sim-{self.seed}-{self.counter}"))
         return f"{prefix}-{day:%Y%m%d}-{self.counter:05d}"
 
     def trade_day(self, day: dt.date) -> None:
