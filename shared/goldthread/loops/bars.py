@@ -12,6 +12,9 @@ fetched per signal. The design (README, "Market data for Loops B and C"):
    answers the next signals of the same symbol without querying at all.
 3. If a subscriber finds days missing (a replay long after the dispatch), it fetches and stores them
    the same way, still once per symbol and day.
+
+A finished day for which the source has no bars (a weekend or holiday for equities) is stored as one
+marker row (``source = 'empty'``, never read as a bar), so it counts as fetched and is not asked for again.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ TIMEFRAME = "1Min"
 _CACHE_KEY = "bars_cache"
 _CACHE_DAYS = 4096  # (symbol, timeframe, day) entries kept per process
 _EMPTY_MARKER = "empty"
+_DAY_NS = 86_400 * 1_000_000_000
 
 
 def days_between(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
@@ -84,6 +88,20 @@ def _bars_table(bars: Bars, timeframe: str, source: str) -> pa.Table:
     )
 
 
+def _day_end(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
+
+
+def _empty_marker(symbol: str, day: dt.date, timeframe: str) -> MarketBar:
+    """The row saying the source has no ``timeframe`` bars of ``symbol`` on ``day``."""
+    zero = Decimal(0)
+    return MarketBar(
+        row_id=row_id_for("market_bars", symbol, timeframe, _EMPTY_MARKER, day.isoformat()), ds=day, symbol=symbol,
+        timeframe=timeframe, ts=dt.datetime.combine(day, dt.time(), dt.UTC), open=zero, high=zero, low=zero,
+        close=zero, volume=zero, source=_EMPTY_MARKER,
+    )
+
+
 def prefetch(ctx: Context, needs: Mapping[str, set[dt.date]], timeframe: str = TIMEFRAME) -> dict[str, int]:
     """Fetch every (symbol, day) in ``needs`` not yet in ``market_bars``: one request per symbol."""
     stored = _stored_days(ctx, needs, timeframe)
@@ -102,6 +120,10 @@ def prefetch(ctx: Context, needs: Mapping[str, set[dt.date]], timeframe: str = T
         if len(subset):
             rows += len(ctx.warehouse.load_arrow(MarketBar, _bars_table(subset, timeframe,
                                                                        ctx.market_data.name)).inserted)
+        with_bars = {dt.date(1970, 1, 1) + dt.timedelta(days=int(d)) for d in np.unique(subset.ts // _DAY_NS)}
+        empty = [d for d in missing if d not in with_bars and _day_end(d) <= ctx.now()]
+        if empty:  # remember days without bars, or every run and subscriber would ask for them again
+            ctx.warehouse.insert_rows(MarketBar, [_empty_marker(symbol, d, timeframe) for d in empty])
     if requests:
         log.info("prefetched bars: %d requests, %d rows", requests, rows)
     return {"bar_requests": requests, "bar_rows": rows}
@@ -128,13 +150,16 @@ def load_bars(
         table = ctx.warehouse.query_arrow(
             "SELECT symbol, ds, ts, open, high, low, close, volume FROM market_bars "
             "WHERE timeframe = @tf AND symbol IN UNNEST(@symbols) AND ds BETWEEN @first AND @last "
-            "ORDER BY symbol, ts",
-            {"tf": timeframe, "symbols": sorted(missing), "first": min(all_days), "last": max(all_days)},
+            "AND source != @empty ORDER BY symbol, ts",
+            {"tf": timeframe, "symbols": sorted(missing), "first": min(all_days), "last": max(all_days),
+             "empty": _EMPTY_MARKER},
         )
         _fill_cache(cache, table, missing, timeframe)
     out = {}
     for symbol, days in needs.items():
         out[symbol] = concat(symbol, [cache.get((symbol, timeframe, d), Bars.empty(symbol)) for d in sorted(days)])
+    while len(cache) > _CACHE_DAYS:  # only now: a batch needing more days than the bound still gets them all
+        cache.popitem(last=False)
     return out
 
 
@@ -152,5 +177,3 @@ def _fill_cache(
             cache[(symbol, timeframe, day)] = Bars(symbol, ts[mask], *(cols[c][mask] for c in
                                                                      ("open", "high", "low", "close", "volume")))
             cache.move_to_end((symbol, timeframe, day))
-    while len(cache) > _CACHE_DAYS:
-        cache.popitem(last=False)

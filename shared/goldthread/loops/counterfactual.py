@@ -89,5 +89,8 @@ class CounterfactualLoop(LoopSpec):
 
 
 def not_ready_until(ds: dt.date, delay: dt.timedelta) -> dt.datetime:
-    """End of ``ds`` plus ``delay``: when a day's counterfactual data is complete."""
-    return day_bounds(ds)[1] + delay
+    """When a day's counterfactual data is complete: the end of ``ds`` plus ``delay``, rounded up to the end of
+    that day, because bars are fetched and stored per whole day (a day fetched before it ends would stay
+    cached incomplete for the runs that need the rest of it)."""
+    last_day = (day_bounds(ds)[1] + delay - dt.timedelta(microseconds=1)).date()
+    return day_bounds(last_day)[1]

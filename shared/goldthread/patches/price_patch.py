@@ -5,8 +5,9 @@ processed, so a bot may record a position without its real price. The patch find
 (or, once closed, exit) price is missing or zero, asks the broker for the order, and writes the broker's
 ``filled_avg_price`` (and ``filled_qty`` as the position's quantity, if it differs) back to the hot
 document. Orders the broker still reports unfilled are left alone and counted. A position already
-archived also gets its ``fact_trades`` row corrected in the same run (prices, discrepancies and P&L
-recomputed from the same functions Loop A uses). Every changed value gets a ``patch_audit`` row.
+archived also gets its ``fact_trades`` row corrected in the same run (prices, the broker's fills, quantity,
+discrepancies and P&L recomputed from the same functions Loop A uses), before its hot document, so a run
+that fails half-way is completed by the next. Every changed value gets a ``patch_audit`` row.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ log = get_logger("price_patch")
 PATCH = "patch_prices"
 POSITIONS = "live_positions"
 _ZEROES = ["0", "0.0", "0.00", "0E-9", "0.000000000"]
-TRADE_COLUMNS = ("entry_price", "exit_price", "entry_discrepancy_bps", "exit_discrepancy_bps", "gross_pnl_usd",
-                 "net_pnl_usd", "return_pct")
+TRADE_COLUMNS = ("qty", "entry_price", "exit_price", "broker_entry_price", "broker_exit_price", "broker_entry_qty",
+                 "broker_exit_qty", "entry_discrepancy_bps", "exit_discrepancy_bps", "gross_pnl_usd", "net_pnl_usd",
+                 "return_pct")
 
 
 @dataclass
@@ -70,6 +72,7 @@ def patch_prices(ctx: Context, dry_run: bool = False) -> PricePatchReport:
                                         if o])
         audits: list[PatchAudit] = []
         trades: list[FactTrade] = []
+        fixes: list[tuple[str, dict[str, Any]]] = []
         run_id = run.run_id if run else "dry-run"
         for doc_id, p in sorted(positions.items()):
             fix: dict[str, Any] = {}
@@ -97,13 +100,16 @@ def patch_prices(ctx: Context, dry_run: bool = False) -> PricePatchReport:
                     if trade_changes:
                         trades.append(new)
                         audits.extend(audit_rows(PATCH, run_id, "fact_trades", doc_id, trade_changes, now))
-            if run is not None:
-                ctx.warehouse.insert_rows(PatchAudit, [a for a in audits if a.record_key == doc_id])
-                ctx.hot.update(POSITIONS, doc_id, fix)
+            fixes.append((doc_id, fix))
         report.warehouse_rows = len(trades)
         if run is None:
             return report
+        # The warehouse before the hot store: a position stays a candidate until its document is fixed, so a
+        # run that fails in between is completed by the next one instead of leaving fact_trades stale.
+        ctx.warehouse.insert_rows(PatchAudit, audits)
         ctx.warehouse.upsert_rows(FactTrade, trades, TRADE_COLUMNS)
+        for doc_id, fix in fixes:
+            ctx.hot.update(POSITIONS, doc_id, fix)
         runs.record_outcomes(ctx, run.run_id, {c["position_id"]: "loaded" for c in report.changes})
         runs.finish_dispatch(ctx, run.run_id, len(report.changes),
                              {"unfilled": len(report.unfilled), "fact_trades_corrected": len(trades)})
@@ -124,11 +130,19 @@ def _corrected_trade(ctx: Context, p: LivePosition, orders: dict[str, Any]) -> t
     entry = effective_price(p.entry_filled_avg_price, entry_order)
     exit_ = effective_price(p.exit_filled_avg_price, exit_order)
     fee = old.actual_fee_usd if old.fee_finalized and old.actual_fee_usd is not None else old.est_fee_usd
-    gross, net, ret = trade_pnl(old.side, old.qty, old.multiplier, entry, exit_, fee)
+    gross, net, ret = trade_pnl(old.side, p.qty, old.multiplier, entry, exit_, fee)
+    broker: dict[str, Any] = {}  # the broker's fills as Loop A records them, now that the broker reports them
+    for leg, order in (("entry", entry_order), ("exit", exit_order)):
+        if order is not None and order.is_filled:
+            broker[f"broker_{leg}_price"], broker[f"broker_{leg}_qty"] = order.filled_avg_price, order.filled_qty
+        else:
+            broker[f"broker_{leg}_price"], broker[f"broker_{leg}_qty"] = (getattr(old, f"broker_{leg}_price"),
+                                                                          getattr(old, f"broker_{leg}_qty"))
     new = old.model_copy(update={
+        **broker, "qty": p.qty,
         "entry_price": p.entry_filled_avg_price or None, "exit_price": p.exit_filled_avg_price or None,
-        "entry_discrepancy_bps": discrepancy_bps(p.entry_filled_avg_price, old.broker_entry_price),
-        "exit_discrepancy_bps": discrepancy_bps(p.exit_filled_avg_price, old.broker_exit_price),
+        "entry_discrepancy_bps": discrepancy_bps(p.entry_filled_avg_price, broker["broker_entry_price"]),
+        "exit_discrepancy_bps": discrepancy_bps(p.exit_filled_avg_price, broker["broker_exit_price"]),
         "gross_pnl_usd": gross, "net_pnl_usd": net, "return_pct": ret,
     })
     return old, new

@@ -1,0 +1,214 @@
+"""Bars for Loops B and C are fetched at most once per symbol and day, never per signal.
+
+A market-data source that records every request stands in for the broker's API. Proves, for a run of
+300 rejected signals over 5 symbols and 3 days: the dispatcher makes one request per symbol, the
+subscribers (even a cold instance, in many small batches) make none because they read ``market_bars``;
+a second run over the same days makes none; a replay-like delivery of days never prefetched makes one
+request per symbol; days without bars (weekends) are remembered rather than asked for again; and
+repeated prefetches store every bar once; a batch needing more days than the per-process cache holds
+still gets all of them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
+from goldthread.adapters.local_bus import LocalBus
+from goldthread.adapters.sqlite_hot_store import SqliteHotStore
+from goldthread.adapters.synthetic_market_data import SyntheticMarketData
+from goldthread.config import Settings
+from goldthread.loops import bars as bars_module
+from goldthread.loops.bars import load_bars, prefetch
+from goldthread.models.hot import RunStatus
+from goldthread.models.work_items import Loop, WorkItem
+from goldthread.pipeline import runs
+from goldthread.pipeline.context import Context
+from goldthread.pipeline.dispatcher import dispatch
+from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
+from goldthread.ports.market_data import Bars
+
+from tests.conftest import UTC, Clock, Factory, PinnedBroker, deliver
+
+SYMBOLS = ("AAPL", "MSFT", "NVDA", "SPY", "GOOG")
+DAYS = (dt.date(2024, 3, 4), dt.date(2024, 3, 5), dt.date(2024, 3, 6))  # Monday to Wednesday
+LAST = DAYS[-1]
+# each signal's 7-day window touches its day to 7 days later: 4 to 13 March, of which 9 and 10 are a weekend
+WEEKDAYS_TOUCHED = 8
+BARS_PER_SESSION = 390  # synthetic equities trade 14:30-21:00 UTC
+
+
+class CountingMarketData(SyntheticMarketData):
+    """Synthetic bars, recording every request as (symbols, start, end)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[tuple[tuple[str, ...], dt.datetime, dt.datetime]] = []
+
+    def get_bars(self, symbols: Sequence[str], timeframe: str, start: dt.datetime, end: dt.datetime) -> dict[str, Bars]:
+        self.requests.append((tuple(symbols), start, end))
+        return super().get_bars(symbols, timeframe, start, end)
+
+    def per_symbol(self, since: int = 0) -> Counter[str]:
+        return Counter(s for symbols, _, _ in self.requests[since:] for s in symbols)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(dt.datetime(2024, 3, 14, 3, tzinfo=UTC))  # LAST's 7-day window has passed
+
+
+@pytest.fixture
+def market() -> CountingMarketData:
+    return CountingMarketData()
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, clock: Clock, settings: Settings, market: CountingMarketData) -> Iterator[Context]:
+    """``conftest.ctx`` with the counting source, and subscribers taking batches of 20 (many invocations)."""
+    broker = PinnedBroker(tmp_path / "broker.sqlite", clock=clock, market=SyntheticMarketData())
+    context = Context(
+        settings, clock=clock, hot=SqliteHotStore(tmp_path / "hot.sqlite"), bus=LocalBus(project="test"),
+        warehouse=DuckDbWarehouse(":memory:"), broker=broker, market_data=market,
+    )
+    wire_local_bus(context, batch_size=20, min_backoff=0)
+    yield context
+    context.close()
+
+
+def reject_many(make: Factory, prefix: str, days: Sequence[dt.date], per_day: int) -> list[str]:
+    """``per_day`` rejected signals a day, round-robin over the symbols, at the market price during the session."""
+    ids = []
+    for day in days:
+        for i in range(per_day):
+            symbol = SYMBOLS[i % len(SYMBOLS)]
+            created = dt.datetime.combine(day, dt.time(14, 31), UTC) + dt.timedelta(minutes=i)
+            price = D(repr(round(make.broker.market.price_at(symbol, created), 2)))
+            signal_id = f"{prefix}-{day:%m%d}-{i:03d}"
+            make.signal(signal_id, symbol=symbol, price=price, created_at=created)
+            make.writer.reject_signal(signal_id, "MAX_EXPOSURE", created)
+            ids.append(signal_id)
+    return ids
+
+
+def bar_counts(ctx: Context) -> dict[str, int]:
+    return ctx.warehouse.query(
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT row_id) AS keys, COUNTIF(source != 'empty') AS bars, "
+        "COUNTIF(source = 'empty') AS empty_days FROM market_bars"
+    )[0]
+
+
+def test_a_run_of_many_signals_fetches_each_symbol_once(
+    ctx: Context, make: Factory, market: CountingMarketData
+) -> None:
+    reject_many(make, "b", DAYS, per_day=100)
+
+    run = dispatch(ctx, Loop.REJECTED_SIGNALS, LAST)
+    assert run.published == 300
+    assert market.per_symbol() == Counter(dict.fromkeys(SYMBOLS, 1))  # one request per symbol, for all days
+    assert all(len(symbols) == 1 for symbols, _, _ in market.requests)
+    for _, start, end in market.requests:  # each covers every day its symbol's signals need
+        assert (start, end) == (dt.datetime(2024, 3, 4, tzinfo=UTC), dt.datetime(2024, 3, 14, tzinfo=UTC))
+    assert run.details["bar_requests"] == 5
+
+    dispatched = len(market.requests)
+    ctx.cache.clear()  # the subscribers start cold, like a fresh Cloud Function instance
+    deliver(ctx)
+    assert len(market.requests) == dispatched  # 15 batches of 20 read market_bars; none asked the source
+
+    final = runs.get_run(ctx, run.run_id)
+    assert final is not None
+    assert (final.status, final.loaded) == (RunStatus.SUCCEEDED, 300)
+    counts = bar_counts(ctx)
+    assert counts["n"] == counts["keys"]
+    assert counts["bars"] == len(SYMBOLS) * WEEKDAYS_TOUCHED * BARS_PER_SESSION
+    assert counts["empty_days"] == len(SYMBOLS) * 2  # the weekend, remembered as fetched-and-empty
+    reasons = Counter(r["exit_reason"] for r in ctx.warehouse.query("SELECT exit_reason FROM fact_rejected_signals"))
+    assert "NO_DATA" not in reasons  # every signal found its bars in the cache
+
+
+def test_a_second_run_over_the_same_days_fetches_nothing(
+    ctx: Context, make: Factory, market: CountingMarketData
+) -> None:
+    reject_many(make, "b", DAYS, per_day=50)
+    run_loop(ctx, Loop.REJECTED_SIGNALS, LAST)
+    before, stored = len(market.requests), bar_counts(ctx)
+
+    reject_many(make, "late", DAYS, per_day=20)  # more signals on the same days, archived by a new run
+    ctx.cache.clear()
+    run = run_loop(ctx, Loop.REJECTED_SIGNALS, LAST)
+
+    assert (run.status, run.published, run.loaded) == (RunStatus.SUCCEEDED, 60, 60)
+    assert len(market.requests) == before
+    assert run.details["bar_requests"] == 0
+    assert bar_counts(ctx) == stored
+
+
+def test_a_late_subscriber_fetches_days_not_prefetched_once_per_symbol(
+    ctx: Context, make: Factory, market: CountingMarketData, clock: Clock
+) -> None:
+    # items published without the dispatcher's prefetch, as a replay publishes them
+    day = dt.date(2024, 3, 19)
+    clock.set(dt.datetime(2024, 3, 27, 3, tzinfo=UTC))  # the signals' window has passed
+    ids = reject_many(make, "replayed", [day], per_day=50)
+    run = runs.start_run(ctx, "replay", day)
+    topic = ctx.settings.topic(Loop.REJECTED_SIGNALS)
+    for doc_id in ids:
+        item = WorkItem(run_id=run.run_id, loop=Loop.REJECTED_SIGNALS, ds=day, doc_id=doc_id, published_at=ctx.now())
+        ctx.bus.publish(topic, *item.to_message())
+    runs.finish_dispatch(ctx, run.run_id, len(ids))
+    deliver(ctx)
+
+    assert market.per_symbol() == Counter(dict.fromkeys(SYMBOLS, 1))  # 3 batches of 20, one request per symbol
+    final = runs.get_run(ctx, run.run_id)
+    assert final is not None and (final.status, final.loaded) == (RunStatus.SUCCEEDED, 50)
+
+
+def test_repeated_prefetches_store_each_bar_once(ctx: Context, market: CountingMarketData) -> None:
+    tue, wed, mon, thu = dt.date(2024, 3, 5), dt.date(2024, 3, 6), dt.date(2024, 3, 4), dt.date(2024, 3, 7)
+    assert prefetch(ctx, {"AAPL": {tue, wed}}) == {"bar_requests": 1, "bar_rows": 2 * BARS_PER_SESSION}
+    assert prefetch(ctx, {"AAPL": {tue, wed}}) == {"bar_requests": 0, "bar_rows": 0}
+    # a wider range: one request from Monday to Thursday, of which only Monday and Thursday are stored
+    assert prefetch(ctx, {"AAPL": {mon, tue, wed, thu}}) == {"bar_requests": 1, "bar_rows": 2 * BARS_PER_SESSION}
+    assert market.requests[-1] == (("AAPL",), dt.datetime(2024, 3, 4, tzinfo=UTC), dt.datetime(2024, 3, 8, tzinfo=UTC))
+    counts = bar_counts(ctx)
+    assert counts["n"] == counts["keys"] == counts["bars"] == 4 * BARS_PER_SESSION
+    per_day = ctx.warehouse.query("SELECT ds, COUNT(*) AS n FROM market_bars GROUP BY ds ORDER BY ds")
+    assert [(r["ds"], r["n"]) for r in per_day] == [(d, BARS_PER_SESSION) for d in (mon, tue, wed, thu)]
+
+
+def test_days_without_bars_are_remembered_and_never_read_as_bars(ctx: Context, market: CountingMarketData) -> None:
+    fri, sat, sun, mon = (dt.date(2024, 3, d) for d in (8, 9, 10, 11))
+    assert prefetch(ctx, {"MSFT": {fri, sat, sun, mon}})["bar_requests"] == 1
+    assert prefetch(ctx, {"MSFT": {sat, sun}})["bar_requests"] == 0  # the weekend is known to be empty
+
+    start = dt.datetime(2024, 3, 8, 20, tzinfo=UTC)
+    bars = load_bars(ctx, [("MSFT", start, start + dt.timedelta(days=3))])["MSFT"]
+    assert len(market.requests) == 1
+    assert len(bars) == 2 * BARS_PER_SESSION  # Friday's and Monday's sessions, nothing from the markers
+    assert float(bars.low.min()) > 0
+    days = {dt.datetime.fromtimestamp(int(t) / 1e9, UTC).date() for t in bars.ts}
+    assert days == {fri, mon}
+
+
+def test_a_day_not_over_yet_is_not_remembered_as_empty(ctx: Context, clock: Clock, market: CountingMarketData) -> None:
+    clock.set(dt.datetime(2024, 3, 9, 12, tzinfo=UTC))  # Saturday noon: Saturday may still get bars (crypto)
+    prefetch(ctx, {"MSFT": {dt.date(2024, 3, 9)}})
+    prefetch(ctx, {"MSFT": {dt.date(2024, 3, 9)}})
+    assert len(market.requests) == 2
+    assert bar_counts(ctx)["n"] == 0
+
+
+def test_a_batch_needing_more_days_than_the_cache_holds_still_gets_them_all(
+    ctx: Context, market: CountingMarketData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bars_module, "_CACHE_DAYS", 3)  # the per-process bound, made small
+    start = dt.datetime(2024, 3, 4, tzinfo=UTC)
+    got = load_bars(ctx, [("BTC/USD", start, start + dt.timedelta(days=5))])["BTC/USD"]
+    assert len(got) == 5 * 1440  # five days of 24/7 minute bars, none silently dropped
+    assert len(ctx.cache["bars_cache"]) == 3  # the bound holds once the batch has its bars

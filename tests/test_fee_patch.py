@@ -1,0 +1,274 @@
+"""Fee patch (T+1) as a pipeline: trades archived by Loop A get the fees the simulated broker posted.
+
+The broker posts Alpaca-style FEE (REG, TAF, CAT, rounded up to the cent per day) and CFEE activities
+(crypto, in the asset received); the patch allocates them back to ``fact_trades``. Proves, with
+hand-computed figures: the allocation adds up exactly to the posted totals for equities and crypto
+(trades with legs on two days included); a day not posted yet leaves its trades unfinalised and
+reported; a fee posted late (T+2) is left by the T+1 run and picked up by the next; a second run
+changes nothing and audits nothing; a dry run writes nothing; ``net_pnl_usd = gross - actual fee``;
+every changed value has one complete ``patch_audit`` row; the run is recorded in ``job_metadata``
+and all updates are one upsert.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal as D
+from typing import Any
+
+from goldthread.analytics.fees import FeeSchedule
+from goldthread.models import AssetClass, FactTrade, PatchAudit, Side
+from goldthread.models.broker import FeeActivity
+from goldthread.models.hot import RunStatus
+from goldthread.patches.fee_patch import day_fees, patch_fees
+from goldthread.pipeline.context import Context
+from goldthread.pipeline.local_runtime import run_loop
+from goldthread.pipeline.runs import list_runs
+
+from tests.conftest import DS, SESSION, UTC, Clock, Factory, rows
+
+NEXT = DS + dt.timedelta(days=1)  # Wednesday 6 March
+T2 = dt.datetime(2024, 3, 7, 3, tzinfo=UTC)  # both days' fees posted (each at 02:00 the next day)
+
+
+def posted_usd(activity: FeeActivity) -> D:
+    """What an activity charged in USD: FEE and USD CFEE by amount, an asset CFEE at its price."""
+    if activity.net_amount != 0:
+        return -activity.net_amount
+    assert activity.qty is not None and activity.price is not None
+    return -activity.qty * activity.price
+
+
+def trades(ctx: Context) -> dict[str, FactTrade]:
+    return {r["position_id"]: FactTrade.model_validate(r) for r in rows(ctx, "fact_trades")}
+
+
+def audits(ctx: Context) -> list[PatchAudit]:
+    return [PatchAudit.model_validate(r) for r in rows(ctx, "patch_audit")]
+
+
+def count_upserts(ctx: Context) -> list[int]:
+    """Record the number of rows of every ``upsert_rows`` call on the warehouse."""
+    calls: list[int] = []
+    warehouse = ctx.warehouse
+    original = warehouse.upsert_rows
+
+    def upsert(model: Any, rows_: Any, columns: Any) -> int:
+        if rows_:
+            calls.append(len(rows_))
+        return original(model, rows_, columns)
+
+    warehouse.upsert_rows = upsert  # type: ignore[method-assign]
+    return calls
+
+
+def equity_pair(make: Factory) -> None:
+    """Two equity round trips on DS, worked out in ``test_equity_fees_by_hand``."""
+    make.closed_trade("pos-a", qty=D(10), broker_entry=D(100), broker_exit=D(110))
+    make.closed_trade("pos-b", qty=D(30), broker_entry=D(50), broker_exit=D(50))
+
+
+def test_equity_fees_by_hand(ctx: Context, make: Factory, clock: Clock) -> None:
+    equity_pair(make)
+    run_loop(ctx, "trades", DS)
+    upserts = count_upserts(ctx)
+
+    report = patch_fees(ctx, DS)
+
+    # posted on DS: REG (1100 + 1500) x 0.0000278 = 0.07228 -> 0.08; TAF 40 x 0.000166 = 0.00664 -> 0.01;
+    # CAT 80 x 0.000035 = 0.0028 -> 0.01. REG by sell notional: 8 cents x 0.03058 / 0.07228 = 3.38 -> 3 for A,
+    # 4.62 -> 5 for B (largest remainder); TAF and CAT: their single cent goes to B (30 of 40 shares sold,
+    # 60 of 80 shares traded).
+    by_id = trades(ctx)
+    a, b = by_id["pos-a"], by_id["pos-b"]
+    assert (a.actual_fee_usd, b.actual_fee_usd) == (D("0.03"), D("0.07"))
+    assert a.fee_finalized and b.fee_finalized
+    assert (a.gross_pnl_usd, a.net_pnl_usd, a.return_pct) == (D(100), D("99.97"), D("9.997"))  # 99.97 / 1000
+    assert (b.gross_pnl_usd, b.net_pnl_usd, b.return_pct) == (D(0), D("-0.07"), D("-0.004666667"))  # / 1500
+    assert a.est_fee_usd == D("0.5")  # the estimate stays beside the actual fee
+    assert sum(posted_usd(x) for x in ctx.broker.get_fee_activities(DS)) == D("0.10")
+
+    run = report.run
+    assert run is not None
+    assert (run.loop, run.ds, run.status) == ("patch_fees", DS, RunStatus.SUCCEEDED)
+    assert (run.published, run.loaded, run.duplicates, run.dead_lettered) == (2, 2, 0, 0)
+    assert run.finished_at == clock() and run.started_at == clock()
+    assert run.details["unfinalised"] == 0 and run.details["days"] == {"2024-03-05": "posted"}
+    assert D(run.details["fees_usd"]) == D("0.10")
+    assert [r.run_id for r in list_runs(ctx, "patch_fees")] == [run.run_id]
+    assert upserts == [2]  # all updates in one statement
+
+    # one audit row per changed value, each naming table, record, column, old and new value and the run
+    got = {(x.record_key, x.column_name): (x.old_value, x.new_value) for x in audits(ctx)}
+    assert got == {
+        ("pos-a", "actual_fee_usd"): (None, "0.03"),
+        ("pos-a", "fee_finalized"): ("False", "True"),
+        ("pos-a", "net_pnl_usd"): ("99.5", "99.97"),
+        ("pos-a", "return_pct"): ("9.95", "9.997"),
+        ("pos-b", "actual_fee_usd"): (None, "0.07"),
+        ("pos-b", "fee_finalized"): ("False", "True"),
+        ("pos-b", "net_pnl_usd"): ("-0.5", "-0.07"),
+        ("pos-b", "return_pct"): ("-0.033333333", "-0.004666667"),
+    }
+    for row in audits(ctx):
+        assert (row.patch, row.patch_run_id, row.table_name) == ("patch_fees", run.run_id, "fact_trades")
+        assert (row.changed_at, row.ds) == (clock(), clock().date())
+    assert {c["position_id"]: D(c["actual_fee_usd"]) for c in report.changes} == {"pos-a": D("0.03"),
+                                                                                   "pos-b": D("0.07")}
+
+
+def test_crypto_fees_in_the_asset_received_are_converted_at_the_fill_price(ctx: Context, make: Factory) -> None:
+    crypto = {"asset_class": AssetClass.CRYPTO}
+    make.closed_trade("pos-btc", symbol="BTC/USD", qty=D("0.5"), broker_entry=D(60000), broker_exit=D(62000),
+                      **crypto)
+    make.closed_trade("pos-eth", symbol="ETH/USD", qty=D("0.2"), broker_entry=D(3000), broker_exit=D(2900),
+                      **crypto)
+    make.closed_trade("pos-sol", symbol="SOL/USD", side=Side.SHORT, qty=D(10), broker_entry=D(150),
+                      broker_exit=D(140), **crypto)
+    run_loop(ctx, "trades", DS)
+
+    patch_fees(ctx, DS)
+
+    # 25 bps: a buy pays in the coin (0.5 x 0.0025 = 0.00125 BTC at 60000 = 75), a sell in USD (31000 x 0.0025)
+    by_id = trades(ctx)
+    assert by_id["pos-btc"].actual_fee_usd == D("152.5")  # 75 + 77.50
+    assert by_id["pos-eth"].actual_fee_usd == D("2.95")  # 0.0005 ETH at 3000 = 1.50, + 580 x 0.0025 = 1.45
+    assert by_id["pos-sol"].actual_fee_usd == D("7.25")  # short: sells for 1500 -> 3.75; buys 10 -> 0.025 SOL x 140
+    assert by_id["pos-btc"].net_pnl_usd == D(1000) - D("152.5")  # (62000 - 60000) x 0.5 - fee
+    assert by_id["pos-sol"].net_pnl_usd == D(100) - D("7.25")  # (150 - 140) x 10 - fee
+    activities = ctx.broker.get_fee_activities(DS)
+    assert {a.activity_type for a in activities} == {"CFEE"}
+    assert sum(t.actual_fee_usd for t in by_id.values()) == sum(posted_usd(a) for a in activities) == D("162.7")
+
+
+def test_allocation_sums_to_the_posted_totals_across_days(ctx: Context, make: Factory, clock: Clock) -> None:
+    crypto = {"asset_class": AssetClass.CRYPTO}
+    equity_pair(make)
+    make.closed_trade("pos-btc", symbol="BTC/USD", qty=D("0.5"), broker_entry=D(60000), broker_exit=D(62000),
+                      **crypto)
+    make.closed_trade("pos-sol", symbol="SOL/USD", side=Side.SHORT, qty=D(10), broker_entry=D(150),
+                      broker_exit=D(140), **crypto)
+    # legs on two days: opened on DS, closed on the next day
+    make.closed_trade("pos-f", qty=D(10), opened_at=SESSION + dt.timedelta(hours=1),
+                      closed_at=SESSION + dt.timedelta(days=1), broker_entry=D(100), broker_exit=D(120))
+    make.closed_trade("pos-g", symbol="BTC/USD", qty=D("0.1"), opened_at=SESSION + dt.timedelta(hours=5),
+                      closed_at=SESSION + dt.timedelta(hours=10), broker_entry=D(61000), broker_exit=D(63000),
+                      **crypto)
+    clock.set(T2)
+    run_loop(ctx, "trades", NEXT)
+
+    report = patch_fees(ctx, NEXT)
+
+    by_id = trades(ctx)
+    assert all(t.fee_finalized for t in by_id.values()) and report.unfinalised == []
+    days = (DS, NEXT)
+    posted = sum(posted_usd(a) for d in days for a in ctx.broker.get_fee_activities(d))
+    assert sum(t.actual_fee_usd for t in by_id.values()) == posted
+    for day in days:  # and each day's allocation to its legs adds up to that day's postings
+        info = day_fees(ctx, day, FeeSchedule())
+        assert sum(info.allocations.values()) == sum(posted_usd(a) for a in ctx.broker.get_fee_activities(day))
+    assert "pos-f-entry" in day_fees(ctx, DS, FeeSchedule()).allocations  # allocations are per broker order
+    assert "pos-f-exit" in day_fees(ctx, NEXT, FeeSchedule()).allocations
+
+    # by hand: on the next day pos-f's sell is alone: REG 1200 x 0.0000278 = 0.03336 -> 0.04, TAF 0.00166 -> 0.01,
+    # CAT 0.00035 -> 0.01; its buy on DS gets none of DS's single CAT cent (pos-b's 60 shares win it).
+    assert by_id["pos-f"].actual_fee_usd == D("0.06")
+    assert (by_id["pos-a"].actual_fee_usd, by_id["pos-b"].actual_fee_usd) == (D("0.03"), D("0.07"))
+    # pos-g: 0.1 x 0.0025 = 0.00025 BTC at 61000 = 15.25, then 6300 x 0.0025 = 15.75 (after midnight)
+    assert by_id["pos-g"].actual_fee_usd == D("31")
+    assert by_id["pos-btc"].actual_fee_usd == D("152.5")
+    assert report.days == {"2024-03-05": "posted", "2024-03-06": "posted"}
+
+
+def test_a_trade_whose_exit_day_is_not_posted_stays_unfinalised(ctx: Context, make: Factory, clock: Clock) -> None:
+    make.closed_trade("pos-a", qty=D(10), broker_entry=D(100), broker_exit=D(110))
+    make.closed_trade("pos-f", qty=D(10), opened_at=SESSION + dt.timedelta(hours=1),
+                      closed_at=SESSION + dt.timedelta(days=1), broker_entry=D(100), broker_exit=D(120))
+    clock.set(dt.datetime(2024, 3, 6, 23, tzinfo=UTC))  # DS is posted, the 6th is not (02:00 on the 7th)
+    run_loop(ctx, "trades", NEXT)
+
+    report = patch_fees(ctx, NEXT)
+
+    assert report.unfinalised == [{"position_id": "pos-f", "why": "exit day 2024-03-06 not posted"}]
+    assert report.days == {"2024-03-05": "posted", "2024-03-06": "not posted"}
+    by_id = trades(ctx)
+    # DS by hand: REG 0.03058 -> 0.04 and TAF -> 0.01 are pos-a's sell; CAT (20 + 10 shares) -> 0.01 goes to
+    # pos-a's 20 shares rather than pos-f's 10
+    assert (by_id["pos-a"].fee_finalized, by_id["pos-a"].actual_fee_usd) == (True, D("0.06"))
+    assert (by_id["pos-f"].fee_finalized, by_id["pos-f"].actual_fee_usd) == (False, None)
+    assert by_id["pos-f"].net_pnl_usd == D(200) - D("0.5")  # still on the estimate
+    assert {x.record_key for x in audits(ctx)} == {"pos-a"}
+    assert report.run is not None and report.run.details["unfinalised"] == 1
+
+    clock.set(T2)
+    later = patch_fees(ctx, NEXT)
+    assert later.unfinalised == [] and [c["position_id"] for c in later.changes] == ["pos-f"]
+    f = trades(ctx)["pos-f"]
+    assert (f.fee_finalized, f.actual_fee_usd, f.net_pnl_usd) == (True, D("0.06"), D("199.94"))
+
+
+def test_a_fee_posted_late_is_picked_up_by_the_next_run(ctx: Context, make: Factory, clock: Clock) -> None:
+    ctx.broker.delay_fee_posting(DS, dt.datetime(2024, 3, 7, 6, tzinfo=UTC))  # T+2 instead of T+1
+    make.closed_trade("pos-a", qty=D(10), broker_entry=D(100), broker_exit=D(110))
+    run_loop(ctx, "trades", DS)
+    before = trades(ctx)
+
+    t1 = patch_fees(ctx, DS)  # the night after DS: nothing posted yet
+    assert t1.changes == []
+    assert t1.unfinalised == [{"position_id": "pos-a", "why": "entry day 2024-03-05 not posted; "
+                                                               "exit day 2024-03-05 not posted"}]
+    assert t1.days == {"2024-03-05": "not posted"}
+    assert trades(ctx) == before and audits(ctx) == []
+    assert t1.run is not None and t1.run.status is RunStatus.SUCCEEDED and t1.run.published == 0
+
+    clock.set(dt.datetime(2024, 3, 7, 7, tzinfo=UTC))  # T+2, after the late posting
+    t2 = patch_fees(ctx, DS)
+    assert t2.unfinalised == [] and t2.days == {"2024-03-05": "posted"}
+    a = trades(ctx)["pos-a"]
+    assert (a.fee_finalized, a.actual_fee_usd, a.net_pnl_usd) == (True, D("0.06"), D("99.94"))
+    assert {x.patch_run_id for x in audits(ctx)} == {t2.run.run_id}
+
+
+def test_a_second_run_changes_nothing_and_audits_nothing(ctx: Context, make: Factory, clock: Clock) -> None:
+    equity_pair(make)
+    run_loop(ctx, "trades", DS)
+    first = patch_fees(ctx, DS)
+    assert len(first.changes) == 2
+    after_first, audit_rows = rows(ctx, "fact_trades"), rows(ctx, "patch_audit")
+
+    clock.advance(dt.timedelta(hours=1))
+    second = patch_fees(ctx, DS)
+
+    assert (second.changes, second.unfinalised) == ([], [])
+    assert rows(ctx, "fact_trades") == after_first
+    assert rows(ctx, "patch_audit") == audit_rows
+    assert second.run is not None
+    assert (second.run.status, second.run.published, second.run.loaded) == (RunStatus.SUCCEEDED, 0, 0)
+    assert len(list_runs(ctx, "patch_fees")) == 2
+
+
+def test_a_dry_run_writes_nothing(ctx: Context, make: Factory) -> None:
+    equity_pair(make)
+    run_loop(ctx, "trades", DS)
+    before = rows(ctx, "fact_trades")
+
+    report = patch_fees(ctx, DS, dry_run=True)
+
+    assert {c["position_id"]: D(c["actual_fee_usd"]) for c in report.changes} == {"pos-a": D("0.03"),
+                                                                                   "pos-b": D("0.07")}
+    assert report.run is None
+    assert list_runs(ctx, "patch_fees") == []
+    assert rows(ctx, "patch_audit") == []
+    assert rows(ctx, "fact_trades") == before
+    # and the real run afterwards does exactly what the dry run announced
+    real = patch_fees(ctx, DS)
+    assert real.changes == report.changes
+
+
+def test_canary_trades_are_never_patched(ctx: Context, make: Factory) -> None:
+    make.closed_trade("pos-a", qty=D(10), broker_entry=D(100), broker_exit=D(110))
+    ctx.hot.update("live_positions", "pos-a", {"is_canary": True})
+    run_loop(ctx, "trades", DS)
+    report = patch_fees(ctx, DS)
+    assert report.changes == [] and audits(ctx) == []
+    assert trades(ctx)["pos-a"].fee_finalized is False
