@@ -64,3 +64,9 @@ def patch_fees(request: Any) -> Any:
 def patch_prices(request: Any) -> Any:
     """Scheduler or by hand -> repair missing or zero fill prices from the broker's orders."""
     return entrypoints.patch_prices_http(request)
+
+
+@functions_framework.http
+def canary(request: Any) -> Any:
+    """Scheduler (hourly) -> send a canary record along the Golden Thread and time every hop."""
+    return entrypoints.canary_http(request)

@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
@@ -57,9 +58,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report.print_run_summary(console, runs)
     for line in result.extras.get("notes", []):
         console.print(line)
+    from goldthread.bi.canary import run_canary
+    from goldthread.bi.dashboard import build_for_context
+
+    canary = run_canary(ctx)
+    console.print(f"golden thread canary: {'whole' if canary.ok else f'BROKEN at {canary.broken_hop}'} "
+                  f"(run {canary.run_id})")
     console.print(f"data: {settings.home.resolve()}")
+    console.print(f"dashboard: {build_for_context(ctx, settings.home / 'dashboard.html')}")
     ctx.close()
-    return 0 if not report.reconciliation_failures(runs) else 1
+    return 0 if not report.reconciliation_failures(runs) and canary.ok else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -187,6 +195,65 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Build the self-contained HTML dashboard from the marts (offline, no CDN); --serve serves it on 127.0.0.1."""
+    from goldthread.bi.dashboard import build_for_context, make_server
+
+    ctx = _context()
+    path = build_for_context(ctx, args.out or ctx.settings.home / "dashboard.html")
+    ctx.close()
+    console.print(f"dashboard: {path}")
+    if args.serve:
+        server = make_server(path, args.port)
+        console.print(f"serving http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+    return 0
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    """Send a canary record along the Golden Thread and time every hop; exit 1 naming the broken hop."""
+    from rich.table import Table
+
+    from goldthread.bi.canary import run_canary
+
+    ctx = _context()
+    result = run_canary(ctx, timeout=args.timeout)
+    if args.json:
+        console.print_json(data=result.to_dict())
+    else:
+        table = Table(title=f"Golden Thread canary {result.run_id}: {'whole' if result.ok else 'BROKEN'}")
+        for col in ("hop", "status", "ms", "budget ms", "detail"):
+            table.add_column(col, justify="right" if col in ("ms", "budget ms") else "left", overflow="fold")
+        colors = {"ok": "green", "FAILED": "red", "skipped": "yellow"}
+        for hop in result.hops:
+            table.add_row(hop.hop, f"[{colors[hop.status]}]{hop.status}", "" if hop.ms is None else f"{hop.ms:.1f}",
+                          "" if hop.budget_ms is None else f"{hop.budget_ms:.0f}", hop.detail)
+        console.print(table)
+        if not result.ok:
+            console.print(f"[red]broken hop: {result.broken_hop}[/] ({result.error})")
+    ctx.close()
+    return 0 if result.ok else 1
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    """Show one record's journey: hot document, work items, warehouse row or dead letter, patches, mart rows."""
+    from goldthread.bi.trace import print_trace, trace
+
+    ctx = _context()
+    report = trace(ctx, args.id)
+    if args.json:
+        console.print_json(data=report.to_dict())
+    else:
+        print_trace(console, report, args.limit)
+    ctx.close()
+    return 0 if report.found else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; each sub-command's help is its function's docstring."""
     parser = argparse.ArgumentParser(prog="goldthread", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -230,6 +297,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=30)
     p = add("schema", cmd_schema)
     p.add_argument("action", choices=["generate", "check"])
+    p = add("dashboard", cmd_dashboard)
+    p.add_argument("--out", type=Path, help="where to write the HTML (default GOLDTHREAD_HOME/dashboard.html)")
+    p.add_argument("--serve", action="store_true", help="serve it on 127.0.0.1 until Ctrl-C")
+    p.add_argument("--port", type=int, default=8050)
+    p = add("canary", cmd_canary)
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery (default 30)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p = add("trace", cmd_trace)
+    p.add_argument("id", help="signal, position, run or dead-letter id")
+    p.add_argument("--json", action="store_true", help="print the trace as JSON")
+    p.add_argument("--limit", type=int, default=30, help="rows shown per stage")
     return parser
 
 

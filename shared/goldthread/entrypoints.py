@@ -154,3 +154,21 @@ def _patch_prices(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
 def patch_prices_http(request: Any) -> tuple[str, int, dict[str, str]]:
     """HTTP (scheduler or by hand): repair missing fill prices; ``{"dry_run": true}`` writes nothing."""
     return http_call(_patch_prices, request)
+
+
+def _canary(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+    from goldthread.bi.canary import run_canary
+
+    try:
+        timeout = float(body.get("timeout_seconds", 60))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("timeout_seconds must be a number") from exc
+    return run_canary(ctx, timeout=timeout).to_dict()
+
+
+def canary_http(request: Any) -> tuple[str, int, dict[str, str]]:
+    """HTTP (scheduler, hourly): run the Golden Thread canary; 200 when whole, 500 naming the broken hop."""
+    body, status, headers = http_call(_canary, request)
+    if status == 200 and not json.loads(body).get("ok"):
+        status = 500
+    return body, status, headers

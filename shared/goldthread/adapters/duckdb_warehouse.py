@@ -67,10 +67,13 @@ class DuckDbWarehouse(Warehouse):
         self.rejects_writes = False  # the canary's fault injection flips this
 
     def ensure_tables(self) -> None:
-        """Create every model's table if missing."""
+        """Create every model's table if missing, and (re)create the BI marts over them."""
         with self._lock:
             for model in ALL_TABLES:
                 self._db.execute(duckdb_ddl(model))
+            from goldthread.bi.marts import ensure_marts
+
+            ensure_marts(self)
 
     def create_view(self, name: str, sql: str) -> None:
         """Create or replace a view from GoogleSQL text (used by the BI marts)."""

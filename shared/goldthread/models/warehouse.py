@@ -295,6 +295,38 @@ class MarketBar(WarehouseRow):
     source: Identifier = Field(description="Where the bar came from: sim, alpaca-iex, csv ...")
 
 
+class JobRun(WarehouseRow):
+    """One run of a loop, patch, replay or canary, copied from ``job_metadata`` (hot store) to the warehouse.
+
+    BI reads only the warehouse, so ``goldthread.bi.runs_sync.sync_job_runs`` upserts every run here (at the
+    end of a canary, a dashboard build and the demo); ``mart_pipeline_health`` and ``mart_golden_thread``
+    read it. The key is derived from the run id, so a run synced again is updated, never doubled.
+    """
+
+    __table__ = "job_runs"
+    __description__ = "Every run from job_metadata (hot store), synced for BI: status, counts, reconciliation."
+    __cluster__ = ("job", "status")
+
+    ds: dt.date = Field(description="Day the run processed (job_metadata ds).")
+    run_id: Identifier
+    job: Identifier = Field(description="Loop, patch, replay or canary.")
+    status: Identifier = Field(description="RUNNING, SUCCEEDED, PARTIAL, FAILED or STALLED.")
+    git_hash: str = Field(max_length=64)
+    started_at: UtcDatetime
+    heartbeat_at: UtcDatetime
+    dispatched_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
+    duration_seconds: Money | None = Field(default=None, description="finished_at - started_at, once finished.")
+    published: int = Field(ge=0)
+    loaded: int = Field(ge=0)
+    duplicates: int = Field(ge=0)
+    dead_lettered: int = Field(ge=0)
+    reconciled: bool = Field(description="Dispatched and published = loaded + duplicates + dead_lettered.")
+    error: Text | None = None
+    details_json: JsonText = Field(description="The run's loop-specific details (the canary's hops).")
+    synced_at: UtcDatetime = Field(description="When this copy was written.")
+
+
 ALL_TABLES: tuple[type[WarehouseRow], ...] = (
     FactTrade,
     FactRejectedSignal,
@@ -305,6 +337,7 @@ ALL_TABLES: tuple[type[WarehouseRow], ...] = (
     ReplayRecord,
     PatchAudit,
     MarketBar,
+    JobRun,
 )
 TABLES_BY_NAME: dict[str, type[WarehouseRow]] = {t.__table__: t for t in ALL_TABLES}
 

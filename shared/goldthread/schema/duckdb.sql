@@ -202,3 +202,25 @@ CREATE TABLE IF NOT EXISTS market_bars (
     volume DECIMAL(38,9) NOT NULL,
     source VARCHAR NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS job_runs (
+    row_id VARCHAR NOT NULL PRIMARY KEY,
+    ds DATE NOT NULL,
+    run_id VARCHAR NOT NULL,
+    job VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    git_hash VARCHAR NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL,
+    heartbeat_at TIMESTAMPTZ NOT NULL,
+    dispatched_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    duration_seconds DECIMAL(38,9),
+    published BIGINT NOT NULL,
+    loaded BIGINT NOT NULL,
+    duplicates BIGINT NOT NULL,
+    dead_lettered BIGINT NOT NULL,
+    reconciled BOOLEAN NOT NULL,
+    error VARCHAR,
+    details_json VARCHAR NOT NULL,
+    synced_at TIMESTAMPTZ NOT NULL
+);

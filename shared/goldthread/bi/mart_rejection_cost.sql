@@ -1,0 +1,28 @@
+-- mart_rejection_cost: one row per rejection reason: what the risk filter saved (negative sums) or cost.
+WITH rejected AS (
+  SELECT
+    *,
+    SAFE_DIVIDE(CAST(theoretical_net_pnl_per_unit AS FLOAT64), CAST(entry_price AS FLOAT64)) * 100
+      AS theoretical_net_return_pct
+  FROM fact_rejected_signals
+  WHERE NOT is_canary
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY loaded_at DESC) = 1
+)
+SELECT
+  rejection_reason,
+  COUNT(*) AS signals,
+  COUNT(theoretical_net_pnl_per_unit) AS priced_signals,
+  COUNTIF(theoretical_net_pnl_per_unit > 0) AS would_have_won,
+  SAFE_DIVIDE(COUNTIF(theoretical_net_pnl_per_unit > 0), COUNT(theoretical_net_pnl_per_unit)) AS would_have_won_share,
+  SUM(theoretical_net_pnl_per_unit) AS sum_theoretical_net_pnl_per_unit,
+  AVG(CAST(theoretical_net_pnl_per_unit AS FLOAT64)) AS mean_theoretical_net_pnl_per_unit,
+  SUM(theoretical_net_return_pct) AS sum_theoretical_net_return_pct,
+  AVG(theoretical_net_return_pct) AS mean_theoretical_net_return_pct,
+  AVG(CAST(r_multiple AS FLOAT64)) AS mean_r_multiple,
+  CASE
+    WHEN SUM(theoretical_net_return_pct) < 0 THEN 'saved'
+    WHEN SUM(theoretical_net_return_pct) > 0 THEN 'cost'
+    ELSE 'neutral'
+  END AS filter_verdict
+FROM rejected
+GROUP BY rejection_reason
