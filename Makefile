@@ -41,9 +41,13 @@ lint: $(VENV)/.dev
 schema: $(VENV)/.runtime
 	$(BIN)/goldthread schema generate
 
-## bench: the benchmark command (see bench/README.md)
-bench: $(VENV)/.dev
-	$(BIN)/python -m bench
+## bench: the benchmark command (see bench/README.md); BENCH_ARGS passes options, e.g. BENCH_ARGS="--sizes 10000"
+bench: $(VENV)/.bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+$(VENV)/.bench: requirements-bench.txt $(VENV)/.dev
+	$(BIN)/pip install -q -r requirements-bench.txt
+	touch $@
 
 clean:
 	rm -rf .goldthread .pytest_cache .mypy_cache .ruff_cache
