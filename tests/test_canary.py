@@ -9,8 +9,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,9 @@ from goldthread.writer import POSITIONS, HotWriter
 from rich.console import Console
 
 from tests.conftest import DS, Factory, rows
+from tests.real.conftest import bigquery_emulator, firestore_emulator, pubsub_emulator  # noqa: F401 - fixtures
+from tests.support import emulators
+from tests.support.emulators import ManagedProcess, start_function
 
 
 class FakeClock:
@@ -254,7 +259,7 @@ def test_http_canary_answers_200_when_whole_and_500_naming_the_hop(ctx: Context,
         entrypoints.reset_context(None)
 
 
-def test_cli_canary_on_a_fresh_embedded_home(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_canary_on_a_fresh_embedded_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for key in list(os.environ):
@@ -268,3 +273,53 @@ def test_cli_canary_on_a_fresh_embedded_home(tmp_path: Any, monkeypatch: pytest.
     assert answer["ok"] is True and set(answer["hop_ms"]) == set(HOPS)
     assert answer["hop_ms"]["signal_write"] < 100 or answer["hops"][0]["status"] == "FAILED"
     assert Decimal(str(answer["hop_ms"]["delivery"])) >= 0
+
+
+@pytest.mark.emulator
+def test_canary_on_the_real_stack(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Firestore emulator, Pub/Sub emulator pushing to the real ``subscribe_trades`` function (functions-framework),
+    bqemulator with the marts as Terraform declares them, the simulator's ledger shared by file. The emulators are
+    not production-fast, so the hop budgets are relaxed here; the budgets themselves are tested above."""
+    from goldthread.adapters.pubsub_bus import ensure_loop_topology
+    from goldthread.bi.marts import ensure_marts
+    from goldthread.config import load_settings
+
+    firestore: ManagedProcess = request.getfixturevalue("firestore_emulator")
+    pubsub: ManagedProcess = request.getfixturevalue("pubsub_emulator")
+    bigquery: ManagedProcess = request.getfixturevalue("bigquery_emulator")
+    tag = uuid.uuid4().hex[:10]
+    project = f"gt-canary-{tag}"
+    env = {
+        **firestore.env, **pubsub.env, **bigquery.env,
+        "GOOGLE_CLOUD_PROJECT": project, "GOLDTHREAD_HOT": "firestore", "GOLDTHREAD_BUS": "pubsub",
+        "GOLDTHREAD_WAREHOUSE": "bigquery", "GOLDTHREAD_BROKER": "sim", "GOLDTHREAD_HOME": str(tmp_path / "home"),
+        "GOLDTHREAD_DATASET": f"canary_{tag}", "GOLDTHREAD_TOPIC_PREFIX": f"c-{tag}", "GOLDTHREAD_LOG_LEVEL": "WARNING",
+    }
+    settings = load_settings(env)
+    function = start_function("subscribe_trades", signature_type="cloudevent", env=env, timeout=120)
+    ctx = Context(settings)
+    try:
+        push = f"{function.url}/projects/{project}/topics/{settings.topic('trades')}"
+        ensure_loop_topology(settings, ["trades"], push_endpoints={"trades": push})
+        ensure_marts(ctx.warehouse)
+        relaxed = {"signal_write": 5000, "position_write": 10000, "dispatch": 10000, "validation": 10000,
+                   "warehouse_write": 30000, "mart_visibility": 60000}
+
+        result = run_canary(ctx, timeout=120, budgets_ms=relaxed)
+        assert result.ok, (result.to_dict(), function.log_tail())
+        shown = ctx.warehouse.query("SELECT status, position_id FROM mart_golden_thread WHERE run_id = @r",
+                                    {"r": result.run_id})
+        assert shown == [{"status": "SUCCEEDED", "position_id": result.position_id}]
+        assert ctx.warehouse.query("SELECT COUNT(*) AS n FROM mart_daily_pnl")[0]["n"] == 0
+
+        ctx.warehouse.execute("DROP VIEW mart_fee_drift")  # type: ignore[attr-defined]
+        broken = run_canary(ctx, timeout=120, budgets_ms=relaxed)
+        assert broken.broken_hop == "mart_visibility" and "mart_fee_drift" in broken.hop("mart_visibility").detail
+    finally:
+        client = getattr(ctx.warehouse, "client", None)
+        if client is not None:
+            client.delete_dataset(f"{project}.{settings.dataset}", delete_contents=True, not_found_ok=True)
+        ctx.close()
+        function.stop()
+        emulators.reset_firestore(firestore.host_port, project)
+        emulators.reset_pubsub(project, pubsub.host_port)
