@@ -51,6 +51,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     ctx, result = run_demo(settings, days=args.days, seed=args.seed, console=console)
+    from goldthread.bi.runs_sync import sync_job_runs
+
+    sync_job_runs(ctx)  # the warehouse copy of job_metadata that pipeline health reads
     console.rule(f"demo {result.start} .. {result.end}: {len(result.steps)} scheduled jobs ran")
     report.print_table_counts(console, report.table_counts(ctx))
     report.print_dead_letters(console, list_dead_letters(ctx, include_replayed=True))
