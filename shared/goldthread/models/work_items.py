@@ -48,20 +48,26 @@ class WorkItem(BaseModel):
 
     def to_message(self) -> tuple[bytes, dict[str, str]]:
         """Encode as a Pub/Sub message body and attributes."""
-        body = self.model_dump_json().encode()
-        attributes = {
+        return self.model_dump_json().encode(), self.attributes()
+
+    def attributes(self) -> dict[str, str]:
+        """The Pub/Sub attributes of this item's message (the routing fields, duplicated from the body)."""
+        return {
             "run_id": self.run_id,
             "loop": self.loop.value,
             "ds": self.ds.isoformat(),
             "doc_id": self.doc_id,
             "schema_version": self.schema_version,
         }
-        return body, attributes
 
     @classmethod
     def from_message(cls, data: bytes, attributes: dict[str, str] | None) -> WorkItem:
         """Decode and validate a message; raise ``MalformedMessageError`` naming every bad field."""
         attributes = dict(attributes or {})
+        try:  # the usual case, parsed and validated in one pass; any failure takes the path that explains it
+            return cls._check_attributes(cls.model_validate_json(data), attributes)
+        except ValidationError:
+            pass
         record_id = attributes.get("doc_id") or "<unknown>"
         try:
             payload: Any = json.loads(data)
@@ -78,7 +84,12 @@ class WorkItem(BaseModel):
             item = cls.model_validate(payload)
         except ValidationError as exc:
             raise MalformedMessageError("work item", record_id, errors_of(exc)) from exc
-        expected = item.to_message()[1]
+        return cls._check_attributes(item, attributes)
+
+    @staticmethod
+    def _check_attributes(item: WorkItem, attributes: dict[str, str]) -> WorkItem:
+        """``item`` if the attributes agree with its body, else ``MalformedMessageError`` naming each one."""
+        expected = item.attributes()
         mismatched = [
             {"loc": f"attributes.{k}", "msg": f"attribute {attributes.get(k)!r} != body {v!r}", "type": "mismatch"}
             for k, v in expected.items()
@@ -90,7 +101,7 @@ class WorkItem(BaseModel):
             if k not in attributes
         ]
         if mismatched or missing:
-            raise MalformedMessageError("work item", record_id, mismatched + missing)
+            raise MalformedMessageError("work item", item.doc_id, mismatched + missing)
         return item
 
 
