@@ -26,12 +26,11 @@ SEED = 42
 
 def demo_home(days: int, seed: int = SEED) -> tuple[Path, float]:
     """A home holding ``days`` days of demo data (built once); returns it and the seconds building took."""
-    from rich.console import Console
-
     from goldthread import logs
     from goldthread.bi.canary import run_canary
     from goldthread.config import Settings
     from goldthread.demo import run_demo
+    from rich.console import Console
 
     home = Path(tempfile.gettempdir()) / f"goldthread-bench-dashboard-{days}d-s{seed}"
     marker = home / "complete.json"
