@@ -23,7 +23,7 @@ from goldthread.pipeline.subscriber import handle_events
 from goldthread.ports.bus import message_from_event
 
 
-def wire_local_bus(ctx: Context, batch_size: int = 500, min_backoff: float = 0.01) -> LocalBus:
+def wire_local_bus(ctx: Context, batch_size: int = 2000, min_backoff: float = 0.01) -> LocalBus:
     """Subscribe every loop's subscriber and the dead-letter sink to the context's ``LocalBus``."""
     bus = ctx.bus
     if not isinstance(bus, LocalBus):
