@@ -201,6 +201,9 @@ class BigQueryWarehouse(Warehouse):
     ``project``/``dataset`` name the dataset every unqualified table in SQL refers to; ``location`` is
     the dataset's location when it is created; ``endpoint`` overrides ``GOLDTHREAD_BIGQUERY_ENDPOINT``;
     ``client`` injects a ready ``google.cloud.bigquery.Client``; ``tables`` are the models to create.
+    ``timeout`` bounds each API request, ``retry_deadline`` the SDK's retries of transient errors and
+    ``job_timeout`` the wait for a query or load job; past them the call fails with a transient error
+    instead of hanging (the SDK's own retry deadline is 10 minutes).
     """
 
     name: ClassVar[str] = "bigquery"
@@ -215,6 +218,9 @@ class BigQueryWarehouse(Warehouse):
         endpoint: str | None = None,
         client: Any | None = None,
         tables: Sequence[type[WarehouseRow]] = ALL_TABLES,
+        timeout: float = 60.0,
+        retry_deadline: float = 120.0,
+        job_timeout: float = 600.0,
     ) -> None:
         if not _PROJECT.match(project):
             raise ConfigError(f"invalid BigQuery project id {project!r}")
@@ -239,7 +245,28 @@ class BigQueryWarehouse(Warehouse):
                     )
                 else:
                     client = bigquery.Client(project=project, location=location)
+        from google.cloud.bigquery.retry import DEFAULT_RETRY
+
         self._client = client
+        self.timeout = timeout
+        self.job_timeout = job_timeout
+        self._retry = DEFAULT_RETRY.with_deadline(retry_deadline)
+
+    @property
+    def _rt(self) -> dict[str, Any]:
+        return {"retry": self._retry, "timeout": self.timeout}
+
+    def _run_query(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Start a query job and wait for it; returns the finished job.
+
+        ``job_retry=None``: the SDK would otherwise re-issue a failed query for up to 10 minutes; here a
+        failed job surfaces at once as a transient error and the bus redelivers the work item.
+        """
+        job = self._client.query(
+            sql, job_config=self._job_config(params), retry=self._retry, timeout=self.timeout, job_retry=None
+        )
+        job.result(retry=self._retry, timeout=self.job_timeout)
+        return job
 
     @property
     def client(self) -> Any:
@@ -262,7 +289,7 @@ class BigQueryWarehouse(Warehouse):
             ds = bigquery.Dataset(f"{self.project}.{self.dataset}")
             if self.location:
                 ds.location = self.location
-            self._client.create_dataset(ds, exists_ok=True)
+            self._client.create_dataset(ds, exists_ok=True, **self._rt)
             for model in self.tables:
                 table = bigquery.Table(self.table_id(model.__table__), schema=self.schema(model))
                 table.description = model.__description__
@@ -272,7 +299,7 @@ class BigQueryWarehouse(Warehouse):
                     )
                 if model.__cluster__:
                     table.clustering_fields = [safe_identifier(c) for c in model.__cluster__]
-                self._client.create_table(table, exists_ok=True)
+                self._client.create_table(table, exists_ok=True, **self._rt)
                 key = safe_identifier(model.__key__)
                 self.create_view(
                     f"{model.__table__}{DEDUP_SUFFIX}",
@@ -295,9 +322,7 @@ class BigQueryWarehouse(Warehouse):
         because a BigQuery view cannot rely on a default dataset)."""
         qualified = self.qualify_sql(sql)
         with vendor_errors(f"create view {name}"):
-            self._client.query(
-                f"CREATE OR REPLACE VIEW {self._quoted(name)} AS {qualified}", job_config=self._job_config()
-            ).result()
+            self._run_query(f"CREATE OR REPLACE VIEW {self._quoted(name)} AS {qualified}")
 
     def qualify_sql(self, sql: str) -> str:
         """Rewrite unqualified table names as ``project.dataset.table`` (CTE names stay as they are)."""
@@ -356,6 +381,7 @@ class BigQueryWarehouse(Warehouse):
                 self.table_id(model.__table__),
                 [json_row(r) for r in rows],
                 row_ids=[str(getattr(r, key)) for r in rows],
+                **self._rt,
             )
         if errors:
             reasons = {e.get("reason") for entry in errors for e in entry.get("errors", [])}
@@ -403,7 +429,7 @@ class BigQueryWarehouse(Warehouse):
         )
         try:
             with vendor_errors(f"upsert into {table}"):
-                self._client.create_table(staging_table)
+                self._client.create_table(staging_table, **self._rt)
                 load = self._client.load_table_from_json(
                     [json_row(r) for r in by_key.values()],
                     self.table_id(staging),
@@ -412,15 +438,14 @@ class BigQueryWarehouse(Warehouse):
                         source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
                         write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
                     ),
+                    timeout=self.timeout,
                 )
-                load.result()
-                job = self._client.query(merge, job_config=self._job_config())
-                job.result()
-                return int(job.num_dml_affected_rows or 0)
+                load.result(retry=self._retry, timeout=self.job_timeout)
+                return int(self._run_query(merge).num_dml_affected_rows or 0)
         finally:
             try:
                 with vendor_errors(f"drop {staging}"):
-                    self._client.delete_table(self.table_id(staging), not_found_ok=True)
+                    self._client.delete_table(self.table_id(staging), not_found_ok=True, **self._rt)
             except GoldthreadError:
                 pass  # the staging table expires by itself
 
@@ -439,24 +464,22 @@ class BigQueryWarehouse(Warehouse):
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run GoogleSQL with typed ``@name`` parameters; rows as dicts (exact Decimal, UTC datetime)."""
-        config = self._job_config(params)
         with vendor_errors("query", StoreUnavailableError):
-            rows = self._client.query(sql, job_config=config).result()
+            job = self._run_query(sql, params)
+            rows = job.result(retry=self._retry, timeout=self.job_timeout)
             return [dict(row.items()) for row in rows]
 
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         """Like ``query`` but returns a ``pyarrow.Table`` (read over REST, no Storage API client)."""
-        config = self._job_config(params)
         with vendor_errors("query", StoreUnavailableError):
-            return self._client.query(sql, job_config=config).result().to_arrow(create_bqstorage_client=False)
+            job = self._run_query(sql, params)
+            rows = job.result(retry=self._retry, timeout=self.job_timeout)
+            return rows.to_arrow(create_bqstorage_client=False)
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         """Run one DML/DDL statement (maintenance, scripts); returns the affected row count."""
-        config = self._job_config(params)
         with vendor_errors("execute"):
-            job = self._client.query(sql, job_config=config)
-            job.result()
-            return int(job.num_dml_affected_rows or 0)
+            return int(self._run_query(sql, params).num_dml_affected_rows or 0)
 
     def close(self) -> None:
         """Close the client's HTTP session."""

@@ -184,20 +184,44 @@ class FirestoreHotStore(HotStore):
     """Hot store on Cloud Firestore (or its emulator when ``FIRESTORE_EMULATOR_HOST`` is set).
 
     ``project`` and ``database`` select the Firestore database; ``client`` injects a ready
-    ``google.cloud.firestore.Client`` (tests, or a caller that shares one).
+    ``google.cloud.firestore.Client`` (tests, or a caller that shares one). ``timeout`` bounds each
+    request and ``retry_deadline`` the SDK's retries of transient errors, after which the call fails
+    with ``StoreUnavailableError`` (so a Cloud Function gives the item back to Pub/Sub instead of
+    hanging until its own timeout).
     """
 
     name: ClassVar[str] = "firestore"
 
-    def __init__(self, project: str, database: str = "(default)", client: Any | None = None) -> None:
+    def __init__(
+        self,
+        project: str,
+        database: str = "(default)",
+        client: Any | None = None,
+        *,
+        timeout: float = 60.0,
+        retry_deadline: float = 60.0,
+    ) -> None:
         self.project = project
         self.database = database
-        if client is None:
-            with vendor_errors("connect"):
+        with vendor_errors("connect"):
+            from google.api_core import exceptions as gexc
+            from google.api_core import retry as retries
+
+            if client is None:
                 from google.cloud import firestore
 
                 client = firestore.Client(project=project, database=database)
+            retry = retries.Retry(
+                predicate=retries.if_exception_type(
+                    gexc.DeadlineExceeded, gexc.InternalServerError, gexc.ResourceExhausted, gexc.ServiceUnavailable
+                ),
+                initial=0.1,
+                maximum=10.0,
+                multiplier=1.3,
+                deadline=retry_deadline,
+            )
         self._client = client
+        self._rt: dict[str, Any] = {"retry": retry, "timeout": timeout}
 
     @property
     def client(self) -> Any:
@@ -218,7 +242,7 @@ class FirestoreHotStore(HotStore):
     def get(self, collection: str, doc_id: str) -> dict[str, Any] | None:
         """One document, or None."""
         with vendor_errors("get"):
-            snap = self._ref(collection, doc_id).get()
+            snap = self._ref(collection, doc_id).get(**self._rt)
         return from_firestore(snap.to_dict()) if snap.exists else None
 
     def get_many(self, collection: str, doc_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -228,7 +252,7 @@ class FirestoreHotStore(HotStore):
         for i in range(0, len(ids), 300):
             refs = [self._ref(collection, d) for d in ids[i : i + 300]]
             with vendor_errors("get_many"):
-                for snap in self._client.get_all(refs):
+                for snap in self._client.get_all(refs, **self._rt):
                     if snap.exists:
                         out[snap.id] = from_firestore(snap.to_dict())
         return out
@@ -236,7 +260,7 @@ class FirestoreHotStore(HotStore):
     def put(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
         """Create or replace a document."""
         with vendor_errors("put"):
-            self._ref(collection, doc_id).set(to_firestore(dict(data)))
+            self._ref(collection, doc_id).set(to_firestore(dict(data)), **self._rt)
 
     def update(self, collection: str, doc_id: str, fields: Mapping[str, Any]) -> None:
         """Merge top-level ``fields`` into an existing document (``KeyError`` if it does not exist)."""
@@ -246,7 +270,7 @@ class FirestoreHotStore(HotStore):
         data = {FieldPath(k).to_api_repr(): to_firestore(v) for k, v in fields.items()}
         with vendor_errors("update"):
             try:
-                self._ref(collection, doc_id).update(data)
+                self._ref(collection, doc_id).update(data, **self._rt)
             except gexc.NotFound as exc:
                 raise KeyError(f"{collection}/{doc_id} does not exist") from exc
 
@@ -256,7 +280,7 @@ class FirestoreHotStore(HotStore):
 
         with vendor_errors("create"):
             try:
-                self._ref(collection, doc_id).create(to_firestore(dict(data)))
+                self._ref(collection, doc_id).create(to_firestore(dict(data)), **self._rt)
             except gexc.AlreadyExists:
                 return False
         return True
@@ -264,7 +288,7 @@ class FirestoreHotStore(HotStore):
     def delete(self, collection: str, doc_id: str) -> None:
         """Remove a document if it exists."""
         with vendor_errors("delete"):
-            self._ref(collection, doc_id).delete()
+            self._ref(collection, doc_id).delete(**self._rt)
 
     # -- queries ---------------------------------------------------------------------------------
     def query(
@@ -330,7 +354,7 @@ class FirestoreHotStore(HotStore):
         while True:
             page_query = q.start_after(last) if last is not None else q
             with vendor_errors("query"):
-                snaps = list(page_query.stream())
+                snaps = list(page_query.stream(**self._rt))
             for snap in snaps:
                 data = from_firestore(snap.to_dict() or {})
                 key = (*(_sort_key(_lookup(data, f)) for f in range_fields), snap.id)
@@ -364,7 +388,7 @@ class FirestoreHotStore(HotStore):
 
             def _claim(tx: Any, refs: list[Any] = refs) -> list[str]:
                 got = []
-                for snap in self._client.get_all(refs, transaction=tx):
+                for snap in self._client.get_all(refs, transaction=tx, **self._rt):
                     if snap.exists and _lookup(snap.to_dict() or {}, field) is None:
                         tx.update(snap.reference, updates)
                         got.append(snap.id)
@@ -394,7 +418,8 @@ class FirestoreHotStore(HotStore):
 
             def _record(tx: Any, chunk: list[tuple[str, str]] = chunk) -> dict[str, int]:
                 refs = {item: run_ref.collection(ITEMS_SUBCOLLECTION).document(item) for item, _ in chunk}
-                existing = {s.id for s in self._client.get_all(list(refs.values()), transaction=tx) if s.exists}
+                snaps = self._client.get_all(list(refs.values()), transaction=tx, **self._rt)
+                existing = {s.id for s in snaps if s.exists}
                 counts = dict.fromkeys(OUTCOMES, 0)
                 now = dt.datetime.now(dt.UTC)
                 for item, outcome in chunk:
@@ -416,7 +441,7 @@ class FirestoreHotStore(HotStore):
         """Every item outcome recorded for a run, from its ``items`` subcollection."""
         items = self._ref("job_metadata", run_id).collection(ITEMS_SUBCOLLECTION)
         with vendor_errors("item_outcomes"):
-            return {snap.id: str((snap.to_dict() or {}).get("outcome")) for snap in items.stream()}
+            return {snap.id: str((snap.to_dict() or {}).get("outcome")) for snap in items.stream(**self._rt)}
 
     def acquire_lease(self, name: str, holder: str, now: dt.datetime, ttl: dt.timedelta) -> str | None:
         """Take ``leases/{name}`` for ``holder`` in a transaction unless another live holder has it."""
@@ -424,7 +449,7 @@ class FirestoreHotStore(HotStore):
         now_utc = to_firestore(now)
 
         def _acquire(tx: Any) -> str | None:
-            snap = next(iter(self._client.get_all([ref], transaction=tx)))
+            snap = next(iter(self._client.get_all([ref], transaction=tx, **self._rt)))
             if snap.exists:
                 data = from_firestore(snap.to_dict() or {})
                 expires = data.get("expires_at")
@@ -440,7 +465,7 @@ class FirestoreHotStore(HotStore):
         ref = self._ref(LEASES_COLLECTION, name)
 
         def _release(tx: Any) -> None:
-            snap = next(iter(self._client.get_all([ref], transaction=tx)))
+            snap = next(iter(self._client.get_all([ref], transaction=tx, **self._rt)))
             if snap.exists and (snap.to_dict() or {}).get("holder") == holder:
                 tx.delete(ref)
 

@@ -81,6 +81,13 @@ def translate_error(exc: BaseException, action: str) -> GoldthreadError:
     return PermanentError(message)
 
 
+def _sdk() -> Any:
+    """``google.cloud.pubsub_v1``, imported on first use (only this adapter needs the SDK)."""
+    import importlib
+
+    return importlib.import_module("google.cloud.pubsub_v1")
+
+
 def topic_path(project: str, topic: str) -> str:
     """``projects/{project}/topics/{topic}``; a full path is returned unchanged."""
     return topic if topic.startswith("projects/") else f"projects/{project}/topics/{topic}"
@@ -126,8 +133,7 @@ class PubSubBus(Bus):
         self.timeout = timeout
         if publisher is None:
             with vendor_errors("connect"):
-                from google.cloud import pubsub_v1
-
+                pubsub_v1 = _sdk()
                 publisher = pubsub_v1.PublisherClient(
                     batch_settings=pubsub_v1.types.BatchSettings(
                         max_bytes=max_bytes, max_latency=max_latency, max_messages=max_messages
@@ -147,8 +153,7 @@ class PubSubBus(Bus):
         """A ``pubsub_v1.SubscriberClient``, created on first use (pull and ack only)."""
         if self._subscriber is None:
             with vendor_errors("connect"):
-                from google.cloud import pubsub_v1
-
+                pubsub_v1 = _sdk()
                 self._subscriber = pubsub_v1.SubscriberClient()
         return self._subscriber
 
@@ -273,8 +278,7 @@ def ensure_topic(project: str, topic: str, publisher: Any | None = None) -> str:
     path = topic_path(project, topic)
     with vendor_errors(f"create topic {topic}"):
         if publisher is None:
-            from google.cloud import pubsub_v1
-
+            pubsub_v1 = _sdk()
             publisher = pubsub_v1.PublisherClient()
         with suppress(gexc.AlreadyExists):
             publisher.create_topic(request={"name": path})
@@ -325,8 +329,7 @@ def ensure_subscription(
         }
     with vendor_errors(f"create subscription {subscription}"):
         if subscriber is None:
-            from google.cloud import pubsub_v1
-
+            pubsub_v1 = _sdk()
             subscriber = pubsub_v1.SubscriberClient()
         with suppress(gexc.AlreadyExists):
             subscriber.create_subscription(request=request)
@@ -339,8 +342,7 @@ def delete_subscription(project: str, subscription: str, subscriber: Any | None 
 
     with vendor_errors(f"delete subscription {subscription}"):
         if subscriber is None:
-            from google.cloud import pubsub_v1
-
+            pubsub_v1 = _sdk()
             subscriber = pubsub_v1.SubscriberClient()
         with suppress(gexc.NotFound):
             subscriber.delete_subscription(request={"subscription": subscription_path(project, subscription)})
@@ -352,8 +354,7 @@ def delete_topic(project: str, topic: str, publisher: Any | None = None) -> None
 
     with vendor_errors(f"delete topic {topic}"):
         if publisher is None:
-            from google.cloud import pubsub_v1
-
+            pubsub_v1 = _sdk()
             publisher = pubsub_v1.PublisherClient()
         with suppress(gexc.NotFound):
             publisher.delete_topic(request={"topic": topic_path(project, topic)})

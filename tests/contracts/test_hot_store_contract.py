@@ -1,0 +1,183 @@
+"""The ``HotStore`` contract, written once and run against every hot store (SQLite and Firestore).
+
+Values read back are compared through ``as_datetime``/``as_decimal``: both stores keep decimals as
+exact text, and a timestamp comes back as a ``datetime`` (Firestore) or ISO text (SQLite); what the
+contract fixes is that each is exact to the microsecond and the decimal to its last digit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from goldthread.ports.hot_store import HotStore, Where
+
+T0 = dt.datetime(2024, 3, 1, 14, 30, 15, 123456, tzinfo=dt.UTC)
+
+
+def as_datetime(value: Any) -> dt.datetime:
+    """A stored timestamp as an aware datetime, whichever form the store returns."""
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+
+
+def as_decimal(value: Any) -> Decimal:
+    """A stored decimal, read exactly."""
+    return Decimal(str(value))
+
+
+def seed(store: HotStore, n: int = 12) -> None:
+    """``n`` signals s000.. with status alternating, archived_run_id null/absent/set, times a minute apart."""
+    for i in range(n):
+        doc: dict[str, Any] = {
+            "signal_id": f"s{i:03d}",
+            "status": "ACTIVE" if i % 2 else "EXPIRED",
+            "signal_price": Decimal("185.123456789"),
+            "expires_at": T0 + dt.timedelta(minutes=i),
+            "rank": i,
+        }
+        if i % 3 == 0:
+            doc["archived_run_id"] = "run-old"
+        elif i % 3 == 1:
+            doc["archived_run_id"] = None  # explicitly null
+        # i % 3 == 2: the field is absent
+        store.put("live_signals", f"s{i:03d}", doc)
+
+
+def ids(rows: Any) -> list[str]:
+    """Document ids of a query result, in order."""
+    return [doc_id for doc_id, _ in rows]
+
+
+def test_put_get_round_trip_is_exact(hot_store: HotStore) -> None:
+    hot_store.put("live_signals", "a", {"p": Decimal("0.000000001"), "t": T0, "n": 3, "ok": True, "x": None})
+    doc = hot_store.get("live_signals", "a")
+    assert doc is not None
+    assert as_decimal(doc["p"]) == Decimal("0.000000001")
+    assert as_datetime(doc["t"]) == T0
+    assert (doc["n"], doc["ok"], doc["x"]) == (3, True, None)
+    assert hot_store.get("live_signals", "missing") is None
+
+
+def test_put_replaces_and_update_merges(hot_store: HotStore) -> None:
+    hot_store.put("strategies", "s:1", {"a": 1, "b": 2})
+    hot_store.put("strategies", "s:1", {"a": 10})
+    assert hot_store.get("strategies", "s:1") == {"a": 10}
+    hot_store.update("strategies", "s:1", {"b": 20, "c": "x"})
+    assert hot_store.get("strategies", "s:1") == {"a": 10, "b": 20, "c": "x"}
+    with pytest.raises(KeyError):
+        hot_store.update("strategies", "nope", {"a": 1})
+
+
+def test_create_only_if_absent_and_delete(hot_store: HotStore) -> None:
+    assert hot_store.create("job_metadata", "r1", {"state": "RUNNING"}) is True
+    assert hot_store.create("job_metadata", "r1", {"state": "OTHER"}) is False
+    assert hot_store.get("job_metadata", "r1") == {"state": "RUNNING"}
+    hot_store.delete("job_metadata", "r1")
+    hot_store.delete("job_metadata", "r1")  # absent: no error
+    assert hot_store.get("job_metadata", "r1") is None
+
+
+def test_get_many_leaves_out_missing_ids(hot_store: HotStore) -> None:
+    seed(hot_store, 5)
+    got = hot_store.get_many("live_signals", ["s001", "s004", "nope", "s001"])
+    assert sorted(got) == ["s001", "s004"]
+    assert got["s004"]["rank"] == 4
+    assert hot_store.get_many("live_signals", []) == {}
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ([Where("status", "==", "ACTIVE")], [1, 3, 5, 7, 9, 11]),
+        ([Where("rank", "<", 3)], [0, 1, 2]),
+        ([Where("rank", "<=", 3)], [0, 1, 2, 3]),
+        ([Where("rank", ">", 9)], [10, 11]),
+        ([Where("rank", ">=", 9)], [9, 10, 11]),
+        ([Where("status", "in", ["ACTIVE", "NONE"]), Where("rank", "<", 6)], [1, 3, 5]),
+        ([Where("status", "==", "EXPIRED"), Where("expires_at", "<", T0 + dt.timedelta(minutes=5))], [0, 2, 4]),
+        ([Where("expires_at", ">=", T0 + dt.timedelta(minutes=10))], [10, 11]),
+    ],
+)
+def test_query_operators(hot_store: HotStore, where: list[Where], expected: list[int]) -> None:
+    seed(hot_store)
+    assert sorted(ids(hot_store.query("live_signals", where))) == [f"s{i:03d}" for i in expected]
+
+
+def test_equals_none_matches_explicit_null_only(hot_store: HotStore) -> None:
+    seed(hot_store)
+    got = ids(hot_store.query("live_signals", [Where("archived_run_id", "==", None)]))
+    assert got == ["s001", "s004", "s007", "s010"]  # not the documents where the field is absent
+    both = ids(hot_store.query("live_signals", [Where("archived_run_id", "==", None), Where("status", "==", "ACTIVE")]))
+    assert both == ["s001", "s007"]
+
+
+def test_in_with_many_values_and_empty_in(hot_store: HotStore) -> None:
+    seed(hot_store)
+    values = [f"r{i}" for i in range(40)] + [5, 7]  # more than Firestore's 30 per 'in'
+    assert ids(hot_store.query("live_signals", [Where("rank", "in", values)])) == ["s005", "s007"]
+    assert ids(hot_store.query("live_signals", [Where("rank", "in", [])])) == []
+
+
+def test_projection_returns_only_requested_fields(hot_store: HotStore) -> None:
+    seed(hot_store, 4)
+    rows = list(hot_store.query("live_signals", [Where("rank", ">=", 2)], fields=["signal_id", "status"]))
+    assert rows == [
+        ("s002", {"signal_id": "s002", "status": "EXPIRED"}),
+        ("s003", {"signal_id": "s003", "status": "ACTIVE"}),
+    ]
+
+
+def test_paging_crosses_page_boundaries_without_gaps_or_repeats(hot_store: HotStore) -> None:
+    seed(hot_store, 23)
+    for page_size in (1, 5, 23, 100):
+        got = ids(hot_store.query("live_signals", page_size=page_size))
+        assert got == [f"s{i:03d}" for i in range(23)], page_size
+    ranged = ids(hot_store.query("live_signals", [Where("rank", ">=", 3)], fields=["rank"], page_size=4))
+    assert sorted(ranged) == [f"s{i:03d}" for i in range(3, 23)] and len(set(ranged)) == 20
+    filtered = ids(hot_store.query("live_signals", [Where("status", "==", "ACTIVE")], page_size=3))
+    assert filtered == [f"s{i:03d}" for i in range(1, 23, 2)]
+
+
+def test_claim_marks_once_and_second_claim_changes_nothing(hot_store: HotStore) -> None:
+    seed(hot_store, 6)
+    candidates = ["s000", "s001", "s002", "s003", "nope"]
+    claimed = hot_store.claim("live_signals", candidates, "archived_run_id", "run-1", also={"archived_at": T0})
+    assert sorted(claimed) == ["s001", "s002"]  # s000 and s003 were archived before; null and absent qualify
+    doc = hot_store.get("live_signals", "s002")
+    assert doc is not None and doc["archived_run_id"] == "run-1" and as_datetime(doc["archived_at"]) == T0
+    assert hot_store.claim("live_signals", candidates, "archived_run_id", "run-2") == []
+    assert hot_store.get("live_signals", "s001")["archived_run_id"] == "run-1"  # type: ignore[index]
+    assert hot_store.get("live_signals", "s000")["archived_run_id"] == "run-old"  # type: ignore[index]
+
+
+def test_record_outcomes_counts_each_item_once(hot_store: HotStore) -> None:
+    hot_store.put("job_metadata", "run-1", {"state": "RUNNING", "loaded": 0, "duplicates": 0, "dead_lettered": 0})
+    first = hot_store.record_outcomes("run-1", {"a": "loaded", "b": "loaded", "c": "duplicates", "d": "dead_lettered"})
+    assert first == {"loaded": 2, "duplicates": 1, "dead_lettered": 1}
+    again = hot_store.record_outcomes("run-1", {"a": "dead_lettered", "b": "loaded", "e": "loaded"})
+    assert again == {"loaded": 1, "duplicates": 0, "dead_lettered": 0}  # a and b are redeliveries
+    assert hot_store.record_outcomes("run-1", {"a": "loaded"}) == {"loaded": 0, "duplicates": 0, "dead_lettered": 0}
+    doc = hot_store.get("job_metadata", "run-1")
+    assert doc is not None
+    assert (doc["loaded"], doc["duplicates"], doc["dead_lettered"], doc["state"]) == (3, 1, 1, "RUNNING")
+    assert hot_store.item_outcomes("run-1") == {
+        "a": "loaded", "b": "loaded", "c": "duplicates", "d": "dead_lettered", "e": "loaded",
+    }
+    assert hot_store.item_outcomes("run-other") == {}
+    with pytest.raises(ValueError):
+        hot_store.record_outcomes("run-1", {"f": "exploded"})
+
+
+def test_lease_is_exclusive_until_expiry_and_released(hot_store: HotStore) -> None:
+    ttl = dt.timedelta(minutes=10)
+    assert hot_store.acquire_lease("trades:2024-03-01", "h1", T0, ttl) is None
+    assert hot_store.acquire_lease("trades:2024-03-01", "h1", T0 + dt.timedelta(minutes=1), ttl) is None  # renew
+    assert hot_store.acquire_lease("trades:2024-03-01", "h2", T0 + dt.timedelta(minutes=5), ttl) == "h1"
+    assert hot_store.acquire_lease("accounts:2024-03-01", "h2", T0, ttl) is None  # another lease is independent
+    assert hot_store.acquire_lease("trades:2024-03-01", "h2", T0 + dt.timedelta(minutes=12), ttl) is None  # expired
+    hot_store.release_lease("trades:2024-03-01", "h1")  # no longer the holder: no effect
+    assert hot_store.acquire_lease("trades:2024-03-01", "h1", T0 + dt.timedelta(minutes=13), ttl) == "h2"
+    hot_store.release_lease("trades:2024-03-01", "h2")
+    assert hot_store.acquire_lease("trades:2024-03-01", "h1", T0 + dt.timedelta(minutes=13), ttl) is None
