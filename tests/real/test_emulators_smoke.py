@@ -274,3 +274,16 @@ def test_bigquery_upsert_leaves_no_staging_table_and_tables_have_dedup_views(
     from goldthread.models.warehouse import ALL_TABLES
 
     assert {f"{m.__table__}_dedup" for m in ALL_TABLES} <= names
+
+
+def test_reset_pubsub_removes_every_topic_and_subscription(pubsub_emulator: ManagedProcess, unique_name: str) -> None:
+    from goldthread.adapters.pubsub_bus import ensure_subscription, ensure_topic
+    from google.cloud import pubsub_v1
+
+    project = f"reset-{unique_name}"
+    ensure_topic(project, f"{unique_name}-a")
+    ensure_subscription(project, f"{unique_name}-a-sub", f"{unique_name}-a")
+    emulators.reset_pubsub(project, pubsub_emulator.host_port)
+    publisher = pubsub_v1.PublisherClient()
+    assert list(publisher.list_topics(request={"project": f"projects/{project}"})) == []
+    assert os.environ["PUBSUB_EMULATOR_HOST"] == pubsub_emulator.host_port

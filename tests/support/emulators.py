@@ -443,8 +443,9 @@ def reset_firestore(host_port: str, project: str = DEFAULT_PROJECT, database: st
 
 def reset_pubsub(project: str, host_port: str) -> None:
     """Delete every subscription and topic of ``project`` in the Pub/Sub emulator."""
-    from google.cloud import pubsub_v1
+    import importlib
 
+    pubsub_v1 = importlib.import_module("google.cloud.pubsub_v1")
     previous = os.environ.get("PUBSUB_EMULATOR_HOST")
     os.environ["PUBSUB_EMULATOR_HOST"] = host_port
     try:
