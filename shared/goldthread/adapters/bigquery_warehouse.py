@@ -282,15 +282,28 @@ class BigQueryWarehouse(Warehouse):
 
     # -- tables ----------------------------------------------------------------------------------
     def ensure_tables(self) -> None:
-        """Create the dataset, every model's table (partitioned, clustered) and its ``_dedup`` view."""
+        """Create whatever is missing of the dataset, every model's table (partitioned, clustered) and
+        its ``_dedup`` view.
+
+        Existing objects are looked up first and left alone: in production Terraform creates them, and a
+        least-privilege function account may read the dataset but not create datasets in the project
+        (BigQuery checks ``bigquery.datasets.create`` even for ``exists_ok=True``).
+        """
+        from google.api_core import exceptions as gexc
         from google.cloud import bigquery
 
         with vendor_errors("ensure_tables"):
             ds = bigquery.Dataset(f"{self.project}.{self.dataset}")
             if self.location:
                 ds.location = self.location
-            self._client.create_dataset(ds, exists_ok=True, **self._rt)
+            try:
+                self._client.get_dataset(ds.reference, **self._rt)
+            except gexc.NotFound:
+                self._client.create_dataset(ds, exists_ok=True, **self._rt)
+            existing = {t.table_id for t in self._client.list_tables(ds.reference, **self._rt)}
             for model in self.tables:
+                if model.__table__ in existing and f"{model.__table__}{DEDUP_SUFFIX}" in existing:
+                    continue
                 table = bigquery.Table(self.table_id(model.__table__), schema=self.schema(model))
                 table.description = model.__description__
                 if model.__partition__:

@@ -55,23 +55,28 @@ def _index(collection: str, *fields: str) -> dict[str, Any]:
 
 
 FIRESTORE_INDEXES: list[dict[str, Any]] = [
-    # Loop A: closed positions not yet archived, closed before the cut-off.
-    _index("live_positions", "status", "archived_run_id", "closed_at"),
-    # Loop B: rejected signals not yet archived whose validity window has passed.
-    _index("rejected_signals", "archived_run_id", "rejected_at"),
-    _index("rejected_signals", "archived_run_id", "created_at"),
-    # Loop C: active signals not yet archived that expired before the cut-off.
-    _index("live_signals", "status", "archived_run_id", "expires_at"),
-    _index("live_signals", "archived_run_id", "expires_at"),
-    # Strategy history: versions of one strategy by deployment time.
-    _index("strategies", "strategy_id", "deployed_at"),
+    # Dispatch of Loop A (trades): CLOSED positions neither archived nor dead-lettered.
+    _index("live_positions", "status", "archived_run_id", "dead_lettered_run_id"),
+    # Dispatch of Loop B (rejected signals): neither archived nor dead-lettered.
+    _index("rejected_signals", "archived_run_id", "dead_lettered_run_id"),
+    # Dispatch of Loop C (expired signals): EXPIRED / ACTIVE signals neither archived nor dead-lettered.
+    _index("live_signals", "status", "archived_run_id", "dead_lettered_run_id"),
+    # Price patch: CLOSED positions whose exit price is missing or zero.
+    _index("live_positions", "status", "exit_filled_avg_price"),
+    # Runs of one job and day (``goldthread runs``, the dashboard's run sync).
+    _index("job_metadata", "loop", "ds"),
 ]
-"""Composite indexes the loops' equality + range queries need (``firestore.indexes.json`` format).
+"""Composite indexes of the queries goldthread runs (``firestore.indexes.json`` is generated from this).
 
-Equality-only queries (any number of ``==``/``in``/``== None`` filters) are served by Firestore's
-automatic single-field indexes. A query with a range filter needs an index on its equality fields then
-its range field, ascending (``__name__`` follows implicitly). The emulator does not enforce indexes;
-production answers a missing one with FAILED_PRECONDITION, translated to ``ConfigError``.
+Every dispatch query is equality-only on a record's status and bookkeeping marks, with a projection of
+the record's time field and cursor paging by document id: the set it returns is the backlog still to be
+archived, so dispatch reads about one document per archived record. The day cut-off is applied to the
+projected time field in the dispatcher rather than as a range filter, so that a record whose timestamp
+is unreadable is still published (and dead-lettered with the reason) instead of silently never matching.
+Firestore could serve these equality queries by merging single-field indexes; the composite indexes make
+them direct. The fee patch's time-range queries use one field each (automatic single-field indexes). The
+emulator does not enforce indexes; production answers a missing one with FAILED_PRECONDITION
+(``ConfigError``).
 """
 
 
