@@ -11,8 +11,10 @@
 # Candidates once the key lookups also filter on ds: fact_trades, fact_rejected_signals,
 # fact_signals_expired and market_bars (the tables that grow with every trade, signal and bar).
 #
-# The <table>_dedup views are created by the adapter (ensure_tables), not here; the BI views are
-# declared in bi_views below once the BI issue lands.
+# The <table>_dedup views are created by the adapter (ensure_tables), not here. The BI views (the
+# marts of shared/goldthread/bi/) are declared here, from the files `goldthread schema generate`
+# writes to views/: each mart's GoogleSQL with its tables written `${project}`.`${dataset}`.table,
+# filled in by templatefile. Never edit views/*.sql by hand; regenerate them.
 
 locals {
   bigquery_tables = {
@@ -78,10 +80,26 @@ locals {
     }
   }
 
-  # BI views (marts): view name -> { description, query }. Empty until the BI issue adds them; the
-  # query must name tables fully (`project.dataset.table`), as BigQuery views cannot rely on a
-  # default dataset.
-  bi_views = {}
+  # BI views (marts): view name -> { file, description }, one per generated views/<mart>.sql. A
+  # BigQuery view cannot rely on a default dataset, so the generated SQL names every table fully.
+  bi_views = {
+    for f in fileset("${path.module}/views", "*.sql") : trimsuffix(f, ".sql") => {
+      file        = "${path.module}/views/${f}"
+      description = local.bi_view_descriptions[trimsuffix(f, ".sql")]
+    }
+  }
+
+  # The leading comment of each mart's SQL (goldthread.bi.marts.MART_DESCRIPTIONS; the test compares).
+  bi_view_descriptions = {
+    mart_daily_pnl            = "One row per closing day (ds) and strategy. Canary rows excluded; each trade counted once."
+    mart_strategy_performance = "One row per strategy version of dim_strategy (versions without trades too). Canary rows and the canary's own strategy are excluded. Ratios are FLOAT64; sums of money stay exact."
+    mart_rejection_cost       = "One row per rejection reason: what the risk filter saved (negative sums) or cost."
+    mart_missed_moonshots     = "Every expired (never executed) signal, ranked by its maximum favourable excursion."
+    mart_equity_curve         = "One row per account and day from the end-of-day snapshots."
+    mart_fee_drift            = "Estimated vs actual (broker-posted) fees per closing day and asset class, with the finalisation backlog (trades still waiting for their posted fee)."
+    mart_pipeline_health      = "One row per job and day (the run's ds) from job_runs (synced from job_metadata). The canary's own runs are not here: they are in mart_golden_thread."
+    mart_golden_thread        = "One row per Golden Thread canary run, with its hop timings and the canary trade it archived. The ONLY mart that shows canary rows, and it shows nothing else."
+  }
 }
 
 resource "google_bigquery_dataset" "warehouse" {
@@ -124,9 +142,13 @@ resource "google_bigquery_table" "bi_view" {
   deletion_protection = false
 
   view {
-    query          = each.value.query
+    query = templatefile(each.value.file, {
+      project = var.project_id
+      dataset = google_bigquery_dataset.warehouse.dataset_id
+    })
     use_legacy_sql = false
   }
 
+  # BigQuery checks a view's query when it is created: every table it reads must exist.
   depends_on = [google_bigquery_table.table]
 }

@@ -124,6 +124,10 @@ locals {
     LOG_EXECUTION_ID                 = "true"
   }
 
+  # Only the canary's: the two filled Alpaca orders its position references (goldthread.bi.canary;
+  # Alpaca cannot place them for it). Unset, the canary breaks at position_write and says so.
+  canary_env = length(var.canary_order_ids) == 2 ? { GOLDTHREAD_CANARY_ORDERS = join(",", var.canary_order_ids) } : {}
+
   # The deployable source: functions/main.py and requirements.txt at the archive root, next to the
   # goldthread package, and nothing else (no tests, no caches, no local data).
   repo_root = "${path.module}/.."
@@ -214,7 +218,7 @@ resource "google_cloudfunctions2_function" "fn" {
     max_instance_request_concurrency = 1
     ingress_settings                 = var.ingress_settings
     all_traffic_on_latest_revision   = true
-    environment_variables            = local.function_env
+    environment_variables            = each.key == "canary" ? merge(local.function_env, local.canary_env) : local.function_env
 
     dynamic "secret_environment_variables" {
       for_each = local.runtime_roles[each.value.role].alpaca ? local.alpaca_secret_env : {}

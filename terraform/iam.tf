@@ -13,8 +13,11 @@
 #                    the loop's own build (Alpaca), republishes to the loop topics.
 #   patcher          fact_trades and patch_audit (BigQuery), hot positions (Firestore), fee
 #                    activities and orders (Alpaca).
-#   canary           writes a canary record (Firestore), dispatches it (loop topics), finds its row
-#                    (BigQuery). Refine when the canary lands (issue 7).
+#   canary           (goldthread.bi.canary) its run record, strategy, signal and position (Firestore);
+#                    publishes ONE work item to the trades topic (never a dispatch, never another
+#                    topic); reads the canary orders back from Alpaca (and re-checks the item with the
+#                    trades loop when it gets no outcome); upserts dim_strategy and job_runs, reads
+#                    fact_trades, dead_letters and every mart (BigQuery).
 #
 # BigQuery is granted on the dataset, not per table: BigQueryWarehouse.ensure_tables() creates
 # every model's table and (re)creates its <table>_dedup view on each cold start, and upsert_rows()
@@ -55,8 +58,8 @@ locals {
     }
     canary = {
       description = "Golden Thread canary: proves the thread is whole."
-      alpaca      = false
-      publishes   = keys(local.loops)
+      alpaca      = true
+      publishes   = ["trades"]
     }
   }
 

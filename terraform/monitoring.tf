@@ -1,8 +1,9 @@
-# Cloud Monitoring: three alerts, each with what to do in its documentation.
+# Cloud Monitoring: four alerts, each with what to do in its documentation.
 #   1. dead letters waiting: the dead-letter topic's retained subscription has messages nobody has
 #      looked at (it clears when an operator seeks the subscription past them, docs/deploy.md);
 #   2. function errors: the functions answered 5xx (a crash, or a transient failure being retried);
-#   3. runs not SUCCEEDED: the pipeline logged a run that finished PARTIAL, failed or stalled.
+#   3. runs not SUCCEEDED: the pipeline logged a run that finished PARTIAL, failed or stalled;
+#   4. Golden Thread broken: the hourly canary logged the hop where its record stopped or was late.
 
 locals {
   notification_channels = concat(
@@ -14,6 +15,13 @@ locals {
   #   "run finished PARTIAL: ..." (INFO), "run failed: ..." (ERROR), "run stalled" (WARNING).
   # No severity filter: a PARTIAL run is logged at INFO.
   run_not_succeeded_pattern = "^run (finished PARTIAL|failed|stalled)"
+
+  # The one ERROR goldthread.bi.canary logs per broken canary run (logger goldthread.canary):
+  #   {"severity": "ERROR", "message": "golden thread broken at hop <hop>: ...", "hop": "<hop>", ...}
+  # Cloud Logging lifts "severity" to the entry's severity; the rest stays in jsonPayload. The
+  # message prefix keeps out the canary's other ERROR ("canary hop <hop> raised", which precedes it),
+  # so each broken run counts once.
+  canary_broken_pattern = "^golden thread broken at hop "
 }
 
 resource "google_monitoring_notification_channel" "email" {
@@ -181,6 +189,76 @@ resource "google_monitoring_alert_policy" "runs_not_succeeded" {
       the dispatcher stopped; its error is on the run in Firestore `job_metadata` and in the logs.
       stalled: a run made no progress within the run timeout; the next dispatch of the same loop and
       day publishes whatever is still unarchived. Runbook: docs/deploy.md.
+    EOT
+  }
+}
+
+resource "google_logging_metric" "canary_broken" {
+  name        = "${var.name_prefix}/canary_broken"
+  description = "Golden Thread canary runs that found a broken or slow hop (the ERROR goldthread.bi.canary logs, labelled by hop)."
+  filter      = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${google_cloudfunctions2_function.fn["canary"].name}\" AND severity>=ERROR AND jsonPayload.logger=\"goldthread.canary\" AND jsonPayload.hop:* AND jsonPayload.message=~\"${local.canary_broken_pattern}\""
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    unit        = "1"
+
+    labels {
+      key         = "hop"
+      value_type  = "STRING"
+      description = "The first hop that failed or exceeded its budget (goldthread.bi.canary.HOPS)."
+    }
+  }
+
+  label_extractors = {
+    hop = "EXTRACT(jsonPayload.hop)"
+  }
+
+  depends_on = [google_project_service.api]
+}
+
+resource "google_monitoring_alert_policy" "canary_broken" {
+  display_name          = "${var.name_prefix}: Golden Thread broken"
+  combiner              = "OR"
+  severity              = "ERROR"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "The canary found a broken or slow hop"
+    condition_threshold {
+      filter          = "resource.type = \"cloud_run_revision\" AND metric.type = \"logging.googleapis.com/user/${google_logging_metric.canary_broken.name}\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["metric.labels.hop"]
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  # The canary runs hourly: an incident with no broken run for two hours (two whole runs) closes.
+  alert_strategy {
+    auto_close = "7200s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      The hourly Golden Thread canary (`${var.name_prefix}-canary`) sent its marked record along the
+      thread and it broke or was late at the hop named in the incident labels (signal_write,
+      position_write, dispatch, delivery, validation, warehouse_write or mart_visibility). The run is
+      FAILED in Firestore `job_metadata` with the reason (`hop '<hop>' failed: ...`), and in
+      `${var.dataset}.mart_golden_thread` (broken_hop, every hop's milliseconds). position_write with
+      "no filled canary order": set `canary_order_ids`. Run it again by hand with
+      `gcloud scheduler jobs run ${var.name_prefix}-canary --location ${var.region}`. Runbook: docs/deploy.md, "The canary".
     EOT
   }
 }

@@ -251,3 +251,14 @@ variable "function_error_threshold" {
     error_message = "function_error_threshold must not be negative."
   }
 }
+
+variable "canary_order_ids" {
+  type        = list(string)
+  description = "Two filled orders of the Alpaca account (entry, exit: a buy and a sell of the same small BTC/USD quantity) that the hourly canary's position references (GOLDTHREAD_CANARY_ORDERS). Empty: the canary breaks at its position_write hop and alerts."
+  default     = []
+
+  validation {
+    condition     = length(var.canary_order_ids) == 0 || (length(var.canary_order_ids) == 2 && alltrue([for id in var.canary_order_ids : can(regex("^[A-Za-z0-9-]+$", id))]))
+    error_message = "canary_order_ids must be empty or two order ids (entry, exit), letters, digits and hyphens only."
+  }
+}

@@ -16,7 +16,9 @@ import ast
 import base64
 import datetime as dt
 import functools
+import io
 import json
+import logging
 import math
 import re
 import shutil
@@ -33,7 +35,8 @@ from goldthread.config import Settings, load_settings
 from goldthread.models.hot import RunStatus
 from goldthread.models.warehouse import ALL_TABLES, TABLES_BY_NAME
 from goldthread.models.work_items import Loop
-from goldthread.schema.generate import bigquery_schema
+from goldthread.pipeline.context import Context
+from goldthread.schema.generate import bigquery_schema, deployment_artifacts
 
 REPO = Path(__file__).resolve().parents[1]
 TF = REPO / "terraform"
@@ -41,7 +44,7 @@ MAIN_PY = REPO / "functions" / "main.py"
 
 # Entry points declared in Terraform ahead of their code (another issue writes them). Deploying before
 # they exist fails the build of that function, so this set must shrink to empty.
-PENDING_ENTRY_POINTS = {"canary": "issue 7, the Golden Thread canary"}
+PENDING_ENTRY_POINTS: dict[str, str] = {}
 
 # Sample values for the variables without a default, to evaluate expressions that use them.
 REQUIRED_SAMPLES = {"project_id": "my-project-123", "git_hash": "0123abc"}
@@ -252,7 +255,9 @@ def test_function_resource_wiring() -> None:
     assert service["available_memory"] == "${each.value.memory}"
     assert service["timeout_seconds"] == "${each.value.timeout}"
     assert service["max_instance_count"] == "${each.value.max_instances}"
-    assert service["environment_variables"] == "${local.function_env}"
+    assert service["environment_variables"] == (
+        '${each.key == "canary" ? merge(local.function_env, local.canary_env) : local.function_env}'
+    )
     assert service["ingress_settings"] == "${var.ingress_settings}"
     for name, f in functions().items():
         assert re.fullmatch(r"\d+(Mi|Gi)", f["memory"]), name
@@ -295,6 +300,26 @@ def test_functions_get_the_production_settings() -> None:
     assert settings.topic_prefix == variable_value("name_prefix")
     assert settings.max_delivery_attempts == variable_value("max_delivery_attempts")
     assert not any(k.startswith("APCA_") for k in env), "Alpaca credentials only through Secret Manager"
+
+
+def test_the_canary_is_told_which_alpaca_orders_to_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alpaca cannot place the canary's two orders for it (only the simulator can): the deployment names them."""
+    from goldthread.adapters.alpaca_broker import AlpacaBroker
+    from goldthread.bi import canary
+
+    assert not hasattr(AlpacaBroker, "submit_market_order"), "Alpaca places the canary orders now: drop the variable"
+    assert config().locals["canary_env"] == (
+        '${length(var.canary_order_ids) == 2 ? {GOLDTHREAD_CANARY_ORDERS = join(",", var.canary_order_ids)} : {}}'
+    )
+    assert canary.ORDERS_ENV == "GOLDTHREAD_CANARY_ORDERS"
+    assert "canary_env" not in config().locals["function_env"], "only the canary function gets the orders"
+    monkeypatch.setenv(canary.ORDERS_ENV, ",".join(["entry-0001", "exit-0002"]))  # what join(",", ...) gives
+    assert canary.canary_order_ids() == ("entry-0001", "exit-0002")
+    condition = one(config().variables["canary_order_ids"]["validation"])["condition"]
+    assert "length(var.canary_order_ids) == 0 ||" in condition and "length(var.canary_order_ids) == 2" in condition
+    pattern = re.search(r'regex\("(.+?)", id\)', condition)
+    assert pattern and not re.match(pattern.group(1), "a,b"), "an id with a comma would split into three"
+    assert re.match(pattern.group(1), "61e69015-8549-4bfd-b9c3-01e75843f47d"), "Alpaca order ids are UUIDs"
 
 
 def test_source_archive_holds_main_py_the_package_and_requirements_only() -> None:
@@ -514,7 +539,69 @@ def test_tables_are_partitioned_by_day_on_ds_and_clustered() -> None:
     assert table["deletion_protection"] == "${var.deletion_protection}"
     for model in ALL_TABLES:
         assert model.__partition__ in (None, "ds"), f"{model.__table__}: only ds partitions are declared"
-    assert "bi_views" in config().locals, "placeholder for the BI views"
+
+
+VIEW_VARS = {"project": REQUIRED_SAMPLES["project_id"], "dataset": "goldthread"}
+
+
+def render_view(text: str) -> str:
+    """``templatefile`` of a generated view: only ``${project}`` and ``${dataset}``, no directives."""
+    assert "%{" not in text and "$${" not in text, "a template directive or escape in a generated view"
+    names = set(re.findall(r"\$\{([^}]*)\}", text))
+    assert names <= set(VIEW_VARS), f"templatefile would fail on {names - set(VIEW_VARS)}"
+    for name, value in VIEW_VARS.items():
+        text = text.replace("${" + name + "}", value)
+    return text
+
+
+def test_bi_views_are_the_generated_marts() -> None:
+    from goldthread.bi.marts import MART_DESCRIPTIONS, MARTS
+
+    assert config().locals["bi_views"] == (
+        '${{for f in fileset("${path.module}/views", "*.sql") : trimsuffix(f, ".sql") => '
+        '{file = "${path.module}/views/${f}", description = local.bi_view_descriptions[trimsuffix(f, ".sql")]}}}'
+    )
+    view = config().resource("google_bigquery_table", "bi_view")
+    assert view["for_each"] == "${local.bi_views}"
+    assert view["table_id"] == "${each.key}"
+    assert view["dataset_id"] == "${google_bigquery_dataset.warehouse.dataset_id}"
+    assert view["description"] == "${each.value.description}"
+    body = one(view["view"])
+    assert body["use_legacy_sql"] is False
+    assert body["query"] == (
+        "${templatefile(each.value.file, {project = var.project_id, "
+        "dataset = google_bigquery_dataset.warehouse.dataset_id})}"
+    )
+    assert "${google_bigquery_table.table}" in view["depends_on"], "BigQuery checks the tables when a view is made"
+    assert "schema" not in view and "time_partitioning" not in view
+
+    # fileset("views", "*.sql"): the files directly in terraform/views/, named after their view.
+    on_disk = {p.stem: p for p in (TF / "views").glob("*.sql")}
+    assert set(on_disk) == set(MARTS), "a view file without a mart (or the reverse): run `goldthread schema generate`"
+    assert config().locals["bi_view_descriptions"] == MART_DESCRIPTIONS
+    generated = {p: text for p, text in deployment_artifacts().items() if p.parent == TF / "views"}
+    assert set(generated) == set(on_disk.values())
+    for path in on_disk.values():
+        assert path.read_text() == generated[path], f"{path} is stale: run `goldthread schema generate`"
+
+
+def test_every_table_a_view_reads_is_a_declared_table() -> None:
+    import sqlglot
+    from sqlglot import exp
+
+    declared = set(config().locals["bigquery_tables"])
+    read = set()
+    for path in sorted((TF / "views").glob("*.sql")):
+        tree = sqlglot.parse_one(render_view(path.read_text()), read="bigquery")
+        ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+        for table in tree.find_all(exp.Table):
+            if not table.db and table.name in ctes:
+                continue
+            where = f"{path.name}: {table.sql(dialect='bigquery')}"
+            assert (table.catalog, table.db) == (VIEW_VARS["project"], VIEW_VARS["dataset"]), f"{where} not qualified"
+            assert table.name in declared, f"{where} reads a table bigquery.tf does not declare"
+            read.add(table.name)
+    assert {"fact_trades", "job_runs"} <= read
 
 
 # -- Cloud Scheduler ------------------------------------------------------------------------------
@@ -637,6 +724,33 @@ def test_no_broad_roles() -> None:
     assert config().locals["runtime_project_roles"] == ["roles/datastore.user", "roles/bigquery.jobUser"]
 
 
+def test_the_canary_runs_hourly_as_an_account_that_can_do_what_it_does_and_no_more() -> None:
+    source = (REPO / "shared" / "goldthread" / "bi" / "canary.py").read_text()
+    assert functions()["canary"]["role"] == "canary" and functions()["canary"]["trigger"] == "http"
+    job = config().locals["schedules"]["canary"]
+    assert job["function"] == "canary"
+    minute, *rest = job["schedule"].split()
+    assert minute.isdigit() and rest == ["*", "*", "*", "*"], f"the canary runs hourly, not {job['schedule']!r}"
+
+    role = config().locals["runtime_roles"]["canary"]
+    # Pub/Sub: ONE work item to the trades topic, never a dispatch, never the dead-letter topic.
+    published = set(re.findall(r"\.publish\(ctx\.settings\.topic\(Loop\.(\w+)\)", source))
+    assert published == {"TRADES"} and source.count(".publish(") == 1
+    assert role["publishes"] == [Loop.TRADES.value]
+    # Alpaca: the canary orders are read back from the broker (and the trades loop re-checks the item).
+    assert "ctx.broker.get_orders" in source and role["alpaca"] is True
+    # Firestore (its run, strategy, signal, position) and BigQuery jobs: the project roles of every runtime role.
+    grants = config().locals["runtime_project_grants"]
+    assert "for role in keys(local.runtime_roles)" in grants and "local.runtime_project_roles" in grants
+    # BigQuery data: upserts of dim_strategy and job_runs (load into a _staging_ table, MERGE, drop it) and
+    # reads of fact_trades, dead_letters and the marts; dataEditor on the dataset, as for every runtime role.
+    assert "sync_job_runs" in source and "sync_dim_strategy" in source
+    editor = config().resource("google_bigquery_dataset_iam_member", "runtime_editor")
+    assert editor["for_each"] == "${toset(keys(local.runtime_roles))}"
+    assert editor["role"] == "roles/bigquery.dataEditor"
+    assert editor["dataset_id"] == "${google_bigquery_dataset.warehouse.dataset_id}"
+
+
 # -- secrets --------------------------------------------------------------------------------------
 
 
@@ -668,39 +782,63 @@ def test_alpaca_keys_come_from_secret_manager_for_the_roles_that_call_alpaca() -
     assert accessors["role"] == "roles/secretmanager.secretAccessor"
     assert config().locals["secret_accessors"].endswith("} if r.alpaca] ...)}"), "accessors only where alpaca = true"
     roles = config().locals["runtime_roles"]
-    assert {r for r, spec in roles.items() if spec["alpaca"]} == {"dispatcher", "subscriber", "replay", "patcher"}
+    alpaca_roles = {r for r, spec in roles.items() if spec["alpaca"]}
+    assert alpaca_roles == {"dispatcher", "subscriber", "replay", "patcher", "canary"}
     assert roles["dead_letter_sink"]["alpaca"] is False
 
 
 # -- Firestore ------------------------------------------------------------------------------------
 
 
+def firestore_index_key(index: dict[str, Any]) -> str:
+    """The key ``local.firestore_indexes`` gives an index (the for-expression in firestore.tf)."""
+    fields = ",".join(f"{f['fieldPath']}:{f.get('order', f.get('arrayConfig', ''))}" for f in index["fields"])
+    return f"{index['collectionGroup']}/{index.get('queryScope', 'COLLECTION')}/{fields}"
+
+
 def test_firestore_indexes_come_from_firestore_indexes_json() -> None:
     assert config().locals["firestore_indexes_file"] == (
         '${coalesce(var.firestore_indexes_file, "${path.module}/../firestore.indexes.json")}'
     )
-    assert "jsondecode(file(local.firestore_indexes_file)).indexes" in config().locals["firestore_indexes"]
+    assert config().locals["firestore_indexes"] == (
+        '${{for index in jsondecode(file(local.firestore_indexes_file)).indexes : '
+        '"${index.collectionGroup}/${lookup(index, "queryScope", "COLLECTION")}/'
+        '${join(",", [for f in index.fields : "${f.fieldPath}:${lookup(f, "order", lookup(f, "arrayConfig", ""))}"])}"'
+        ' => index}}'
+    )
     index = config().resource("google_firestore_index", "composite")
     assert index["for_each"] == "${local.firestore_indexes}"
     assert index["collection"] == "${each.value.collectionGroup}"
-    assert dynamic(index, "fields")["for_each"] == "${each.value.fields}"
+    assert index["query_scope"] == '${lookup(each.value, "queryScope", "COLLECTION")}'
+    fields = dynamic(index, "fields")
+    assert fields["for_each"] == "${each.value.fields}"
+    assert one(fields["content"]) == {
+        "field_path": "${fields.value.fieldPath}",
+        "order": '${lookup(fields.value, "order", null)}',
+        "array_config": '${lookup(fields.value, "arrayConfig", null)}',
+    }
 
+    # The file Terraform reads is exactly what the code generates from FIRESTORE_INDEXES ...
     path = REPO / "firestore.indexes.json"
-    if not path.exists():
-        pytest.xfail("firestore.indexes.json is not written yet (its own issue); `terraform plan` fails until it is")
-    indexes = json.loads(path.read_text())["indexes"]
-    keys = set()
+    assert path.exists(), "firestore.indexes.json missing: run `goldthread schema generate`"
+    assert path.read_text() == deployment_artifacts()[path], f"{path} is stale: run `goldthread schema generate`"
+    data = json.loads(path.read_text())
+    assert data.get("fieldOverrides", []) == [], "firestore.tf declares the indexes only, not field overrides"
+    indexes = data["indexes"]
+    assert indexes, "the hot store's queries need composite indexes"
+
+    # ... and every index becomes one google_firestore_index: distinct for_each keys, one per entry.
+    keys = [firestore_index_key(entry) for entry in indexes]
+    assert len(set(keys)) == len(indexes), f"two entries share a for_each key (duplicate index): {sorted(keys)}"
     for entry in indexes:
         assert entry["collectionGroup"], entry
+        assert entry.get("queryScope", "COLLECTION") in ("COLLECTION", "COLLECTION_GROUP"), entry
         assert len(entry["fields"]) >= 2, f"a composite index needs two fields at least: {entry}"
         for field in entry["fields"]:
-            assert field["fieldPath"] and ("order" in field or "arrayConfig" in field), entry
-        key = (
-            entry["collectionGroup"], entry.get("queryScope", "COLLECTION"),
-            tuple((f["fieldPath"], f.get("order", f.get("arrayConfig"))) for f in entry["fields"]),
-        )
-        assert key not in keys, f"duplicate index {key}"
-        keys.add(key)
+            assert field["fieldPath"], entry
+            assert ("order" in field) != ("arrayConfig" in field), f"order or arrayConfig, one of them: {entry}"
+            assert field.get("order", "ASCENDING") in ("ASCENDING", "DESCENDING"), entry
+            assert field.get("arrayConfig", "CONTAINS") == "CONTAINS", entry
 
 
 # -- monitoring -----------------------------------------------------------------------------------
@@ -745,7 +883,7 @@ def test_alert_on_runs_not_succeeded_matches_the_pipeline_log_lines() -> None:
 
 def test_alert_policies_cover_dead_letters_function_errors_and_runs() -> None:
     policies = config().resources["google_monitoring_alert_policy"]
-    assert set(policies) >= {"dead_letter_backlog", "function_errors", "runs_not_succeeded"}
+    assert set(policies) >= {"dead_letter_backlog", "function_errors", "runs_not_succeeded", "canary_broken"}
 
     backlog = one(one(policies["dead_letter_backlog"]["conditions"])["condition_threshold"])
     assert "pubsub.googleapis.com/subscription/num_undelivered_messages" in backlog["filter"]
@@ -762,3 +900,109 @@ def test_alert_policies_cover_dead_letters_function_errors_and_runs() -> None:
     for policy in policies.values():
         assert policy["notification_channels"] == "${local.notification_channels}"
         assert one(policy["documentation"])["content"]
+
+
+# -- the canary's alert: its log-based metric against the log line the canary really writes --------
+
+SEVERITIES = ("DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY")
+
+
+def cloud_logging_entry(line: str, service_name: str) -> dict[str, Any]:
+    """A JSON log line of a 2nd-gen function as Cloud Logging stores it: ``severity`` (and ``time``) lifted
+    out of the payload into the entry, everything else in ``jsonPayload``."""
+    payload = json.loads(line)
+    severity = payload.pop("severity", "DEFAULT")
+    payload.pop("time", None)
+    return {
+        "resource.type": "cloud_run_revision",
+        "resource.labels.service_name": service_name,
+        "severity": severity,
+        "jsonPayload": payload,
+    }
+
+
+def _field(entry: dict[str, Any], name: str) -> Any:
+    if name.startswith("jsonPayload."):
+        return entry["jsonPayload"].get(name.removeprefix("jsonPayload."))
+    return entry.get(name)
+
+
+def filter_matches(log_filter: str, entry: dict[str, Any]) -> bool:
+    """The Logging query language, as far as the metric filters here use it: clauses joined by AND, each
+    ``field="value"``, ``field=~"regex"``, ``field:*`` (present) or ``severity>=LEVEL``."""
+    assert " OR " not in log_filter and "NOT " not in log_filter, "extend filter_matches for OR / NOT"
+    for clause in log_filter.split(" AND "):
+        m = re.fullmatch(r'([\w.]+)(=~|>=|=|:)(?:"(.*)"|(\*|[A-Z]+))', clause.strip())
+        assert m, f"cannot read filter clause {clause!r}"
+        name, op, quoted, bare = m.groups()
+        value = _field(entry, name)
+        if op == ":":
+            assert bare == "*", clause
+            ok = value is not None
+        elif name == "severity":
+            level = bare or quoted
+            ok = SEVERITIES.index(value) >= SEVERITIES.index(level) if op == ">=" else value == level
+        elif op == "=~":
+            ok = value is not None and re.search(quoted.replace('\\"', '"'), str(value)) is not None
+        else:
+            ok = value == (quoted if quoted is not None else bare)
+        if not ok:
+            return False
+    return True
+
+
+def test_canary_alert_matches_the_log_line_of_a_broken_hop(ctx: Context) -> None:
+    """Break the embedded stack's bus, run the canary, capture the JSON lines it logs (goldthread.logs, the
+    formatter the functions use) and check the metric filter selects exactly the broken-hop line."""
+    from goldthread.adapters.local_bus import LocalBus
+    from goldthread.bi.canary import HOPS, run_canary
+    from goldthread.logs import JsonFormatter
+
+    metric = config().resource("google_logging_metric", "canary_broken")
+    fn = config().resource("google_cloudfunctions2_function", "fn")
+    assert fn["name"] == '${var.name_prefix}-${replace(each.key, "_", "-")}'
+    service = f"{variable_value('name_prefix')}-canary"  # the function's (and Cloud Run service's) name
+    log_filter = metric["filter"].replace('${google_cloudfunctions2_function.fn["canary"].name}', service)
+    log_filter = log_filter.replace("${local.canary_broken_pattern}", config().locals["canary_broken_pattern"])
+    assert "${" not in log_filter, f"unresolved reference in {log_filter}"
+    assert "severity" in log_filter and "jsonPayload.hop:*" in log_filter
+
+    logger = logging.getLogger("goldthread")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        whole = run_canary(ctx, timeout=5)
+        bus = ctx.bus
+        assert isinstance(bus, LocalBus)
+        bus.available = False
+        broken = run_canary(ctx, timeout=1)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert whole.ok and broken.broken_hop == "dispatch"
+
+    entries = [cloud_logging_entry(line, service) for line in stream.getvalue().splitlines() if line.strip()]
+    matched = [e for e in entries if filter_matches(log_filter, e)]
+    assert len(matched) == 1, f"one broken run, one count: {[e['jsonPayload']['message'] for e in matched]}"
+    hit = matched[0]
+    assert hit["severity"] == "ERROR" and hit["jsonPayload"]["run_id"] == broken.run_id
+    # the label the alert groups by: EXTRACT(jsonPayload.hop)
+    assert metric["label_extractors"] == {"hop": "EXTRACT(jsonPayload.hop)"}
+    assert hit["jsonPayload"]["hop"] == "dispatch" and hit["jsonPayload"]["hop"] in HOPS
+    assert one(one(metric["metric_descriptor"])["labels"])["key"] == "hop"
+    # the whole run's INFO line, and anything logged on other services, do not count
+    whole_lines = [e for e in entries if e["jsonPayload"].get("run_id") == whole.run_id]
+    assert whole_lines and not any(filter_matches(log_filter, e) for e in whole_lines)
+    assert not filter_matches(log_filter, {**hit, "resource.labels.service_name": f"{service}-other"})
+    assert not filter_matches(log_filter, {**hit, "severity": "WARNING"})
+
+    policy = config().resource("google_monitoring_alert_policy", "canary_broken")
+    condition = one(one(policy["conditions"])["condition_threshold"])
+    assert "logging.googleapis.com/user/${google_logging_metric.canary_broken.name}" in condition["filter"]
+    assert condition["comparison"] == "COMPARISON_GT" and condition["threshold_value"] == 0
+    assert one(condition["aggregations"])["group_by_fields"] == ["metric.labels.hop"]
+
