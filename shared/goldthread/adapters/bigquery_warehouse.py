@@ -43,6 +43,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, ClassVar
 
+from goldthread.adapters.google_errors import translate, translated
 from goldthread.errors import (
     ConfigError,
     GoldthreadError,
@@ -68,51 +69,21 @@ _TRANSIENT_REASONS = frozenset({"backendError", "internalError", "timeout", "rat
 
 
 def translate_error(exc: BaseException, action: str, transient: type[TransientError]) -> GoldthreadError:
-    """Map one vendor exception to ``transient``, ``ConfigError`` or ``PermanentError``."""
-    from google.api_core import exceptions as gexc
-    from google.auth import exceptions as auth_exc
+    """Map one vendor exception to ``transient``, ``ConfigError`` or ``PermanentError``.
 
+    BigQuery adds one transient case: DML on rows still in the streaming buffer.
+    """
     message = f"bigquery {action}: {type(exc).__name__}: {exc}"
     if "streaming buffer" in str(exc).lower():
         return transient(message + " (rows still in the streaming buffer; retry after it flushes)")
-    transient_types: tuple[type[BaseException], ...] = (
-        gexc.ServiceUnavailable,
-        gexc.DeadlineExceeded,
-        gexc.TooManyRequests,
-        gexc.ResourceExhausted,
-        gexc.InternalServerError,
-        gexc.BadGateway,
-        gexc.GatewayTimeout,
-        gexc.Aborted,
-        gexc.RetryError,
-        auth_exc.TransportError,
-        ConnectionError,
-        TimeoutError,
-    )
-    try:
-        import requests
-
-        transient_types = (*transient_types, requests.exceptions.ConnectionError, requests.exceptions.Timeout)
-    except ImportError:  # pragma: no cover - requests ships with the SDK
-        pass
-    if isinstance(exc, transient_types):
-        return transient(message)
-    if isinstance(exc, gexc.Forbidden) and "rateLimitExceeded" in str(exc):
-        return transient(message)
-    if isinstance(exc, (auth_exc.DefaultCredentialsError, gexc.Unauthorized, gexc.Forbidden)):
-        return ConfigError(message)
-    return PermanentError(message)
+    return translate(exc, message, transient)
 
 
 @contextmanager
 def vendor_errors(action: str, transient: type[TransientError] = WarehouseWriteError) -> Iterator[None]:
     """Translate Google API errors raised inside the block into goldthread's error tree."""
-    try:
+    with translated(action, lambda exc, act: translate_error(exc, act, transient)):
         yield
-    except GoldthreadError:
-        raise
-    except Exception as exc:
-        raise translate_error(exc, action, transient) from exc
 
 
 # -- values --------------------------------------------------------------------------------------

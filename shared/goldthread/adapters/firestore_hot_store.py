@@ -33,6 +33,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, ClassVar, TypeVar
 
+from goldthread.adapters.google_errors import translate, translated
 from goldthread.errors import ConfigError, GoldthreadError, PermanentError, StoreUnavailableError
 from goldthread.ports.hot_store import HotStore, Where
 
@@ -135,51 +136,21 @@ def _lookup(doc: Mapping[str, Any], path: str) -> Any:
 @contextmanager
 def vendor_errors(action: str) -> Iterator[None]:
     """Translate Google API errors raised inside the block into goldthread's error tree."""
-    try:
+    with translated(action, translate_error, (GoldthreadError, KeyError, ValueError)):
         yield
-    except (GoldthreadError, KeyError, ValueError):
-        raise
-    except Exception as exc:
-        raise translate_error(exc, action) from exc
 
 
 def translate_error(exc: BaseException, action: str) -> GoldthreadError:
-    """Map one vendor exception to ``StoreUnavailableError``, ``ConfigError`` or ``PermanentError``."""
+    """Map one vendor exception to ``StoreUnavailableError``, ``ConfigError`` or ``PermanentError``.
+
+    Firestore answers an invalid request (a bad query shape, a missing index) with 400: configuration.
+    """
     from google.api_core import exceptions as gexc
-    from google.auth import exceptions as auth_exc
 
     message = f"firestore {action}: {type(exc).__name__}: {exc}"
-    transient = (
-        gexc.ServiceUnavailable,
-        gexc.DeadlineExceeded,
-        gexc.TooManyRequests,
-        gexc.ResourceExhausted,
-        gexc.InternalServerError,
-        gexc.BadGateway,
-        gexc.GatewayTimeout,
-        gexc.Aborted,
-        gexc.Cancelled,
-        gexc.Unknown,
-        gexc.RetryError,
-        auth_exc.TransportError,
-        ConnectionError,
-        TimeoutError,
-    )
-    if isinstance(exc, transient):
-        return StoreUnavailableError(message)
-    config = (
-        auth_exc.DefaultCredentialsError,
-        gexc.Unauthenticated,
-        gexc.PermissionDenied,
-        gexc.Forbidden,
-        gexc.FailedPrecondition,
-        gexc.InvalidArgument,
-        gexc.BadRequest,
-        gexc.MethodNotImplemented,
-    )
-    if isinstance(exc, config):
+    if isinstance(exc, gexc.BadRequest):
         return ConfigError(message)
-    return PermanentError(message)
+    return translate(exc, message, StoreUnavailableError)
 
 
 # -- the adapter ---------------------------------------------------------------------------------

@@ -24,61 +24,29 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from goldthread.errors import ConfigError, GoldthreadError, PermanentError, StoreUnavailableError
+from goldthread.adapters.google_errors import translate, translated
+from goldthread.errors import ConfigError, GoldthreadError, StoreUnavailableError
 from goldthread.ports.bus import Bus, BusMessage
 
 
 @contextmanager
 def vendor_errors(action: str) -> Iterator[None]:
     """Translate Google API errors raised inside the block into goldthread's error tree."""
-    try:
+    with translated(action, translate_error):
         yield
-    except GoldthreadError:
-        raise
-    except Exception as exc:
-        raise translate_error(exc, action) from exc
 
 
 def translate_error(exc: BaseException, action: str) -> GoldthreadError:
-    """Map one vendor exception to ``StoreUnavailableError``, ``ConfigError`` or ``PermanentError``."""
-    from concurrent.futures import TimeoutError as FutureTimeout
+    """Map one vendor exception to ``StoreUnavailableError``, ``ConfigError`` or ``PermanentError``.
 
+    A missing topic or subscription (NotFound) is configuration: Terraform (or the test setup) owns them.
+    """
     from google.api_core import exceptions as gexc
-    from google.auth import exceptions as auth_exc
 
     message = f"pubsub {action}: {type(exc).__name__}: {exc}"
-    transient = (
-        gexc.ServiceUnavailable,
-        gexc.DeadlineExceeded,
-        gexc.TooManyRequests,
-        gexc.ResourceExhausted,
-        gexc.InternalServerError,
-        gexc.BadGateway,
-        gexc.GatewayTimeout,
-        gexc.Aborted,
-        gexc.Cancelled,
-        gexc.Unknown,
-        gexc.RetryError,
-        auth_exc.TransportError,
-        FutureTimeout,
-        ConnectionError,
-        TimeoutError,
-    )
-    if isinstance(exc, transient):
-        return StoreUnavailableError(message)
-    config = (
-        auth_exc.DefaultCredentialsError,
-        gexc.NotFound,
-        gexc.Unauthenticated,
-        gexc.PermissionDenied,
-        gexc.Forbidden,
-        gexc.FailedPrecondition,
-        gexc.InvalidArgument,
-        gexc.MethodNotImplemented,
-    )
-    if isinstance(exc, config):
+    if isinstance(exc, gexc.NotFound):
         return ConfigError(message)
-    return PermanentError(message)
+    return translate(exc, message, StoreUnavailableError)
 
 
 def _sdk() -> Any:
