@@ -22,6 +22,8 @@ from goldthread.pipeline.dispatcher import dispatch
 from goldthread.pipeline.subscriber import handle_events
 from goldthread.ports.bus import message_from_event
 
+DRAIN_BACKLOG = 10_000  # messages waiting on the local bus before run_loop delivers them mid-dispatch
+
 
 def wire_local_bus(ctx: Context, batch_size: int = 2000, min_backoff: float = 0.01) -> LocalBus:
     """Subscribe every loop's subscriber and the dead-letter sink to the context's ``LocalBus``."""
@@ -52,10 +54,24 @@ def wire_local_bus(ctx: Context, batch_size: int = 2000, min_backoff: float = 0.
 def run_loop(
     ctx: Context, loop: Loop | str, ds: dt.date, progress: Callable[[int, int], None] | None = None
 ) -> JobMetadata:
-    """Dispatch one loop for one day and, on the local bus, deliver everything it published."""
-    run = dispatch(ctx, loop, ds, progress)
-    if isinstance(ctx.bus, LocalBus):
-        ctx.bus.run_until_idle()
+    """Dispatch one loop for one day and, on the local bus, deliver everything it published.
+
+    As Pub/Sub does, subscribers start while the dispatcher is still publishing: whenever
+    ``DRAIN_BACKLOG`` messages are waiting they are delivered, so a million-record backfill never holds
+    a million messages in memory. The run still finishes only once the dispatch has recorded its count.
+    """
+    bus = ctx.bus
+    if not isinstance(bus, LocalBus):
+        run = dispatch(ctx, loop, ds, progress)
+    else:
+        def drain(published: int, total: int) -> None:
+            if bus.backlog >= DRAIN_BACKLOG:
+                bus.run_until_idle()
+            if progress:
+                progress(published, total)
+
+        run = dispatch(ctx, loop, ds, drain)
+        bus.run_until_idle()
     final = runs.get_run(ctx, run.run_id)
     assert final is not None
     return final
