@@ -3,7 +3,8 @@
 The dispatcher and subscriber are generic; a loop only says which hot collection it reads
 (``collection``), which warehouse table it writes (``row_model``), which records are due for a day
 (``find``) and how to compute rows for a batch of work items (``build``). ``build`` returns, per item,
-either a validated row or the ``PermanentError`` that sends it to the dead letters; a
+either a validated row or the ``PermanentError`` that sends it to the dead letters (or a
+``TransientError`` for items that need a retry while others of the batch are settled); a
 ``TransientError`` it raises makes the bus retry the whole batch.
 """
 
@@ -14,19 +15,28 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from goldthread.errors import PermanentError, RecordNotFoundError
+from goldthread.errors import PermanentError, RecordNotFoundError, RecordValidationError, TransientError
 from goldthread.models.warehouse import FactRow
 from goldthread.models.work_items import Loop, WorkItem
 from goldthread.pipeline.context import Context
 from goldthread.ports.hot_store import Where
 
-BuildResult = dict[str, FactRow | PermanentError]
+BuildResult = dict[str, FactRow | PermanentError | TransientError]
 
 
 def day_bounds(ds: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """``[00:00, 24:00)`` UTC of a day."""
     start = dt.datetime.combine(ds, dt.time(), dt.UTC)
     return start, start + dt.timedelta(days=1)
+
+
+def check_record_id(kind: str, field: str, record_id: str, doc_id: str) -> None:
+    """Refuse a document whose own id field names another record: rows are keyed by the record id, so it
+    would be counted as loaded while its content silently never reached the warehouse."""
+    if record_id != doc_id:
+        raise RecordValidationError(kind, doc_id, [
+            {"loc": field, "msg": f"{field} {record_id!r} is not the document id {doc_id!r}", "type": "id_mismatch"}
+        ])
 
 
 def parse_time(value: Any) -> dt.datetime | None:
@@ -73,6 +83,8 @@ class LoopSpec(ABC):
     def check(self, ctx: Context, item: WorkItem) -> PermanentError | None:
         """Would ``item`` pass now? Used by ``replay --dry-run``; builds without writing."""
         outcome = self.build(ctx, [item]).get(item.item_id)
+        if isinstance(outcome, TransientError):
+            raise outcome
         return outcome if isinstance(outcome, PermanentError) else None
 
     def find_due(
@@ -99,7 +111,9 @@ class LoopSpec(ABC):
         assert self.collection is not None
         docs = ctx.hot.get_many(self.collection, [i.doc_id for i in items])
         missing: BuildResult = {
-            i.item_id: RecordNotFoundError(f"{self.collection}/{i.doc_id} does not exist")
+            i.item_id: RecordNotFoundError(f"{self.collection}/{i.doc_id} does not exist", [
+                {"loc": "doc_id", "msg": f"{self.collection}/{i.doc_id} does not exist", "type": "not_found"}
+            ])
             for i in items
             if i.doc_id not in docs
         }

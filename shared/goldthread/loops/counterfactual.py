@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from goldthread.errors import PermanentError
 from goldthread.loops.bars import needed_days, prefetch
-from goldthread.loops.base import BuildResult, LoopSpec, day_bounds
+from goldthread.loops.base import BuildResult, LoopSpec, check_record_id, day_bounds
 from goldthread.models import SchemaGuardian
 from goldthread.models.hot import LiveSignal
 from goldthread.models.types import quantize9
@@ -70,6 +70,7 @@ class CounterfactualLoop(LoopSpec):
                 continue
             try:
                 signal = SchemaGuardian.validate(self.signal_model, docs[item.doc_id], item.doc_id)
+                check_record_id(self.signal_model.__name__, "signal_id", signal.signal_id, item.doc_id)
                 self.check_signal(ctx, signal)
                 good[item.item_id] = (item, signal)
             except PermanentError as exc:

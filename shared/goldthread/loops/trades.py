@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from goldthread.errors import BrokerRequestError, PermanentError, RecordValidationError
-from goldthread.loops.base import BuildResult, LoopSpec
-from goldthread.loops.strategies import resolve_version, sync_dim_strategy
+from goldthread.errors import BrokerRequestError, PermanentError, RecordValidationError, TransientError
+from goldthread.loops.base import BuildResult, LoopSpec, check_record_id
+from goldthread.loops.strategies import Version, resolve_version, sync_dim_strategy
 from goldthread.models import LivePosition, LiveSignal, SchemaGuardian
 from goldthread.models.broker import BrokerOrder
 from goldthread.models.hot import PositionStatus, Side
@@ -65,8 +65,15 @@ class TradesLoop(LoopSpec):
     time_field: ClassVar[str] = "closed_at"
 
     def find(self, ctx: Context, ds: dt.date) -> list[str]:
-        """CLOSED positions not yet archived, closed on or before ``ds``."""
-        return self.find_due(ctx, ds, [Where("status", "==", PositionStatus.CLOSED.value)])
+        """CLOSED positions not yet archived, closed on or before ``ds``; and unarchived positions whose
+        status is neither OPEN nor CLOSED (``"closed"``, a number, missing), which no status filter would
+        ever match: published, they are dead-lettered with the reason instead of left behind unseen."""
+        closed = self.find_due(ctx, ds, [Where("status", "==", PositionStatus.CLOSED.value)])
+        known = {s.value for s in PositionStatus}
+        assert self.collection is not None
+        odd = [doc_id for doc_id, data in ctx.hot.query(self.collection, self.due_filters(), fields=["status"])
+               if data.get("status") not in known]
+        return sorted(set(closed) | set(odd)) if odd else closed
 
     def prepare(self, ctx: Context, ds: dt.date, doc_ids: Sequence[str]) -> dict[str, Any]:
         """Bring ``dim_strategy`` up to date before any item needs it."""
@@ -81,6 +88,7 @@ class TradesLoop(LoopSpec):
                 continue
             try:
                 position = SchemaGuardian.validate(LivePosition, docs[item.doc_id], item.doc_id)
+                check_record_id("LivePosition", "position_id", position.position_id, item.doc_id)
                 if position.status is not PositionStatus.CLOSED:
                     raise PermanentError(
                         f"position {item.doc_id} is {position.status.value}, not CLOSED",
@@ -90,25 +98,30 @@ class TradesLoop(LoopSpec):
             except PermanentError as exc:
                 results[item.item_id] = exc
         signals = ctx.hot.get_many("live_signals", [p.signal_id for _, p in positions.values()])
-        order_ids = [oid for _, p in positions.values() for oid in (p.entry_order_id, p.exit_order_id) if oid]
-        orders = ctx.broker.get_orders(order_ids) if order_ids else {}
-        now = ctx.now()
-        for item_id, (item, position) in positions.items():
+        versions: dict[str, Version] = {}
+        for item_id, (_, position) in positions.items():  # every check that needs no broker call comes first
             try:
-                results[item_id] = self._row(ctx, item, position, signals.get(position.signal_id), orders, now)
+                versions[item_id] = self._version(ctx, position, signals.get(position.signal_id))
+            except PermanentError as exc:
+                results[item_id] = exc
+        order_ids = [oid for item_id in versions for oid in (positions[item_id][1].entry_order_id,
+                                                              positions[item_id][1].exit_order_id) if oid]
+        try:
+            orders = ctx.broker.get_orders(order_ids) if order_ids else {}
+        except TransientError as exc:  # retry these; the invalid ones above are dead-lettered with their reasons now
+            results.update({item_id: exc for item_id in versions})
+            return results
+        now = ctx.now()
+        for item_id, version in versions.items():
+            item, position = positions[item_id]
+            try:
+                results[item_id] = self._row(item, position, version, orders, now)
             except PermanentError as exc:
                 results[item_id] = exc
         return results
 
-    def _row(
-        self,
-        ctx: Context,
-        item: WorkItem,
-        p: LivePosition,
-        signal_doc: dict[str, Any] | None,
-        orders: dict[str, BrokerOrder],
-        now: dt.datetime,
-    ) -> FactTrade:
+    def _version(self, ctx: Context, p: LivePosition, signal_doc: dict[str, Any] | None) -> Version:
+        """The strategy version in force when the position's (valid) signal was created."""
         if signal_doc is None:
             raise PermanentError(
                 f"position {p.position_id}: its signal {p.signal_id} does not exist",
@@ -119,7 +132,11 @@ class TradesLoop(LoopSpec):
         except RecordValidationError as exc:
             errors = [{**e, "loc": f"signal.{e['loc']}" if e["loc"] else "signal"} for e in exc.errors]
             raise RecordValidationError("LivePosition", p.position_id, errors) from exc
-        version = resolve_version(ctx, p.strategy_id, p.strategy_version, signal.created_at)
+        return resolve_version(ctx, p.strategy_id, p.strategy_version, signal.created_at)
+
+    def _row(
+        self, item: WorkItem, p: LivePosition, version: Version, orders: dict[str, BrokerOrder], now: dt.datetime
+    ) -> FactTrade:
         assert p.exit_order_id is not None and p.closed_at is not None
         missing = [oid for oid in (p.entry_order_id, p.exit_order_id) if oid not in orders]
         if missing:

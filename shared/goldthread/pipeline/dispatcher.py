@@ -5,19 +5,27 @@ cannot run at once, records the run as RUNNING in ``job_metadata``, lets the loo
 strategy dimension, prefetch bars), publishes the items in batches, then records how many it
 published. If it dies half-way, the run is marked STALLED later; the records it did not publish are
 still unarchived, so the next dispatch publishes them, and any it did publish twice are stored once.
+A record whose document id cannot be a work item (``Identifier``: letters, digits, ``_.:-``, at most 128)
+is dead-lettered by the dispatcher itself with the reason, instead of failing the run and with it every
+other record of the loop, day after day.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 
+from pydantic import ValidationError
+
+from goldthread.errors import MalformedMessageError
 from goldthread.logs import get_logger
 from goldthread.loops import get_loop
 from goldthread.models.hot import JobMetadata
-from goldthread.models.work_items import Loop, WorkItem
+from goldthread.models.work_items import Loop, WorkItem, errors_of
 from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
+from goldthread.ports.bus import BusMessage
 
 log = get_logger("dispatcher")
 PUBLISH_BATCH = 1000
@@ -45,14 +53,19 @@ def dispatch(
         now = ctx.now()
         for start in range(0, len(doc_ids), PUBLISH_BATCH):
             chunk = doc_ids[start : start + PUBLISH_BATCH]
-            messages = [
-                WorkItem(run_id=run.run_id, loop=spec.loop, ds=ds, doc_id=doc_id, published_at=now).to_message()
-                for doc_id in chunk
-            ]
-            ctx.bus.publish_batch(topic, messages)
-            published += len(chunk)
+            messages = []
+            for doc_id in chunk:
+                try:
+                    item = WorkItem(run_id=run.run_id, loop=spec.loop, ds=ds, doc_id=doc_id, published_at=now)
+                except ValidationError as exc:
+                    published += _dead_letter_id(ctx, run.run_id, spec.loop, ds, topic, doc_id, exc)
+                    continue
+                messages.append(item.to_message())
+            if messages:
+                ctx.bus.publish_batch(topic, messages)
+            published += len(messages)
             if progress:
-                progress(published, len(doc_ids))
+                progress(start + len(chunk), len(doc_ids))
         runs.finish_dispatch(ctx, run.run_id, published, details)
     except Exception as exc:
         runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}", published)  # items already out still count
@@ -61,3 +74,23 @@ def dispatch(
     final = runs.get_run(ctx, run.run_id)
     assert final is not None
     return final
+
+
+def _dead_letter_id(
+    ctx: Context, run_id: str, loop: Loop, ds: dt.date, topic: str, doc_id: str, exc: ValidationError
+) -> int:
+    """Dead-letter a record whose id cannot be a work item, mark it and count it; returns 1 (one item)."""
+    from goldthread.pipeline.dead_letters import collection_of, route_permanent_many
+
+    body = json.dumps({"run_id": run_id, "loop": loop.value, "ds": ds.isoformat(), "doc_id": doc_id}).encode()
+    attributes = {"run_id": run_id, "loop": loop.value, "ds": ds.isoformat(), "doc_id": doc_id[:128]}
+    message = BusMessage(body, attributes, f"unpublishable-{run_id}-{len(doc_id)}", ctx.now(), topic)
+    error = MalformedMessageError("work item", doc_id[:128], [
+        {**e, "loc": "doc_id", "msg": f"document id cannot be a work item: {e['msg']}"} for e in errors_of(exc)
+    ])
+    route_permanent_many(ctx, [(message, error, None)])  # recorded first: a crash now repeats, never loses it
+    collection = collection_of(loop.value)
+    if collection:
+        ctx.hot.claim(collection, [doc_id], "dead_lettered_run_id", run_id)
+    runs.record_outcomes(ctx, run_id, {f"{loop.value}:{doc_id}": "dead_lettered"})
+    return 1

@@ -75,20 +75,23 @@ def replay(
     now = ctx.now()
     run = runs.start_run(ctx, "replay", now.date(), {"dead_letters": len(candidates)})
     records: list[ReplayRecord] = []
+    published: set[str] = set()
     try:
         for letter, old in candidates:
             new = old.model_copy(update={"run_id": run.run_id, "published_at": now})
-            data, attributes = new.to_message()
-            ctx.bus.publish(ctx.settings.topic(new.loop), data, attributes)
+            if new.item_id not in published:  # a record dead-lettered by two overlapping runs goes out once,
+                published.add(new.item_id)  # or the replay run would wait forever for its second outcome
+                data, attributes = new.to_message()
+                ctx.bus.publish(ctx.settings.topic(new.loop), data, attributes)
             records.append(ReplayRecord(
                 row_id=row_id_for("dead_letter_replays", letter["row_id"]), ds=now.date(),
                 dead_letter_id=letter["row_id"], replay_run_id=run.run_id, original_run_id=letter["run_id"],
                 loop=letter["loop"], doc_id=letter["doc_id"], replayed_at=now,
             ))
         ctx.warehouse.insert_rows(ReplayRecord, records)
-        runs.finish_dispatch(ctx, run.run_id, len(records))
+        runs.finish_dispatch(ctx, run.run_id, len(published))
     except Exception as exc:
-        runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}", len(records))
+        runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}", len(published))
         raise
     log.info("replayed %d dead letters", len(candidates), extra={"run_id": run.run_id})
     report.run = runs.get_run(ctx, run.run_id)

@@ -4,7 +4,7 @@ For a batch of messages (one in a Cloud Function, many on the local path) it:
 
 1. validates each message as a ``WorkItem`` (malformed -> dead letter);
 2. asks the loop to build rows (SchemaGuardian on the hot document, broker checks, SCD lookup...);
-   permanent failures go to the dead letters, a transient one nacks the batch for retry;
+   permanent failures go to the dead letters, a transient one nacks the items it concerns for retry;
 3. streams the rows keyed by their deterministic ``row_id`` (a second delivery is a duplicate);
 4. marks the hot records archived with the run id (a conditional claim: never twice);
 5. counts each item's outcome in its run (recorded once per item).
@@ -109,10 +109,15 @@ def _process_loop(
     failed: list[tuple[int, WorkItem, PermanentError]] = []
     for index, item in entries:
         outcome = built.get(item.item_id) or PermanentError(f"loop {loop} produced no row for {item.item_id}")
-        if isinstance(outcome, PermanentError):
+        if isinstance(outcome, TransientError):  # only this item is retried
+            results[index] = outcome
+        elif isinstance(outcome, PermanentError):
             failed.append((index, item, outcome))
         else:
             good.append((index, item, outcome))
+    retried = [results[index] for index, _ in entries if isinstance(results[index], TransientError)]
+    if retried:
+        log.warning("transient failure, %d items will be retried: %s", len(retried), retried[0], extra={"loop": loop})
     if failed:  # recorded together; each message still gets its own outcome
         fate = _dead_letter_many(ctx, [(messages[index], error, item) for index, item, error in failed])
         for index, _, _ in failed:

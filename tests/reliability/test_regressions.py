@@ -1,0 +1,126 @@
+"""Bugs the reliability tests found, each pinned by the smallest case that showed it.
+
+* A record dead-lettered by two overlapping runs has two dead letters; replaying both published the
+  record twice under one replay run, which counted one outcome and stayed RUNNING (found by the stateful
+  test). Replay now publishes each record once and marks both dead letters replayed.
+* During a broker outage, a batch's invalid records were retried with the batch and ended as
+  ``MAX_ATTEMPTS`` without their field-level reasons (stateful test). Every check that needs no broker call
+  now comes first; only the records waiting for the broker are retried.
+* A hot document whose id cannot be a work item (a space, non-ASCII, over 128 characters) made the
+  dispatcher raise a raw ``ValidationError``: the run FAILED, and with it every other record of the loop,
+  every day (bad-input corpus). It is now dead-lettered by the dispatcher with the reason.
+* A document whose own id field names another record (``position_id`` of a copied document) was counted
+  as loaded while its content never reached the warehouse (rows are keyed by the record id). It is now a
+  validation error on that field.
+* A position whose status is neither OPEN nor CLOSED (``"closed"``) was never selected by Loop A, so never
+  archived nor dead-lettered. Loop A now publishes it, and it is dead-lettered with the reason.
+* A work item naming a document that does not exist was dead-lettered with an empty field location; it
+  now names ``doc_id``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from goldthread.errors import BrokerUnavailableError
+from goldthread.models import LivePosition, SchemaGuardian
+from goldthread.models.hot import RunStatus
+from goldthread.models.work_items import Loop, WorkItem
+from goldthread.pipeline import runs
+from goldthread.pipeline.context import Context
+from goldthread.pipeline.dispatcher import dispatch
+from goldthread.pipeline.local_runtime import run_loop
+from goldthread.pipeline.replay import replay
+from goldthread.writer import HotWriter
+
+from tests.conftest import DS, NIGHT_AFTER, Factory, PinnedBroker, deliver, rows
+
+
+def letters(ctx: Context) -> dict[str, dict[str, object]]:
+    return {d["doc_id"]: d for d in rows(ctx, "dead_letters")}
+
+
+def locs(letter: dict[str, object]) -> list[str]:
+    return [e["loc"] for e in json.loads(str(letter["errors_json"]))]
+
+
+def test_a_record_dead_lettered_by_two_overlapping_runs_is_replayed_once(ctx: Context, make: Factory) -> None:
+    good = make.closed_trade("pos-1")
+    make.raw_position("pos-bad", good, qty="-1")
+    first, second = dispatch(ctx, "trades", DS), dispatch(ctx, "trades", DS)  # the first still in flight
+    deliver(ctx)
+    assert len([d for d in rows(ctx, "dead_letters") if d["doc_id"] == "pos-bad"]) == 2
+    fixed = {**make.position_doc("pos-bad"), "qty": "1", "dead_lettered_run_id": None}
+    HotWriter(ctx.hot).save_position(SchemaGuardian.validate(LivePosition, fixed, "pos-bad"))
+    report = replay(ctx)
+    assert len(report.would_pass) == 2 and report.run is not None and report.run.published == 1
+    deliver(ctx)
+    done = runs.get_run(ctx, report.run.run_id)
+    assert done is not None and (done.status, done.loaded, done.published) == (RunStatus.SUCCEEDED, 1, 1)
+    assert len(rows(ctx, "dead_letter_replays")) == 2 and replay(ctx).would_pass == []
+    for run in (first, second):
+        final = runs.get_run(ctx, run.run_id)
+        assert final is not None and final.reconciled
+
+
+def test_invalid_records_keep_their_reasons_while_the_broker_is_down(ctx: Context, make: Factory) -> None:
+    good = make.closed_trade("pos-good")
+    make.raw_position("pos-bad-qty", good, qty="0")
+    make.raw_position("pos-bad-version", good, strategy_version="9.9")
+    broker = ctx.broker
+    assert isinstance(broker, PinnedBroker)
+    broker.fail_next = [BrokerUnavailableError("503") for _ in range(ctx.settings.max_delivery_attempts)]
+    run = run_loop(ctx, "trades", DS)
+    found = letters(ctx)
+    assert found["pos-bad-qty"]["reason_code"] == "VALIDATION" and locs(found["pos-bad-qty"]) == ["qty"]
+    assert found["pos-bad-version"]["reason_code"] == "SCD_CONFLICT"
+    assert found["pos-good"]["reason_code"] == "MAX_ATTEMPTS"  # the only one that needed the broker
+    assert broker.calls["get_orders"] == ctx.settings.max_delivery_attempts
+    assert (run.status, run.published, run.dead_lettered) == (RunStatus.PARTIAL, 3, 3)
+
+
+def test_a_document_id_that_cannot_be_a_work_item_is_dead_lettered_not_fatal(ctx: Context, make: Factory) -> None:
+    good = make.closed_trade("pos-1")
+    for bad_id in ("pos 2 with spaces", "pösition", "x" * 200):
+        make.raw_position(bad_id, good)
+    run = run_loop(ctx, "trades", DS)
+    assert (run.status, run.published, run.loaded, run.dead_lettered) == (RunStatus.PARTIAL, 4, 1, 3)
+    assert [r["position_id"] for r in rows(ctx, "fact_trades")] == ["pos-1"]
+    found = letters(ctx)
+    assert set(found) == {"pos 2 with spaces", "pösition", "x" * 128}
+    assert all(d["reason_code"] == "MALFORMED" and locs(d) == ["doc_id"] for d in found.values())
+    assert replay(ctx, dry_run=True).not_replayable  # rewrite the record under a valid id instead
+    again = run_loop(ctx, "trades", DS)  # marked: not dead-lettered again every day
+    assert (again.published, len(rows(ctx, "dead_letters"))) == (0, 3)
+
+
+def test_a_document_naming_another_record_is_refused(ctx: Context, make: Factory) -> None:
+    make.closed_trade("pos-1")
+    copy = make.position_doc("pos-1")
+    ctx.hot.put("live_positions", "pos-2", {**copy, "qty": "999"})  # a copy-paste bug in the bot
+    run = run_loop(ctx, "trades", DS)
+    (letter,) = rows(ctx, "dead_letters")
+    assert (letter["doc_id"], letter["reason_code"], locs(letter)) == ("pos-2", "VALIDATION", ["position_id"])
+    assert (run.loaded, run.dead_lettered) == (1, 1)
+
+
+def test_a_position_with_an_unknown_status_is_dead_lettered(ctx: Context, make: Factory) -> None:
+    good = make.closed_trade("pos-1")
+    make.raw_position("pos-lower", good, status="closed")
+    make.raw_position("pos-number", good, status=3)
+    make.raw_position("pos-open", good, status="OPEN", closed_at=None, exit_order_id=None)
+    run = run_loop(ctx, "trades", DS)
+    found = letters(ctx)
+    assert set(found) == {"pos-lower", "pos-number"}  # a valid OPEN position simply waits
+    assert all(locs(d) == ["status"] for d in found.values())
+    assert (run.loaded, run.dead_lettered) == (1, 2)
+
+
+def test_an_item_for_a_missing_document_names_doc_id(ctx: Context, make: Factory) -> None:
+    data, attributes = WorkItem(
+        run_id="trades-x", loop=Loop.TRADES, ds=DS, doc_id="pos-ghost", published_at=NIGHT_AFTER
+    ).to_message()
+    ctx.bus.publish(ctx.settings.topic(Loop.TRADES), data, attributes)
+    deliver(ctx)
+    (letter,) = rows(ctx, "dead_letters")
+    assert (letter["reason_code"], locs(letter)) == ("NOT_FOUND", ["doc_id"])
