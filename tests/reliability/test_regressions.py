@@ -16,6 +16,9 @@
   archived nor dead-lettered. Loop A now publishes it, and it is dead-lettered with the reason.
 * A work item naming a document that does not exist was dead-lettered with an empty field location; it
   now names ``doc_id``.
+* A message body nested deeply enough (``[[[[...``) made the JSON parser raise ``RecursionError``, which no
+  one caught: the whole batch was nacked until every message in it was dead-lettered ``MAX_ATTEMPTS``, and
+  the dead-letter sink, parsing it again, failed forever (the local run never ended). It is now MALFORMED.
 """
 
 from __future__ import annotations
@@ -124,3 +127,14 @@ def test_an_item_for_a_missing_document_names_doc_id(ctx: Context, make: Factory
     deliver(ctx)
     (letter,) = rows(ctx, "dead_letters")
     assert (letter["reason_code"], locs(letter)) == ("NOT_FOUND", ["doc_id"])
+
+
+def test_a_deeply_nested_body_is_malformed_not_a_poison_pill(ctx: Context, make: Factory) -> None:
+    make.closed_trade("pos-1")
+    make.closed_trade("pos-2")
+    ctx.bus.publish(ctx.settings.topic(Loop.TRADES), b"[" * 100_000 + b"]" * 100_000, {"doc_id": "poison"})
+    run = run_loop(ctx, "trades", DS)  # the poison is in the same batch as the two good items
+    assert (run.status, run.loaded) == (RunStatus.SUCCEEDED, 2)
+    (letter,) = rows(ctx, "dead_letters")
+    assert (letter["reason_code"], locs(letter)) == ("MALFORMED", ["data"])
+    assert ctx.bus.stats()[ctx.settings.subscription(Loop.TRADES)]["nacked"] == 0  # type: ignore[attr-defined]

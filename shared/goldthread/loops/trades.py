@@ -72,7 +72,7 @@ class TradesLoop(LoopSpec):
         known = {s.value for s in PositionStatus}
         assert self.collection is not None
         odd = [doc_id for doc_id, data in ctx.hot.query(self.collection, self.due_filters(), fields=["status"])
-               if data.get("status") not in known]
+               if not (isinstance(data.get("status"), str) and data["status"] in known)]
         return sorted(set(closed) | set(odd)) if odd else closed
 
     def prepare(self, ctx: Context, ds: dt.date, doc_ids: Sequence[str]) -> dict[str, Any]:

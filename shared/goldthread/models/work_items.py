@@ -71,7 +71,7 @@ class WorkItem(BaseModel):
         record_id = attributes.get("doc_id") or "<unknown>"
         try:
             payload: Any = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # nesting too deep to parse
             raise MalformedMessageError(
                 "work item", str(record_id), [{"loc": "data", "msg": f"body is not JSON: {exc}", "type": "json"}]
             ) from exc
