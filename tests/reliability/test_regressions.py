@@ -19,12 +19,20 @@
 * A message body nested deeply enough (``[[[[...``) made the JSON parser raise ``RecursionError``, which no
   one caught: the whole batch was nacked until every message in it was dead-lettered ``MAX_ATTEMPTS``, and
   the dead-letter sink, parsing it again, failed forever (the local run never ended). It is now MALFORMED.
+* A float of 1e19 or more in a money or quantity field (Firestore keeps numbers as doubles) raised
+  ``decimal.InvalidOperation`` out of SchemaGuardian instead of a validation error (fuzzing); and values the
+  models accept (up to 38 digits) overflowed Loop A's P&L arithmetic the same way. Both are now validation
+  errors, and the record is dead-lettered.
+* Any other unexpected exception while building a batch failed every item of the batch; the batch is now
+  built item by item, so only the item that fails is retried (and dead-lettered by the bus at the end).
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pytest
 from goldthread.errors import BrokerUnavailableError
 from goldthread.models import LivePosition, SchemaGuardian
 from goldthread.models.hot import RunStatus
@@ -138,3 +146,39 @@ def test_a_deeply_nested_body_is_malformed_not_a_poison_pill(ctx: Context, make:
     (letter,) = rows(ctx, "dead_letters")
     assert (letter["reason_code"], locs(letter)) == ("MALFORMED", ["data"])
     assert ctx.bus.stats()[ctx.settings.subscription(Loop.TRADES)]["nacked"] == 0  # type: ignore[attr-defined]
+
+
+def test_numbers_too_large_for_nine_places_are_validation_errors(ctx: Context, make: Factory) -> None:
+    good = make.closed_trade("pos-good")
+    make.raw_position("pos-float", good, qty=1e300)
+    make.raw_position("pos-huge", good, qty="99999999999999999999999999999", multiplier="1e20")
+    run = run_loop(ctx, "trades", DS)
+    found = letters(ctx)
+    assert locs(found["pos-float"]) == ["qty"] and found["pos-float"]["reason_code"] == "VALIDATION"
+    assert found["pos-huge"]["reason_code"] == "VALIDATION"  # valid inputs, a P&L beyond 38 digits
+    assert (run.status, run.loaded, run.dead_lettered) == (RunStatus.PARTIAL, 1, 2)
+    assert ctx.bus.stats()[ctx.settings.subscription(Loop.TRADES)]["nacked"] == 0  # type: ignore[attr-defined]
+
+
+def test_an_unexpected_failure_of_one_item_does_not_fail_its_batch(
+    ctx: Context, make: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from goldthread.loops.trades import TradesLoop
+
+    for name in ("pos-1", "pos-bug", "pos-2"):
+        make.closed_trade(name)
+    real = TradesLoop._row
+
+    def buggy(self: TradesLoop, item: WorkItem, *args: Any) -> Any:
+        if item.doc_id == "pos-bug":
+            raise KeyError("a bug in a loop")
+        return real(self, item, *args)
+
+    monkeypatch.setattr(TradesLoop, "_row", buggy)
+    run = run_loop(ctx, "trades", DS)
+    assert {r["position_id"] for r in rows(ctx, "fact_trades")} == {"pos-1", "pos-2"}
+    (letter,) = rows(ctx, "dead_letters")
+    assert (letter["doc_id"], letter["reason_code"]) == ("pos-bug", "MAX_ATTEMPTS")
+    stats = ctx.bus.stats()[ctx.settings.subscription(Loop.TRADES)]  # type: ignore[attr-defined]
+    assert stats["nacked"] == ctx.settings.max_delivery_attempts  # pos-bug alone, never its neighbours
+    assert (run.loaded, run.dead_lettered, run.reconciled) == (2, 1, True)

@@ -15,9 +15,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from pydantic import ValidationError
+
 from goldthread.errors import PermanentError, RecordNotFoundError, RecordValidationError, TransientError
 from goldthread.models.warehouse import FactRow
-from goldthread.models.work_items import Loop, WorkItem
+from goldthread.models.work_items import Loop, WorkItem, errors_of
 from goldthread.pipeline.context import Context
 from goldthread.ports.hot_store import Where
 
@@ -37,6 +39,17 @@ def check_record_id(kind: str, field: str, record_id: str, doc_id: str) -> None:
         raise RecordValidationError(kind, doc_id, [
             {"loc": field, "msg": f"{field} {record_id!r} is not the document id {doc_id!r}", "type": "id_mismatch"}
         ])
+
+
+def unbuildable(kind: str, doc_id: str, exc: Exception) -> RecordValidationError:
+    """The permanent error of a record whose valid values still cannot make a valid row (a quantity so large
+    the P&L overflows the warehouse's 38 digits): dead-lettered with the computed field, never a crash."""
+    if isinstance(exc, ValidationError):
+        errors = [{**e, "msg": f"computed {e['loc'] or 'row'}: {e['msg']}"} for e in errors_of(exc)]
+    else:
+        errors = [{"loc": "", "msg": f"amounts too large to compute exactly ({type(exc).__name__})",
+                   "type": "arithmetic"}]
+    return RecordValidationError(kind, doc_id, errors)
 
 
 def parse_time(value: Any) -> dt.datetime | None:

@@ -14,11 +14,12 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import ValidationError
 
 from goldthread.analytics.barriers import excursions_batch
 from goldthread.errors import NotReadyError, PermanentError
 from goldthread.loops.bars import load_bars
-from goldthread.loops.base import BuildResult, day_bounds
+from goldthread.loops.base import BuildResult, day_bounds, unbuildable
 from goldthread.loops.counterfactual import CounterfactualLoop, dec, not_ready_until, when
 from goldthread.models.hot import LiveSignal, Side, SignalStatus
 from goldthread.models.warehouse import FactSignalExpired, row_id_for
@@ -90,19 +91,22 @@ class ExpiredSignalsLoop(CounterfactualLoop):
             for i, (item_id, item, s) in enumerate(group):
                 r = batch.row(i)
                 no_data = r.bars_observed == 0
-                results[item_id] = FactSignalExpired(
-                    row_id=row_id_for("fact_signals_expired", s.signal_id), ds=s.expires_at.date(),
-                    run_id=item.run_id, loaded_at=now, is_canary=s.is_canary, signal_id=s.signal_id,
-                    strategy_id=s.strategy_id, strategy_version=s.strategy_version, symbol=s.symbol,
-                    asset_class=s.asset_class, side=s.side, signal_price=s.signal_price,
-                    take_profit=s.take_profit, stop_loss=s.stop_loss, created_at=s.created_at,
-                    expires_at=s.expires_at, lookahead_end=self.window(ctx, s)[1],
-                    max_mfe_price=dec(r.max_mfe_price), max_mfe_pct=dec(r.max_mfe_pct), max_mfe_r=dec(r.max_mfe_r),
-                    max_mfe_at=when(r.max_mfe_at), mae_price=dec(r.mae_price), mae_pct=dec(r.mae_pct),
-                    mae_r=dec(r.mae_r), mae_at=when(r.mae_at),
-                    take_profit_hit=None if no_data else bool(r.take_profit_hit),
-                    take_profit_hit_at=when(r.take_profit_hit_at),
-                    is_missed_moonshot=None if no_data else bool(r.is_missed_moonshot),
-                    moonshot_threshold_pct=threshold, bars_observed=r.bars_observed,
-                )
+                try:
+                    results[item_id] = FactSignalExpired(
+                        row_id=row_id_for("fact_signals_expired", s.signal_id), ds=s.expires_at.date(),
+                        run_id=item.run_id, loaded_at=now, is_canary=s.is_canary, signal_id=s.signal_id,
+                        strategy_id=s.strategy_id, strategy_version=s.strategy_version, symbol=s.symbol,
+                        asset_class=s.asset_class, side=s.side, signal_price=s.signal_price,
+                        take_profit=s.take_profit, stop_loss=s.stop_loss, created_at=s.created_at,
+                        expires_at=s.expires_at, lookahead_end=self.window(ctx, s)[1],
+                        max_mfe_price=dec(r.max_mfe_price), max_mfe_pct=dec(r.max_mfe_pct), max_mfe_r=dec(r.max_mfe_r),
+                        max_mfe_at=when(r.max_mfe_at), mae_price=dec(r.mae_price), mae_pct=dec(r.mae_pct),
+                        mae_r=dec(r.mae_r), mae_at=when(r.mae_at),
+                        take_profit_hit=None if no_data else bool(r.take_profit_hit),
+                        take_profit_hit_at=when(r.take_profit_hit_at),
+                        is_missed_moonshot=None if no_data else bool(r.is_missed_moonshot),
+                        moonshot_threshold_pct=threshold, bars_observed=r.bars_observed,
+                    )
+                except (ValidationError, ArithmeticError) as exc:  # valid inputs, an impossible row
+                    results[item_id] = unbuildable("FactSignalExpired", item.doc_id, exc)
         return results

@@ -15,12 +15,13 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import ValidationError
 
 from goldthread.analytics.barriers import triple_barrier_batch
 from goldthread.analytics.fees import FeeSchedule, Fill, total_estimated_fees
 from goldthread.errors import NotReadyError
 from goldthread.loops.bars import load_bars
-from goldthread.loops.base import BuildResult
+from goldthread.loops.base import BuildResult, unbuildable
 from goldthread.loops.counterfactual import CounterfactualLoop, dec, not_ready_until, when
 from goldthread.models.broker import OrderSide
 from goldthread.models.hot import RejectedSignal, Side
@@ -90,7 +91,10 @@ class RejectedSignalsLoop(CounterfactualLoop):
                 np.array([to_ns(self.window(ctx, s)[1]) for s in signals], dtype=np.int64),
             )
             for i, (item_id, item, signal) in enumerate(group):
-                results[item_id] = self._row(ctx, item, signal, batch.row(i), now)
+                try:
+                    results[item_id] = self._row(ctx, item, signal, batch.row(i), now)
+                except (ValidationError, ArithmeticError) as exc:  # valid inputs, an impossible row
+                    results[item_id] = unbuildable("FactRejectedSignal", item.doc_id, exc)
         return results
 
     def _row(self, ctx: Context, item: WorkItem, s: RejectedSignal, r: Any, now: dt.datetime) -> FactRejectedSignal:

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, ClassVar
 
+from pydantic import ValidationError
+
 from goldthread.errors import BrokerRequestError, PermanentError, RecordValidationError, TransientError
-from goldthread.loops.base import BuildResult, LoopSpec, check_record_id
+from goldthread.loops.base import BuildResult, LoopSpec, check_record_id, unbuildable
 from goldthread.loops.strategies import Version, resolve_version, sync_dim_strategy
 from goldthread.models import LivePosition, LiveSignal, SchemaGuardian
 from goldthread.models.broker import BrokerOrder
@@ -118,6 +120,8 @@ class TradesLoop(LoopSpec):
                 results[item_id] = self._row(item, position, version, orders, now)
             except PermanentError as exc:
                 results[item_id] = exc
+            except (ValidationError, ArithmeticError) as exc:
+                results[item_id] = unbuildable("FactTrade", item.doc_id, exc)
         return results
 
     def _version(self, ctx: Context, p: LivePosition, signal_doc: dict[str, Any] | None) -> Version:

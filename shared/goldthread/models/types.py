@@ -10,7 +10,7 @@ and infinities are always refused.
 from __future__ import annotations
 
 import datetime as dt
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, PlainSerializer
@@ -26,7 +26,10 @@ def _float_to_decimal(value: Any) -> Any:
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError("Input should be a finite number")
-        return Decimal(repr(value)).quantize(NINE_PLACES, rounding=ROUND_HALF_EVEN)
+        try:
+            return Decimal(repr(value)).quantize(NINE_PLACES, rounding=ROUND_HALF_EVEN)
+        except InvalidOperation as exc:  # too many digits to hold 9 places: a validation error, not a crash
+            raise ValueError("Decimal input should have no more than 38 digits in total") from exc
     return value
 
 

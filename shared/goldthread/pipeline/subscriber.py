@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from goldthread.errors import MalformedMessageError, PermanentError, TransientError
+from goldthread.errors import GoldthreadError, MalformedMessageError, PermanentError, TransientError
 from goldthread.logs import get_logger
 from goldthread.loops import get_loop
 from goldthread.models.warehouse import FactRow
@@ -104,7 +104,20 @@ def _process_loop(
     results: list[BaseException | None],
 ) -> None:
     spec = get_loop(loop)
-    built = spec.build(ctx, [item for _, item in entries])
+    try:
+        built = spec.build(ctx, [item for _, item in entries])
+    except GoldthreadError:
+        raise
+    except Exception:  # a bug or an input nothing foresaw: find the item instead of failing the whole batch
+        if len(entries) == 1:
+            raise
+        log.exception("building %d %s items failed; building them one by one", len(entries), loop)
+        for entry in entries:
+            try:
+                _process_loop(ctx, loop, messages, [entry], results)
+            except Exception as exc:  # this item alone is nacked: retried, then dead-lettered by the bus
+                results[entry[0]] = exc
+        return
     good: list[tuple[int, WorkItem, FactRow]] = []
     failed: list[tuple[int, WorkItem, PermanentError]] = []
     for index, item in entries:
