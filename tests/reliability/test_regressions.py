@@ -23,8 +23,11 @@
   ``decimal.InvalidOperation`` out of SchemaGuardian instead of a validation error (fuzzing); and values the
   models accept (up to 38 digits) overflowed Loop A's P&L arithmetic the same way. Both are now validation
   errors, and the record is dead-lettered.
-* Any other unexpected exception while building a batch failed every item of the batch; the batch is now
-  built item by item, so only the item that fails is retried (and dead-lettered by the bus at the end).
+* Any other failure raised while building a batch failed every item of the batch (on the local path, where
+  subscribers take batches): one order the broker refuses (a 4xx) sent the whole batch to ``MAX_ATTEMPTS``
+  without its reason. The batch is now built item by item when that happens: the refused item is
+  dead-lettered with the broker's reason, an unexpected exception is retried for its item alone, and the
+  others load (a transient failure of the whole batch still retries the batch).
 """
 
 from __future__ import annotations
@@ -182,3 +185,28 @@ def test_an_unexpected_failure_of_one_item_does_not_fail_its_batch(
     stats = ctx.bus.stats()[ctx.settings.subscription(Loop.TRADES)]  # type: ignore[attr-defined]
     assert stats["nacked"] == ctx.settings.max_delivery_attempts  # pos-bug alone, never its neighbours
     assert (run.loaded, run.dead_lettered, run.reconciled) == (2, 1, True)
+
+
+def test_one_order_the_broker_refuses_does_not_sink_its_batch(
+    ctx: Context, make: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from goldthread.errors import BrokerRequestError
+
+    for name in ("pos-1", "pos-refused", "pos-2"):
+        make.closed_trade(name)
+    broker = ctx.broker
+    real = broker.get_orders
+
+    def refuse(order_ids: Any) -> Any:
+        if "pos-refused-entry" in order_ids:
+            raise BrokerRequestError("order pos-refused-entry: Alpaca refused the request (HTTP 403)")
+        return real(order_ids)
+
+    monkeypatch.setattr(broker, "get_orders", refuse)
+    run = run_loop(ctx, "trades", DS)
+    assert {r["position_id"] for r in rows(ctx, "fact_trades")} == {"pos-1", "pos-2"}
+    (letter,) = rows(ctx, "dead_letters")
+    assert (letter["doc_id"], letter["reason_code"]) == ("pos-refused", "BROKER_REJECTED")
+    assert "403" in letter["error_message"]
+    assert ctx.bus.stats()[ctx.settings.subscription(Loop.TRADES)]["nacked"] == 0  # type: ignore[attr-defined]
+    assert (run.status, run.loaded, run.dead_lettered) == (RunStatus.PARTIAL, 2, 1)

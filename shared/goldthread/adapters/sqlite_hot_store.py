@@ -185,9 +185,10 @@ class SqliteHotStore(HotStore):
     ) -> list[str]:
         """Set ``field`` where it is null or absent, atomically; return the ids changed."""
         updates = {field: value, **(also or {})}
+        for name in updates:  # every field name reaches the SQL text: each is validated, not only ``field``
+            _path_expr(name)
         setters = ", ".join(f"'$.{k}', json(?)" for k in updates)
         encoded = [dumps(encode_value(v)) for v in updates.values()]
-        _path_expr(field)
         changed: list[str] = []
         with self._transaction() as db:
             for i in range(0, len(doc_ids), 400):

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from goldthread.errors import GoldthreadError, MalformedMessageError, PermanentError, TransientError
+from goldthread.errors import MalformedMessageError, PermanentError, TransientError
 from goldthread.logs import get_logger
 from goldthread.loops import get_loop
 from goldthread.models.warehouse import FactRow
@@ -106,18 +106,21 @@ def _process_loop(
     spec = get_loop(loop)
     try:
         built = spec.build(ctx, [item for _, item in entries])
-    except GoldthreadError:
+    except TransientError:
         raise
-    except Exception:  # a bug or an input nothing foresaw: find the item instead of failing the whole batch
-        if len(entries) == 1:
+    except Exception as exc:  # one item's refusal (a broker 4xx), a bug, an input nothing foresaw: find the item
+        if len(entries) > 1:
+            log.warning("building %d %s items failed (%s: %s); building them one by one", len(entries), loop,
+                        type(exc).__name__, exc)
+            for entry in entries:
+                try:
+                    _process_loop(ctx, loop, messages, [entry], results)
+                except Exception as alone:  # this item alone is nacked: retried, then dead-lettered by the bus
+                    results[entry[0]] = alone
+            return
+        if not isinstance(exc, PermanentError):
             raise
-        log.exception("building %d %s items failed; building them one by one", len(entries), loop)
-        for entry in entries:
-            try:
-                _process_loop(ctx, loop, messages, [entry], results)
-            except Exception as exc:  # this item alone is nacked: retried, then dead-lettered by the bus
-                results[entry[0]] = exc
-        return
+        built = {entries[0][1].item_id: exc}
     good: list[tuple[int, WorkItem, FactRow]] = []
     failed: list[tuple[int, WorkItem, PermanentError]] = []
     for index, item in entries:
