@@ -77,6 +77,7 @@ def as_the_bot_wrote_it(model: type[HotDocument], doc: dict[str, Any]) -> dict[s
 def scenario_days(now: dt.datetime) -> list[dt.date]:
     """A trading week that ended more than the validity window ago, so every loop is ready now."""
     start = now.date() - dt.timedelta(days=16)
+    start -= dt.timedelta(days=start.weekday())  # a Monday: equities trade every scenario day, whatever today is
     return [start + dt.timedelta(days=i) for i in range(DAYS)]
 
 
@@ -109,7 +110,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         bot.trade_day(day)
         if i == DAYS // 2:
             clock["t"] = dt.datetime.combine(day, dt.time(23, 30), dt.UTC)
-            bot.break_some_documents(day)
+            broken = bot.break_some_documents(day)
+            assert len(broken) == 5, f"the scenario must break all five kinds of document, broke {broken}"
     clock["t"] = now
     hot.close()
     return {"home": home, "now": now, "days": days, "broker": broker, "market": market, "clock": clock}
