@@ -182,8 +182,6 @@ def test_message_from_event_raises_only_malformed_message(event: Any) -> None:
     bump("fuzz", envelope_inputs=1)
 
 
-@pytest.mark.xfail(strict=True, reason="ports/bus.py: message_from_event parses string event data with json.loads "
-                   "and catches ValueError only, so nesting too deep raises RecursionError (reported, not mine)")
 def test_message_from_event_survives_deeply_nested_text() -> None:
     good = event_from_message(BusMessage(b"{}", {}, "m1", NIGHT_AFTER, "t"), "p", "s")
     with pytest.raises(MalformedMessageError):

@@ -84,7 +84,7 @@ def message_from_event(event: Any) -> BusMessage:
 
         try:
             data = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to parse: not an envelope
             data = None
     message = data.get("message") if isinstance(data, dict) else None
     if not isinstance(message, dict):
