@@ -137,7 +137,7 @@ def patch_fees(ctx: Context, ds: dt.date, dry_run: bool = False, schedule: FeeSc
             FactTrade.model_validate(r)
             for r in ctx.warehouse.query(
                 "SELECT * FROM fact_trades WHERE ds <= @ds AND fee_finalized = FALSE AND is_canary = FALSE "
-                "QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY loaded_at) = 1",
+                "QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY loaded_at) = 1 ORDER BY position_id",
                 {"ds": ds},
             )
         ]
