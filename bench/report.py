@@ -20,7 +20,7 @@ _DETAIL_KEYS = (
     "cpu_seconds", "status", "loaded", "dead_lettered", "rows", "valid_documents", "invalid_documents", "p50_ms",
     "p99_ms", "p90_ms", "max_ms", "market_data_calls", "symbol_day_fetches", "max_fetches_per_symbol_day", "signals",
     "symbols", "subset", "subset_seconds", "agreement", "counts", "note", "phases", "stack", "dlt", "rows_b", "rows_c",
-    "backend", "extrapolated_from", "vectorised_seconds", "function_ms_p50",
+    "backend", "extrapolated_from", "vectorised_seconds", "function_ms_p50", "load_avg_1m",
 )
 
 
@@ -55,6 +55,19 @@ def _compare(
     return out
 
 
+def _extrapolate(medians: Medians, label: str, sizes: list[int], n: int) -> dict[str, Any]:
+    """dlt's time at ``n`` from its largest measured size plus its marginal time per document (the slope
+    between its two largest sizes, so a fixed start-up cost is not multiplied); linear if only one size."""
+    big = max(sizes)
+    base = medians[(label, "a_dlt", big)]
+    per_doc = base["seconds"] / big
+    smaller = [s for s in sizes if s < big]
+    if smaller:
+        small = max(smaller)
+        per_doc = (base["seconds"] - medians[(label, "a_dlt", small)]["seconds"]) / (big - small)
+    return {**base, "seconds": base["seconds"] + per_doc * (n - big), "items": n}
+
+
 def _loop_a(args: argparse.Namespace, medians: Medians, label: str, host: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     dlt_sizes = [n for n in args.sizes if (label, "a_dlt", n) in medians and "seconds" in medians[(label, "a_dlt", n)]]
@@ -66,10 +79,8 @@ def _loop_a(args: argparse.Namespace, medians: Medians, label: str, host: str) -
         if (label, "a_dlt", n) in medians:
             dlt = _row("loop_a.dlt", n, medians[(label, "a_dlt", n)], label, host)
         elif dlt_sizes:
-            base_n = max(dlt_sizes)
-            base = medians[(label, "a_dlt", base_n)]
-            dlt = _row("loop_a.dlt", n, {**base, "seconds": base["seconds"] * n / base_n, "items": n}, label, host)
-            dlt["extrapolated_from"] = base_n
+            dlt = _row("loop_a.dlt", n, _extrapolate(medians, label, dlt_sizes, n), label, host)
+            dlt["extrapolated_from"] = max(dlt_sizes)
         else:
             dlt = _row("loop_a.dlt", n, None, label, host)
         rows.append(_compare(ours, "dlt", dlt, 10.0, ">= 10 (10x dlt's throughput)"))
@@ -170,7 +181,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def render(rows: list[dict[str, Any]], labels: list[str], host: str, started: dt.datetime) -> str:
     """The table as Markdown (readable in a terminal too), with the goals and the machine."""
-    head = ["case", "version", "n", "seconds", "items/s", "peak MiB", "reference", "ratio", "goal", "met"]
+    head = ["case", "version", "n", "seconds", "items/s", "peak MiB", "reference", "ratio", "goal", "met", "load"]
     lines = [f"Benchmark of {started:%Y-%m-%d %H:%M} UTC on {host}", ""]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---" for _ in head) + "|")
@@ -188,7 +199,7 @@ def render(rows: list[dict[str, Any]], labels: list[str], host: str, started: dt
                 seconds += f" (extrapolated from {r['subset']:,} signals)"
             cells = [r["case"], r["version"], _fmt(r["n"]), seconds, _fmt(r.get("items_per_s"), 0),
                      _fmt(r.get("peak_rss_mib"), 0), r.get("reference") or "", _fmt(r.get("ratio"), 2),
-                     r.get("goal") or "", _fmt(r.get("met"))]
+                     r.get("goal") or "", _fmt(r.get("met")), _fmt(r.get("load_avg_1m"), 1)]
             if note:
                 cells[3] = ("skipped: " if r.get("skipped") else "error: ") + str(note)[:120]
             elif r.get("usd_per_million") is not None:
@@ -198,7 +209,8 @@ def render(rows: list[dict[str, Any]], labels: list[str], host: str, started: dt
     if extras:
         lines += ["", "Latency (ms):"]
         for r in extras:
-            lines.append(f"- {r['case']} ({r['version']}): p50 {r['p50_ms']:.2f}, p99 {r['p99_ms']:.2f}")
+            own = f" (the function itself: p50 {r['function_ms_p50']:.0f})" if r.get("function_ms_p50") else ""
+            lines.append(f"- {r['case']} ({r['version']}): p50 {r['p50_ms']:.2f}, p99 {r['p99_ms']:.2f}{own}")
     costs = [r for r in rows if r["case"] == "cost" and r.get("usd_per_million") is not None]
     for r in costs:
         lines += ["", cost.describe(r)]

@@ -1,7 +1,8 @@
 """One measurement in a fresh process: ``python -m bench.worker '<json spec>'``.
 
 The spec names a ``target`` (see ``TARGETS``) and its keyword arguments. The worker runs it, adds its
-own peak resident memory (``getrusage``: this process and any children it waited for) and which
+own peak resident memory (``getrusage`` of this process; its children's separately), the load average
+(other work on the machine skews the figures) and which
 ``goldthread`` it imported (so a ``--compare-ref`` run can prove it measured the other version), and
 prints one line ``BENCH_RESULT <json>`` on stdout.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import platform
 import resource
 import sys
@@ -32,12 +34,10 @@ TARGETS: dict[str, str] = {
 }
 
 
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process (or of a waited-for child, if larger), in MiB."""
-    usage = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    peak = max(u.ru_maxrss for u in usage)
+def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident set size of this process (``RUSAGE_CHILDREN``: of its largest waited-for child), in MiB."""
     per_mib = 1024 * 1024 if platform.system() == "Darwin" else 1024  # macOS reports bytes, Linux KiB
-    return round(peak / per_mib, 1)
+    return round(resource.getrusage(who).ru_maxrss / per_mib, 1)
 
 
 def resolve(target: str) -> Callable[..., dict[str, Any]]:
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     import goldthread
 
     result["peak_rss_mib"] = peak_rss_mib()
+    result["children_peak_rss_mib"] = peak_rss_mib(resource.RUSAGE_CHILDREN)  # e.g. the emulators it started
+    result["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other work on the machine while this ran
     result["goldthread"] = str(goldthread.__file__)
     print(RESULT_PREFIX + json.dumps(result, default=str), flush=True)
     return 0
