@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from goldthread.errors import PermanentError
+from goldthread.errors import NotReadyError, PermanentError
 from goldthread.loops.bars import needed_days, prefetch
 from goldthread.loops.base import BuildResult, LoopSpec, check_record_id, day_bounds
 from goldthread.models import SchemaGuardian
@@ -42,6 +42,17 @@ class CounterfactualLoop(LoopSpec):
     def window(self, ctx: Context, signal: Any) -> tuple[dt.datetime, dt.datetime]:
         """The bar window a signal needs."""
         raise NotImplementedError
+
+    def ready_delay(self, ctx: Context) -> tuple[dt.timedelta, str]:
+        """How long after the end of a day its future bars are complete, and why (for the refusal)."""
+        raise NotImplementedError
+
+    def check_ready(self, ctx: Context, ds: dt.date) -> None:
+        """Refuse a day whose future bars do not exist yet, saying when it can run."""
+        delay, why = self.ready_delay(ctx)
+        ready = not_ready_until(ds, delay)
+        if ctx.now() < ready:
+            raise NotReadyError(f"{self.loop.value} for {ds} {why}; it can run from {ready.isoformat()}")
 
     def find_and_remember(self, ctx: Context, ds: dt.date, ids: list[str]) -> list[str]:
         """Keep the ids for ``prepare`` (it needs their symbols and windows)."""

@@ -17,10 +17,10 @@ import numpy as np
 from pydantic import ValidationError
 
 from goldthread.analytics.barriers import excursions_batch
-from goldthread.errors import NotReadyError, PermanentError
+from goldthread.errors import PermanentError
 from goldthread.loops.bars import load_bars
 from goldthread.loops.base import BuildResult, day_bounds, unbuildable
-from goldthread.loops.counterfactual import CounterfactualLoop, dec, not_ready_until, when
+from goldthread.loops.counterfactual import CounterfactualLoop, dec, when
 from goldthread.models.hot import LiveSignal, Side, SignalStatus
 from goldthread.models.warehouse import FactSignalExpired, row_id_for
 from goldthread.models.work_items import Loop, WorkItem
@@ -38,14 +38,9 @@ class ExpiredSignalsLoop(CounterfactualLoop):
     time_field: ClassVar[str] = "expires_at"
     signal_model = LiveSignal
 
-    def check_ready(self, ctx: Context, ds: dt.date) -> None:
-        """Refuse a day whose look-ahead has not passed yet."""
-        ready = not_ready_until(ds, ctx.settings.expiry_lookahead)
-        if ctx.now() < ready:
-            raise NotReadyError(
-                f"expired_signals for {ds} looks {ctx.settings.expiry_lookahead} past expiry; "
-                f"it can run from {ready.isoformat()}"
-            )
+    def ready_delay(self, ctx: Context) -> tuple[dt.timedelta, str]:
+        """A day is complete once its look-ahead has passed."""
+        return ctx.settings.expiry_lookahead, f"looks {ctx.settings.expiry_lookahead} past expiry"
 
     def window(self, ctx: Context, signal: Any) -> tuple[dt.datetime, dt.datetime]:
         """The signal's life plus the look-ahead."""

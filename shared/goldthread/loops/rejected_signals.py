@@ -19,10 +19,9 @@ from pydantic import ValidationError
 
 from goldthread.analytics.barriers import triple_barrier_batch
 from goldthread.analytics.fees import FeeSchedule, Fill, total_estimated_fees
-from goldthread.errors import NotReadyError
 from goldthread.loops.bars import load_bars
 from goldthread.loops.base import BuildResult, unbuildable
-from goldthread.loops.counterfactual import CounterfactualLoop, dec, not_ready_until, when
+from goldthread.loops.counterfactual import CounterfactualLoop, dec, when
 from goldthread.models.broker import OrderSide
 from goldthread.models.hot import RejectedSignal, Side
 from goldthread.models.types import quantize9
@@ -57,14 +56,10 @@ class RejectedSignalsLoop(CounterfactualLoop):
     time_field: ClassVar[str] = "created_at"
     signal_model = RejectedSignal
 
-    def check_ready(self, ctx: Context, ds: dt.date) -> None:
-        """Refuse a day whose validity window has not passed: its future bars do not exist yet."""
-        ready = not_ready_until(ds, ctx.settings.validity_window)
-        if ctx.now() < ready:
-            raise NotReadyError(
-                f"rejected_signals for {ds} needs {ctx.settings.validity_window.days} days of bars after the "
-                f"signals; it can run from {ready.isoformat()}"
-            )
+    def ready_delay(self, ctx: Context) -> tuple[dt.timedelta, str]:
+        """A day is complete once its validity window has passed: its future bars exist by then."""
+        window = ctx.settings.validity_window
+        return window, f"needs {window.days} days of bars after the signals"
 
     def window(self, ctx: Context, signal: Any) -> tuple[dt.datetime, dt.datetime]:
         """From creation to the end of the validity window."""
