@@ -197,6 +197,8 @@ def test_subscribe_needs_exactly_one_handler() -> None:
         bus.subscribe("t", "s")
     with pytest.raises(ValueError):
         bus.subscribe("t", "s", Recorder(), batch_handler=lambda events: [None] * len(events))
+    with pytest.raises(ValueError):
+        bus.subscribe("t", "s", batch_handler=lambda e: [None] * len(e), message_handler=lambda m: [None] * len(m))
 
 
 def test_stopped_bus_refuses_to_publish_and_data_must_be_bytes() -> None:
@@ -217,3 +219,25 @@ def test_message_from_event_refuses_what_is_not_a_pubsub_envelope() -> None:
     with pytest.raises(MalformedMessageError) as info:
         message_from_event(bad_b64)
     assert info.value.errors[0]["loc"] == "data.message.data"
+
+
+def test_a_message_handler_gets_the_messages_themselves_with_the_same_fate() -> None:
+    bus = LocalBus()
+    seen: list[list[tuple[bytes, int]]] = []
+
+    def handler(messages: Sequence[BusMessage]) -> list[BaseException | None]:
+        seen.append([(m.data, m.delivery_attempt) for m in messages])
+        return [ValueError("odd") if m.data == b"1" and m.delivery_attempt == 1 else None for m in messages]
+
+    bus.subscribe("t", "s", message_handler=handler, batch_size=3)
+    ids = bus.publish_batch("t", [(str(i).encode(), {"k": "v"}) for i in range(5)])
+    bus.run_until_idle()
+    assert seen == [[(b"0", 1), (b"1", 1), (b"2", 1)], [(b"3", 1), (b"4", 1), (b"1", 2)]]
+    assert bus.stats()["s"] == {"delivered": 6, "acked": 5, "nacked": 1, "dead_lettered": 0}
+    assert len(set(ids)) == 5 and all(i.isdigit() for i in ids)  # Pub/Sub-style decimal ids, distinct
+
+
+def test_message_ids_stay_distinct_across_buses() -> None:
+    first, second = LocalBus(), LocalBus()
+    ids = first.publish_batch("t", [(b"x", {})] * 1000) + second.publish_batch("t", [(b"x", {})] * 1000)
+    assert len(set(ids)) == 2000

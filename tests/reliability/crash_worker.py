@@ -82,8 +82,15 @@ class JournalBus(LocalBus):
         return ids
 
     def subscribe(self, topic: str, subscription: str, handler: Any = None, *, batch_handler: Any = None,
-                  **policy: Any) -> Subscription:
+                  message_handler: Any = None, **policy: Any) -> Subscription:
         """Subscribe, marking each message acknowledged once its handler succeeded."""
+        if message_handler is not None:
+            def acking_messages(messages: Sequence[BusMessage]) -> Sequence[BaseException | None]:
+                outcomes = message_handler(messages)
+                self._ack([m.message_id for m, outcome in zip(messages, outcomes, strict=True) if outcome is None])
+                return outcomes
+
+            return super().subscribe(topic, subscription, message_handler=acking_messages, **policy)
         inner = batch_handler or local_bus_module._single(handler)
 
         def acking(events: Sequence[CloudEvent]) -> Sequence[BaseException | None]:

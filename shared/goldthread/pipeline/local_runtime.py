@@ -3,14 +3,15 @@
 Each loop's topic gets a subscription whose handler is the same subscriber code a Cloud Function
 runs, with the same retry and dead-letter policy; the dead-letter topic gets the dead-letter sink.
 Locally the subscription takes batches so a large backfill is fast; every message in a batch still
-has its own ack, retry and dead-letter fate.
+has its own ack, retry and dead-letter fate. The subscription hands the subscriber the messages
+themselves (``process_messages``), as a streaming-pull client would, instead of wrapping each in the
+CloudEvent envelope a deployed function receives and unwrapping it again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from goldthread.adapters.local_bus import LocalBus
 from goldthread.models.hot import JobMetadata
@@ -19,8 +20,8 @@ from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dead_letters import handle_dead_letter
 from goldthread.pipeline.dispatcher import dispatch
-from goldthread.pipeline.subscriber import handle_events
-from goldthread.ports.bus import message_from_event
+from goldthread.pipeline.subscriber import process_messages
+from goldthread.ports.bus import BusMessage, message_from_event
 
 DRAIN_BACKLOG = 10_000  # messages waiting on the local bus before run_loop delivers them mid-dispatch
 
@@ -34,12 +35,12 @@ def wire_local_bus(ctx: Context, batch_size: int = 2000, min_backoff: float = 0.
     if settings.subscription(Loop.TRADES) in getattr(bus, "_subscriptions", {}):
         return bus
 
-    def subscriber(events: Sequence[Any]) -> list[BaseException | None]:
-        return handle_events(ctx, events)
+    def subscriber(messages: Sequence[BusMessage]) -> list[BaseException | None]:
+        return process_messages(ctx, messages)
 
     for loop in Loop:
         bus.subscribe(
-            settings.topic(loop), settings.subscription(loop), batch_handler=subscriber,
+            settings.topic(loop), settings.subscription(loop), message_handler=subscriber,
             max_delivery_attempts=settings.max_delivery_attempts, dead_letter_topic=settings.dead_letter_topic,
             min_backoff=min_backoff, max_backoff=min_backoff * 64, batch_size=batch_size,
         )
