@@ -45,8 +45,13 @@ def arrow_schema(model: type[WarehouseRow]) -> pa.Schema:
 
 
 def rows_to_arrow(model: type[WarehouseRow], rows: Sequence[WarehouseRow]) -> pa.Table:
-    """Validated rows to an Arrow table in the model's column order."""
-    return pa.Table.from_pylist([r.model_dump() for r in rows], schema=arrow_schema(model))
+    """Validated rows to an Arrow table in the model's column order.
+
+    The rows' own field values are read as they are (no model serializer sets a value in Python mode:
+    ``test_rows_to_arrow_matches_model_dump`` checks it per table), which is ~8x cheaper than
+    ``model_dump`` per row.
+    """
+    return pa.Table.from_pylist([r.__dict__ for r in rows], schema=arrow_schema(model))
 
 
 class DuckDbWarehouse(Warehouse):
