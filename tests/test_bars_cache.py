@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal as D
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
 from goldthread.adapters.local_bus import LocalBus
@@ -31,7 +33,7 @@ from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dispatcher import dispatch
 from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
-from goldthread.ports.market_data import Bars
+from goldthread.ports.market_data import Bars, from_ns
 
 from tests.conftest import UTC, Clock, Factory, PinnedBroker, deliver
 
@@ -212,3 +214,42 @@ def test_a_batch_needing_more_days_than_the_cache_holds_still_gets_them_all(
     got = load_bars(ctx, [("BTC/USD", start, start + dt.timedelta(days=5))])["BTC/USD"]
     assert len(got) == 5 * 1440  # five days of 24/7 minute bars, none silently dropped
     assert len(ctx.cache["bars_cache"]) == 3  # the bound holds once the batch has its bars
+
+
+def _reference_decimals(values: np.ndarray) -> pa.Array:
+    """The per-value reading the vectorised conversion must equal: the float's repr, rounded to 9 places."""
+    return pa.array([D(repr(float(v))).quantize(D("0.000000001")) for v in values], pa.decimal128(38, 9))
+
+
+@pytest.mark.parametrize("values", [
+    np.round(np.random.default_rng(1).uniform(0, 1e5, 20_000), 4),  # prices as sources print them
+    np.random.default_rng(2).uniform(-10, 10, 20_000),  # full-precision floats
+    10 ** np.random.default_rng(3).uniform(-12, 6.9, 20_000),  # tiny to large
+    np.array([0.0, 1.5, 0.1234567895, 0.0000000005, 0.0000000015, 123456.0000000005, 9e6, 1e7, 3e18]),  # ties, large
+    np.array([-0.0, -1e-12, 2.0]),  # negative zero and a negative rounding to zero keep their sign
+])
+def test_bar_prices_become_the_decimals_of_their_repr(values: np.ndarray) -> None:
+    got = bars_module._decimals(values)
+    want = _reference_decimals(values)
+    assert got.equals(want)
+    assert [str(v) for v in got.to_pylist()] == [str(v) for v in want.to_pylist()]
+
+
+def test_bar_days_agree_with_from_ns_even_off_the_microsecond() -> None:
+    day = 86_400 * 10**9
+    ts = np.concatenate([
+        (np.arange(-3, 4, dtype=np.int64)[:, None] * day + np.array([-1000, -1, 0, 1, 1000], dtype=np.int64)).ravel(),
+        np.random.default_rng(4).integers(-2**62, 2**62, 5_000),
+    ])
+    want = [(from_ns(int(t)).date() - dt.date(1970, 1, 1)).days for t in ts]
+    assert bars_module.bar_days(ts).tolist() == want
+
+
+def test_bars_read_back_per_symbol_and_day_in_time_order(ctx: Context) -> None:
+    windows = [(s, dt.datetime(2024, 3, 4, tzinfo=UTC), dt.datetime(2024, 3, 7, tzinfo=UTC)) for s in SYMBOLS[:3]]
+    got = load_bars(ctx, windows)
+    source = SyntheticMarketData().get_bars(list(SYMBOLS[:3]), "1Min", windows[0][1], windows[0][2])
+    for symbol in SYMBOLS[:3]:
+        assert np.array_equal(got[symbol].ts, source[symbol].ts)
+        for column in ("open", "high", "low", "close", "volume"):  # read back through DECIMAL(38, 9): within an ulp
+            np.testing.assert_allclose(getattr(got[symbol], column), getattr(source[symbol], column), rtol=1e-15)

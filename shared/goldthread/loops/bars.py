@@ -20,6 +20,7 @@ marker row (``source = 'empty'``, never read as a bar), so it counts as fetched 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -29,6 +30,7 @@ import pyarrow as pa
 
 from goldthread.adapters.synthetic_market_data import concat
 from goldthread.logs import get_logger
+from goldthread.models.types import NINE_PLACES
 from goldthread.models.warehouse import MarketBar, row_id_for
 from goldthread.pipeline.context import Context
 from goldthread.ports.market_data import Bars, from_ns
@@ -39,6 +41,11 @@ _CACHE_KEY = "bars_cache"
 _CACHE_DAYS = 4096  # (symbol, timeframe, day) entries kept per process
 _EMPTY_MARKER = "empty"
 _DAY_NS = 86_400 * 1_000_000_000
+_EPOCH_DAY = dt.date(1970, 1, 1)
+_SAFE_NS = (1 << 31) * 1_000_000_000  # |ts| below this (2038): whole-microsecond times survive float seconds
+_SCALE = 10**9  # DECIMAL(38, 9): the unscaled integer of a price
+_EXACT_UNSCALED = float(1 << 53)  # unscaled values below this are exact in float64
+_DECIMAL = pa.decimal128(38, 9)
 
 
 def days_between(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
@@ -48,11 +55,36 @@ def days_between(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
 
 
 def needed_days(ranges: Iterable[tuple[str, dt.datetime, dt.datetime]]) -> dict[str, set[dt.date]]:
-    """Per symbol, the days a set of (symbol, start, end) windows touch."""
-    out: dict[str, set[dt.date]] = defaultdict(set)
+    """Per symbol, the days a set of (symbol, start, end) windows touch.
+
+    Signals of a run share a few (first day, last day) spans, so each span's days are listed once."""
+    spans: dict[str, set[tuple[dt.date, dt.date]]] = defaultdict(set)
+    one_us = dt.timedelta(microseconds=1)
     for symbol, start, end in ranges:
-        out[symbol].update(days_between(start, end))
+        spans[symbol].add((start.date(), (end - one_us).date()))
+    out: dict[str, set[dt.date]] = defaultdict(set)
+    for symbol, pairs in spans.items():
+        days = out[symbol]
+        for first, last in pairs:
+            days.update(first + dt.timedelta(days=i) for i in range((last - first).days + 1))
     return out
+
+
+def bar_days(ts: np.ndarray) -> np.ndarray:
+    """The UTC day of each bar time (int64 ns), as int64 days since 1970-01-01, the day ``from_ns`` gives.
+
+    Whole-microsecond times in the usual range are floored (what ``from_ns`` computes exactly for them); any
+    other time goes through ``from_ns`` itself, so the two never disagree."""
+    ts = np.asarray(ts, dtype=np.int64)
+    days = ts // _DAY_NS
+    odd = np.flatnonzero((ts % 1000 != 0) | (ts >= _SAFE_NS) | (ts <= -_SAFE_NS))
+    for i in odd.tolist():
+        days[i] = (from_ns(int(ts[i])).date() - _EPOCH_DAY).days
+    return days
+
+
+def _day_number(day: dt.date) -> int:
+    return (day - _EPOCH_DAY).days
 
 
 def _stored_days(ctx: Context, needs: Mapping[str, set[dt.date]], timeframe: str) -> set[tuple[str, dt.date]]:
@@ -67,22 +99,58 @@ def _stored_days(ctx: Context, needs: Mapping[str, set[dt.date]], timeframe: str
     return {(r["symbol"], r["ds"]) for r in rows}
 
 
+def _decimals(values: np.ndarray) -> pa.Array:
+    """Floats as ``DECIMAL(38, 9)``, each the exact decimal of its shortest repr rounded half-even to 9 places.
+
+    Vectorised: the unscaled integer is ``rint(value * 1e9)``, which equals the rounded repr whenever the
+    product is exact enough and not near a half (a margin of a few ulps). Any value outside that (a tie, a
+    negative zero, NaN, a value too large) sends the whole column through ``Decimal(repr(v))``, as before."""
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = v * _SCALE
+        unscaled = np.rint(scaled)
+        margin = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5)
+        exact = (
+            np.isfinite(scaled) & (np.abs(scaled) < _EXACT_UNSCALED)
+            & (margin > 8 * np.spacing(np.abs(scaled)) + 1e-9)
+            & ~((unscaled == 0) & np.signbit(v))
+        )
+    if not bool(exact.all()):
+        return pa.array([Decimal(repr(float(x))).quantize(NINE_PLACES) for x in v.tolist()], _DECIMAL)
+    ints = unscaled.astype(np.int64)
+    words = np.empty((len(ints), 2), dtype="<i8")  # decimal128: little-endian two's complement, low word first
+    words[:, 0] = ints
+    words[:, 1] = ints >> 63
+    return pa.Array.from_buffers(_DECIMAL, len(ints), [None, pa.py_buffer(words.tobytes())])
+
+
+def _bar_keys(symbol: str, timeframe: str, ts: np.ndarray) -> list[str]:
+    """``row_id_for("market_bars", symbol, timeframe, str(ts))`` of every bar, sharing the hashed prefix."""
+    prefix = hashlib.sha256("\x1f".join(("market_bars", symbol, timeframe, "")).encode())
+    keys = []
+    for t in ts.tolist():
+        h = prefix.copy()
+        h.update(str(t).encode())
+        keys.append(h.hexdigest()[:32])
+    return keys
+
+
 def _bars_table(bars: Bars, timeframe: str, source: str) -> pa.Table:
     """Bars as ``market_bars`` rows (Arrow), prices as exact decimals of their printed value."""
-    days = [from_ns(int(t)).date() for t in bars.ts]
-    keys = [row_id_for("market_bars", bars.symbol, timeframe, str(int(t))) for t in bars.ts]
-
-    def dec(values: np.ndarray) -> list[Decimal]:
-        return [Decimal(repr(float(v))).quantize(Decimal("0.000000001")) for v in values]
-
     from goldthread.adapters.duckdb_warehouse import arrow_schema
 
+    n = len(bars)
+    ts = np.asarray(bars.ts, dtype=np.int64)
     return pa.Table.from_pydict(
         {
-            "row_id": keys, "ds": days, "symbol": [bars.symbol] * len(bars), "timeframe": [timeframe] * len(bars),
+            "row_id": _bar_keys(bars.symbol, timeframe, ts),
+            "ds": pa.array(bar_days(ts).astype(np.int32), pa.int32()).cast(pa.date32()),
+            "symbol": pa.repeat(bars.symbol, n).cast(pa.string()),
+            "timeframe": pa.repeat(timeframe, n).cast(pa.string()),
             "ts": pa.array(bars.ts, pa.timestamp("ns", tz="UTC")).cast(pa.timestamp("us", tz="UTC")),
-            "open": dec(bars.open), "high": dec(bars.high), "low": dec(bars.low), "close": dec(bars.close),
-            "volume": dec(bars.volume), "source": [source] * len(bars),
+            "open": _decimals(bars.open), "high": _decimals(bars.high), "low": _decimals(bars.low),
+            "close": _decimals(bars.close), "volume": _decimals(bars.volume),
+            "source": pa.repeat(source, n).cast(pa.string()),
         },
         schema=arrow_schema(MarketBar),
     )
@@ -114,13 +182,13 @@ def prefetch(ctx: Context, needs: Mapping[str, set[dt.date]], timeframe: str = T
         end = dt.datetime.combine(missing[-1] + dt.timedelta(days=1), dt.time(), dt.UTC)
         bars = ctx.market_data.get_bars([symbol], timeframe, start, end).get(symbol, Bars.empty(symbol))
         requests += 1
-        wanted = set(missing)
-        keep = np.array([from_ns(int(t)).date() in wanted for t in bars.ts], dtype=bool)
+        bar_day = bar_days(bars.ts)
+        keep = np.isin(bar_day, np.array([_day_number(d) for d in missing], dtype=np.int64))
         subset = Bars(symbol, *(getattr(bars, f)[keep] for f in ("ts", "open", "high", "low", "close", "volume")))
         if len(subset):
             rows += len(ctx.warehouse.load_arrow(MarketBar, _bars_table(subset, timeframe,
                                                                        ctx.market_data.name)).inserted)
-        with_bars = {dt.date(1970, 1, 1) + dt.timedelta(days=int(d)) for d in np.unique(subset.ts // _DAY_NS)}
+        with_bars = {_EPOCH_DAY + dt.timedelta(days=int(d)) for d in np.unique(subset.ts // _DAY_NS)}
         empty = [d for d in missing if d not in with_bars and _day_end(d) <= ctx.now()]
         if empty:  # remember days without bars, or every run and subscriber would ask for them again
             ctx.warehouse.insert_rows(MarketBar, [_empty_marker(symbol, d, timeframe) for d in empty])
@@ -168,12 +236,25 @@ def _fill_cache(
     timeframe: str,
 ) -> None:
     ts = table.column("ts").cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64()).to_numpy()
-    symbols = np.asarray(table.column("symbol").to_pylist(), dtype=object)
-    days = np.asarray(table.column("ds").to_pylist(), dtype=object)
+    symbol_codes = table.column("symbol").combine_chunks().dictionary_encode()
+    codes = symbol_codes.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    code_of = {s: i for i, s in enumerate(symbol_codes.dictionary.to_pylist())}
+    days = table.column("ds").cast(pa.int32()).to_numpy().astype(np.int64)
     cols = {c: table.column(c).cast(pa.float64()).to_numpy() for c in ("open", "high", "low", "close", "volume")}
+    # rows grouped by (symbol, day), each group in the query's order (stable sort), instead of one mask per key
+    first = int(days.min()) if len(days) else 0
+    span = int(days.max()) - first + 1 if len(days) else 1
+    group = codes * span + (days - first)
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
     for symbol, wanted in missing.items():
+        code = code_of.get(symbol)
         for day in wanted:
-            mask = (symbols == symbol) & (days == day)
-            cache[(symbol, timeframe, day)] = Bars(symbol, ts[mask], *(cols[c][mask] for c in
+            offset = _day_number(day) - first
+            rows = order[:0]
+            if code is not None and 0 <= offset < span:
+                lo, hi = np.searchsorted(sorted_group, [code * span + offset, code * span + offset + 1])
+                rows = order[lo:hi]
+            cache[(symbol, timeframe, day)] = Bars(symbol, ts[rows], *(cols[c][rows] for c in
                                                                      ("open", "high", "low", "close", "volume")))
             cache.move_to_end((symbol, timeframe, day))
