@@ -129,6 +129,13 @@ def test_projection_returns_only_requested_fields(hot_store: HotStore) -> None:
     ]
 
 
+def test_projection_keeps_nested_values_nulls_and_absent_fields_alike(hot_store: HotStore) -> None:
+    hot_store.put("things", "t1", {"tags": {"a": [1, 2.5, "x"]}, "flag": True, "gone": None, "n": 3})
+    rows = list(hot_store.query("things", fields=["tags", "flag", "gone", "absent", "n"]))
+    assert rows == [("t1", {"tags": {"a": [1, 2.5, "x"]}, "flag": True, "gone": None, "absent": None, "n": 3})]
+    assert list(hot_store.query("things", fields=[])) == [("t1", {})]
+
+
 def test_paging_crosses_page_boundaries_without_gaps_or_repeats(hot_store: HotStore) -> None:
     seed(hot_store, 23)
     for page_size in (1, 5, 23, 100):

@@ -102,6 +102,17 @@ class SqliteHotStore(HotStore):
                 out[doc_id] = loads(data)
         return out
 
+    def get_many_unparsed(self, collection: str, doc_ids: Sequence[str]) -> dict[str, Mapping[str, Any] | str]:
+        """Documents by id as their stored JSON text (see the port)."""
+        out: dict[str, Mapping[str, Any] | str] = {}
+        ids = list(dict.fromkeys(doc_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id, data FROM docs WHERE collection=? AND id IN ({marks})"
+            out.update(self._run(sql, (collection, *chunk)))  # type: ignore[arg-type]
+        return out
+
     def put(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
         """Create or replace a document."""
         self._run(
@@ -165,12 +176,22 @@ class SqliteHotStore(HotStore):
                 clauses.append(f"{expr} {_OPS[w.op]} ?")
                 params.append(encode_value(w.value))
         cursor = ""
-        sql = f"SELECT id, data FROM docs WHERE {' AND '.join(clauses)} AND id > ? ORDER BY id LIMIT ?"
+        if fields is None:
+            selected = "data"
+        else:  # a projection is read in SQL, as JSON text per field, instead of parsing whole documents
+            names = list(fields)
+            for name in names:
+                _path_expr(name)  # validated: it reaches the SQL text
+            paths = [f"data -> '$.{name}'" for name in names]
+            selected = f"json_array({', '.join(paths)})" if names else "'[]'"
+        sql = f"SELECT id, {selected} FROM docs WHERE {' AND '.join(clauses)} AND id > ? ORDER BY id LIMIT ?"
         while True:
             rows = self._run(sql, (*params, cursor, page_size))
             for doc_id, data in rows:
-                doc = loads(data)
-                yield doc_id, ({f: doc.get(f) for f in fields} if fields is not None else doc)
+                if fields is None:
+                    yield doc_id, loads(data)
+                else:
+                    yield doc_id, dict(zip(names, loads(data), strict=True))
             if len(rows) < page_size:
                 return
             cursor = rows[-1][0]
@@ -207,15 +228,16 @@ class SqliteHotStore(HotStore):
     def record_outcomes(self, run_id: str, outcomes: Mapping[str, str]) -> dict[str, int]:
         """Insert each item's outcome once; add the new ones to the run document's counters."""
         added = dict.fromkeys(_OUTCOMES, 0)
+        unknown = set(outcomes.values()).difference(_OUTCOMES)
+        if unknown:
+            raise ValueError(f"unknown outcome {sorted(unknown)[0]!r}")
         with self._transaction() as db:
-            for item_id, outcome in outcomes.items():
-                if outcome not in added:
-                    raise ValueError(f"unknown outcome {outcome!r}")
-                cur = db.execute(
+            for outcome in _OUTCOMES:  # one statement per outcome; rowcount counts only the rows inserted
+                cur = db.executemany(
                     "INSERT OR IGNORE INTO run_items (run_id, item_id, outcome) VALUES (?,?,?)",
-                    (run_id, item_id, outcome),
+                    [(run_id, item_id, outcome) for item_id, kind in outcomes.items() if kind == outcome],
                 )
-                added[outcome] += cur.rowcount
+                added[outcome] += max(cur.rowcount, 0)
             if any(added.values()):
                 sets = ", ".join(f"'$.{k}', COALESCE(json_extract(data, '$.{k}'), 0) + ?" for k in _OUTCOMES)
                 db.execute(
