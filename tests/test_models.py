@@ -380,6 +380,19 @@ class TestWorkItem:
         assert WorkItem.from_message(data, attrs) == original
         assert original.item_id == "trades:pos-1"
 
+    @given(st.from_regex(r"[A-Za-z0-9_.:\-]{1,128}", fullmatch=True))
+    def test_encoder_matches_to_message(self, doc_id: str) -> None:
+        encode = WorkItem.encoder("trades-20240305-abc", Loop.TRADES, dt.date(2024, 3, 5), T)
+        assert encode(doc_id) == item(doc_id=doc_id).to_message()
+
+    @pytest.mark.parametrize("doc_id", ["", "a b", "x" * 129, "é", 'q"'])
+    def test_encoder_refuses_what_a_work_item_refuses(self, doc_id: str) -> None:
+        encode = WorkItem.encoder("trades-20240305-abc", Loop.TRADES, dt.date(2024, 3, 5), T)
+        with pytest.raises(ValidationError):
+            item(doc_id=doc_id)
+        with pytest.raises(ValidationError):
+            encode(doc_id)
+
     def error_locs(self, data: bytes, attrs: dict[str, str] | None) -> list[str]:
         with pytest.raises(MalformedMessageError) as info:
             WorkItem.from_message(data, attrs)

@@ -50,17 +50,15 @@ def dispatch(
         doc_ids = spec.find(ctx, ds)
         details = spec.prepare(ctx, ds, doc_ids)
         topic = ctx.settings.topic(spec.loop)
-        now = ctx.now()
+        encode = WorkItem.encoder(run.run_id, spec.loop, ds, ctx.now())
         for start in range(0, len(doc_ids), PUBLISH_BATCH):
             chunk = doc_ids[start : start + PUBLISH_BATCH]
             messages = []
             for doc_id in chunk:
                 try:
-                    item = WorkItem(run_id=run.run_id, loop=spec.loop, ds=ds, doc_id=doc_id, published_at=now)
+                    messages.append(encode(doc_id))
                 except ValidationError as exc:
                     published += _dead_letter_id(ctx, run.run_id, spec.loop, ds, topic, doc_id, exc)
-                    continue
-                messages.append(item.to_message())
             if messages:
                 ctx.bus.publish_batch(topic, messages)
             published += len(messages)
