@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
@@ -119,10 +119,13 @@ class LoopSpec(ABC):
                 due.append(doc_id)
         return due
 
-    def load_docs(self, ctx: Context, items: Sequence[WorkItem]) -> tuple[dict[str, dict[str, Any]], BuildResult]:
-        """Fetch the hot documents of ``items``; missing ones become ``RecordNotFoundError``."""
+    def load_docs(
+        self, ctx: Context, items: Sequence[WorkItem]
+    ) -> tuple[dict[str, Mapping[str, Any] | str], BuildResult]:
+        """Fetch the hot documents of ``items`` for ``SchemaGuardian`` (a mapping, or JSON text where the
+        store keeps text); missing ones become ``RecordNotFoundError``."""
         assert self.collection is not None
-        docs = ctx.hot.get_many(self.collection, [i.doc_id for i in items])
+        docs = ctx.hot.get_many_unparsed(self.collection, [i.doc_id for i in items])
         missing: BuildResult = {
             i.item_id: RecordNotFoundError(f"{self.collection}/{i.doc_id} does not exist", [
                 {"loc": "doc_id", "msg": f"{self.collection}/{i.doc_id} does not exist", "type": "not_found"}

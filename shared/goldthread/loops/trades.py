@@ -10,7 +10,7 @@ it (T+1); the row carries the estimate and ``fee_finalized = false`` until the f
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -99,7 +99,7 @@ class TradesLoop(LoopSpec):
                 positions[item.item_id] = (item, position)
             except PermanentError as exc:
                 results[item.item_id] = exc
-        signals = ctx.hot.get_many("live_signals", [p.signal_id for _, p in positions.values()])
+        signals = ctx.hot.get_many_unparsed("live_signals", [p.signal_id for _, p in positions.values()])
         versions: dict[str, Version] = {}
         for item_id, (_, position) in positions.items():  # every check that needs no broker call comes first
             try:
@@ -124,7 +124,7 @@ class TradesLoop(LoopSpec):
                 results[item_id] = unbuildable("FactTrade", item.doc_id, exc)
         return results
 
-    def _version(self, ctx: Context, p: LivePosition, signal_doc: dict[str, Any] | None) -> Version:
+    def _version(self, ctx: Context, p: LivePosition, signal_doc: Mapping[str, Any] | str | None) -> Version:
         """The strategy version in force when the position's (valid) signal was created."""
         if signal_doc is None:
             raise PermanentError(

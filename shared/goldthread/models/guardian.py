@@ -24,7 +24,21 @@ class SchemaGuardian:
 
     @staticmethod
     def validate(model: type[M], data: Mapping[str, Any] | Any, record_id: str) -> M:
-        """Return ``data`` as a validated ``model`` or raise ``RecordValidationError`` naming its fields."""
+        """Return ``data`` as a validated ``model`` or raise ``RecordValidationError`` naming its fields.
+
+        ``data`` is a mapping or a document's JSON text (parsed and validated in one pass by pydantic-core;
+        the same rules apply to both, ``test_guardian_reads_json_text_as_it_reads_mappings`` holds them alike).
+        """
+        if isinstance(data, (str, bytes)):
+            try:
+                return model.model_validate_json(data)
+            except ValidationError as exc:
+                errors = errors_of(exc)
+                if any(e["type"] == "json_invalid" for e in errors):
+                    errors = [{"loc": "", "msg": "record is not valid JSON", "type": "json_invalid"}]
+                elif any(e["type"] == "model_type" and not e["loc"] for e in errors):
+                    errors = [{"loc": "", "msg": "record is not an object", "type": "dict_type"}]
+                raise RecordValidationError(model.__name__, record_id, errors) from exc
         if not isinstance(data, Mapping):
             raise RecordValidationError(
                 model.__name__, record_id, [{"loc": "", "msg": "record is not an object", "type": "dict_type"}]

@@ -41,6 +41,12 @@ class HotStore(ABC):
     def get_many(self, collection: str, doc_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Documents by id; ids that do not exist are absent from the result."""
 
+    def get_many_unparsed(self, collection: str, doc_ids: Sequence[str]) -> dict[str, Mapping[str, Any] | str]:
+        """Documents by id as the store holds them, for a caller that validates them at once: JSON text
+        where the store keeps text (SQLite), else a mapping. ``SchemaGuardian.validate`` takes either and
+        parses text while validating it, in one pass, instead of building a dict first."""
+        return dict(self.get_many(collection, doc_ids))
+
     @abstractmethod
     def put(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
         """Create or replace a document."""
