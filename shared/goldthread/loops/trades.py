@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from goldthread.errors import BrokerRequestError, PermanentError, RecordValidationError, TransientError
-from goldthread.loops.base import BuildResult, LoopSpec, check_record_id, unbuildable
+from goldthread.loops.base import BuildResult, LoopSpec, check_record_id, day_bounds, parse_time, unbuildable
 from goldthread.loops.strategies import Version, resolve_version, sync_dim_strategy
 from goldthread.models import LivePosition, LiveSignal, SchemaGuardian
 from goldthread.models.broker import BrokerOrder
@@ -26,7 +26,6 @@ from goldthread.models.types import quantize9
 from goldthread.models.warehouse import FactTrade, row_id_for
 from goldthread.models.work_items import Loop, WorkItem
 from goldthread.pipeline.context import Context
-from goldthread.ports.hot_store import Where
 
 _BPS = Decimal(10000)
 
@@ -69,13 +68,25 @@ class TradesLoop(LoopSpec):
     def find(self, ctx: Context, ds: dt.date) -> list[str]:
         """CLOSED positions not yet archived, closed on or before ``ds``; and unarchived positions whose
         status is neither OPEN nor CLOSED (``"closed"``, a number, missing), which no status filter would
-        ever match: published, they are dead-lettered with the reason instead of left behind unseen."""
-        closed = self.find_due(ctx, ds, [Where("status", "==", PositionStatus.CLOSED.value)])
-        known = {s.value for s in PositionStatus}
+        ever match: published, they are dead-lettered with the reason instead of left behind unseen.
+
+        One pass over the unarchived positions, reading two fields of each (a single read per document
+        on Firestore); a CLOSED one whose ``closed_at`` cannot be read is published too, to be
+        dead-lettered with the reason.
+        """
         assert self.collection is not None
-        odd = [doc_id for doc_id, data in ctx.hot.query(self.collection, self.due_filters(), fields=["status"])
-               if not (isinstance(data.get("status"), str) and data["status"] in known)]
-        return sorted(set(closed) | set(odd)) if odd else closed
+        end = day_bounds(ds)[1]
+        known = {s.value for s in PositionStatus}
+        due = []
+        for doc_id, data in ctx.hot.query(self.collection, self.due_filters(), fields=["status", self.time_field]):
+            status = data.get("status")
+            if not (isinstance(status, str) and status in known):
+                due.append(doc_id)
+            elif status == PositionStatus.CLOSED.value:
+                moment = parse_time(data.get(self.time_field))
+                if moment is None or moment < end:
+                    due.append(doc_id)
+        return due
 
     def prepare(self, ctx: Context, ds: dt.date, doc_ids: Sequence[str]) -> dict[str, Any]:
         """Bring ``dim_strategy`` up to date before any item needs it."""
