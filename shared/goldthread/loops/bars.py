@@ -99,29 +99,38 @@ def _stored_days(ctx: Context, needs: Mapping[str, set[dt.date]], timeframe: str
     return {(r["symbol"], r["ds"]) for r in rows}
 
 
-def _decimals(values: np.ndarray) -> pa.Array:
-    """Floats as ``DECIMAL(38, 9)``, each the exact decimal of its shortest repr rounded half-even to 9 places.
+def nine_place_units(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each float's shortest repr rounded half-even to 9 places, as its unscaled int64 (value * 10**9), and
+    where that is certain.
 
-    Vectorised: the unscaled integer is ``rint(value * 1e9)``, which equals the rounded repr whenever the
-    product is exact enough and not near a half (a margin of a few ulps). Any value outside that (a tie, a
-    negative zero, NaN, a value too large) sends the whole column through ``Decimal(repr(v))``, as before."""
+    ``rint(value * 1e9)`` equals the rounded repr whenever the product is exact enough and not near a half
+    (a margin of a few ulps, far more than the gap between a float, its repr and their product). Elsewhere
+    (a tie, a negative zero, NaN, infinity, a value of 9e6 or more) the mask is False and the unit 0: the
+    caller reads those through ``Decimal(repr(v))``."""
     v = np.asarray(values, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         scaled = v * _SCALE
         unscaled = np.rint(scaled)
-        margin = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5)
+        margin = np.abs(scaled - np.floor(scaled) - 0.5)
         exact = (
             np.isfinite(scaled) & (np.abs(scaled) < _EXACT_UNSCALED)
             & (margin > 8 * np.spacing(np.abs(scaled)) + 1e-9)
             & ~((unscaled == 0) & np.signbit(v))
         )
+    return np.where(exact, unscaled, 0.0).astype(np.int64), exact
+
+
+def _decimals(values: np.ndarray) -> pa.Array:
+    """Floats as ``DECIMAL(38, 9)``, each the exact decimal of its shortest repr rounded half-even to 9 places:
+    built from ``nine_place_units``, or, if any value is uncertain, the whole column through ``Decimal``."""
+    units, exact = nine_place_units(values)
     if not bool(exact.all()):
-        return pa.array([Decimal(repr(float(x))).quantize(NINE_PLACES) for x in v.tolist()], _DECIMAL)
-    ints = unscaled.astype(np.int64)
-    words = np.empty((len(ints), 2), dtype="<i8")  # decimal128: little-endian two's complement, low word first
-    words[:, 0] = ints
-    words[:, 1] = ints >> 63
-    return pa.Array.from_buffers(_DECIMAL, len(ints), [None, pa.py_buffer(words.tobytes())])
+        return pa.array([Decimal(repr(float(x))).quantize(NINE_PLACES) for x in np.asarray(values).tolist()],
+                        _DECIMAL)
+    words = np.empty((len(units), 2), dtype="<i8")  # decimal128: little-endian two's complement, low word first
+    words[:, 0] = units
+    words[:, 1] = units >> 63
+    return pa.Array.from_buffers(_DECIMAL, len(units), [None, pa.py_buffer(words.tobytes())])
 
 
 def _bar_keys(symbol: str, timeframe: str, ts: np.ndarray) -> list[str]:

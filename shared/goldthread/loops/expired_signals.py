@@ -20,7 +20,7 @@ from goldthread.analytics.barriers import excursions_batch
 from goldthread.errors import PermanentError
 from goldthread.loops.bars import load_bars
 from goldthread.loops.base import BuildResult, day_bounds, unbuildable
-from goldthread.loops.counterfactual import CounterfactualLoop, dec, when
+from goldthread.loops.counterfactual import CounterfactualLoop, columns, settled, settled_time
 from goldthread.models.hot import LiveSignal, Side, SignalStatus
 from goldthread.models.warehouse import FactSignalExpired, row_id_for
 from goldthread.models.work_items import Loop, WorkItem
@@ -83,9 +83,13 @@ class ExpiredSignalsLoop(CounterfactualLoop):
                 np.array([to_ns(self.window(ctx, s)[1]) for s in signals], dtype=np.int64),
                 float(threshold),
             )
+            c = columns(
+                batch, ("max_mfe_price", "max_mfe_pct", "max_mfe_r", "mae_price", "mae_pct", "mae_r"),
+                ("max_mfe_at", "mae_at", "take_profit_hit_at"),
+                ("take_profit_hit", "is_missed_moonshot", "bars_observed"),
+            )
             for i, (item_id, item, s) in enumerate(group):
-                r = batch.row(i)
-                no_data = r.bars_observed == 0
+                no_data = c["bars_observed"][i] == 0
                 try:
                     results[item_id] = FactSignalExpired(
                         row_id=row_id_for("fact_signals_expired", s.signal_id), ds=s.expires_at.date(),
@@ -94,13 +98,14 @@ class ExpiredSignalsLoop(CounterfactualLoop):
                         asset_class=s.asset_class, side=s.side, signal_price=s.signal_price,
                         take_profit=s.take_profit, stop_loss=s.stop_loss, created_at=s.created_at,
                         expires_at=s.expires_at, lookahead_end=self.window(ctx, s)[1],
-                        max_mfe_price=dec(r.max_mfe_price), max_mfe_pct=dec(r.max_mfe_pct), max_mfe_r=dec(r.max_mfe_r),
-                        max_mfe_at=when(r.max_mfe_at), mae_price=dec(r.mae_price), mae_pct=dec(r.mae_pct),
-                        mae_r=dec(r.mae_r), mae_at=when(r.mae_at),
-                        take_profit_hit=None if no_data else bool(r.take_profit_hit),
-                        take_profit_hit_at=when(r.take_profit_hit_at),
-                        is_missed_moonshot=None if no_data else bool(r.is_missed_moonshot),
-                        moonshot_threshold_pct=threshold, bars_observed=r.bars_observed,
+                        max_mfe_price=settled(c["max_mfe_price"][i]), max_mfe_pct=settled(c["max_mfe_pct"][i]),
+                        max_mfe_r=settled(c["max_mfe_r"][i]), max_mfe_at=settled_time(c["max_mfe_at"][i]),
+                        mae_price=settled(c["mae_price"][i]), mae_pct=settled(c["mae_pct"][i]),
+                        mae_r=settled(c["mae_r"][i]), mae_at=settled_time(c["mae_at"][i]),
+                        take_profit_hit=None if no_data else c["take_profit_hit"][i],
+                        take_profit_hit_at=settled_time(c["take_profit_hit_at"][i]),
+                        is_missed_moonshot=None if no_data else c["is_missed_moonshot"][i],
+                        moonshot_threshold_pct=threshold, bars_observed=c["bars_observed"][i],
                     )
                 except (ValidationError, ArithmeticError) as exc:  # valid inputs, an impossible row
                     results[item_id] = unbuildable("FactSignalExpired", item.doc_id, exc)

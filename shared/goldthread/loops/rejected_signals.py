@@ -17,20 +17,22 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import ValidationError
 
-from goldthread.analytics.barriers import triple_barrier_batch
+from goldthread.analytics.barriers import EXIT_REASONS, triple_barrier_batch
 from goldthread.analytics.fees import FeeSchedule, Fill, total_estimated_fees
 from goldthread.loops.bars import load_bars
 from goldthread.loops.base import BuildResult, unbuildable
-from goldthread.loops.counterfactual import CounterfactualLoop, dec, when
+from goldthread.loops.counterfactual import CounterfactualLoop, columns, settled, settled_time
 from goldthread.models.broker import OrderSide
 from goldthread.models.hot import RejectedSignal, Side
 from goldthread.models.types import quantize9
-from goldthread.models.warehouse import ExitReason, FactRejectedSignal, row_id_for
+from goldthread.models.warehouse import FactRejectedSignal, row_id_for
 from goldthread.models.work_items import Loop, WorkItem
 from goldthread.pipeline.context import Context
 from goldthread.ports.market_data import to_ns
 
 SCHEDULE = FeeSchedule()
+_DECIMALS = ("entry_price", "exit_price", "pnl_per_unit", "pnl_pct", "r_multiple", "mfe_price", "mfe_pct", "mfe_r",
+             "mae_price", "mae_pct", "mae_r")
 
 
 def fee_per_unit(signal: RejectedSignal, entry: Decimal, exit_: Decimal) -> Decimal:
@@ -85,16 +87,19 @@ class RejectedSignalsLoop(CounterfactualLoop):
                 np.array([float(s.stop_loss) for s in signals]),
                 np.array([to_ns(self.window(ctx, s)[1]) for s in signals], dtype=np.int64),
             )
+            c = columns(batch, _DECIMALS, ("entry_time", "exit_time"), ("exit_reason", "bars_observed"))
             for i, (item_id, item, signal) in enumerate(group):
                 try:
-                    results[item_id] = self._row(ctx, item, signal, batch.row(i), now)
+                    results[item_id] = self._row(ctx, item, signal, c, i, now)
                 except (ValidationError, ArithmeticError) as exc:  # valid inputs, an impossible row
                     results[item_id] = unbuildable("FactRejectedSignal", item.doc_id, exc)
         return results
 
-    def _row(self, ctx: Context, item: WorkItem, s: RejectedSignal, r: Any, now: dt.datetime) -> FactRejectedSignal:
-        entry, exit_ = dec(r.entry_price), dec(r.exit_price)
-        pnl = dec(r.pnl_per_unit)
+    def _row(
+        self, ctx: Context, item: WorkItem, s: RejectedSignal, c: dict[str, list[Any]], i: int, now: dt.datetime
+    ) -> FactRejectedSignal:
+        entry, exit_ = settled(c["entry_price"][i]), settled(c["exit_price"][i])
+        pnl = settled(c["pnl_per_unit"][i])
         fee = fee_per_unit(s, entry, exit_) if entry and exit_ else None
         return FactRejectedSignal(
             row_id=row_id_for("fact_rejected_signals", s.signal_id), ds=s.created_at.date(), run_id=item.run_id,
@@ -103,10 +108,11 @@ class RejectedSignalsLoop(CounterfactualLoop):
             signal_price=s.signal_price, take_profit=s.take_profit, stop_loss=s.stop_loss,
             created_at=s.created_at, expires_at=s.expires_at, rejection_reason=s.rejection_reason,
             rejected_at=s.rejected_at, window_end=self.window(ctx, s)[1],
-            entry_price=entry, entry_time=when(r.entry_time), exit_price=exit_, exit_time=when(r.exit_time),
-            exit_reason=ExitReason(r.exit_reason), theoretical_pnl_per_unit=pnl, theoretical_pnl_pct=dec(r.pnl_pct),
-            est_fee_per_unit=fee,
+            entry_price=entry, entry_time=settled_time(c["entry_time"][i]), exit_price=exit_,
+            exit_time=settled_time(c["exit_time"][i]), exit_reason=EXIT_REASONS[c["exit_reason"][i]],
+            theoretical_pnl_per_unit=pnl, theoretical_pnl_pct=settled(c["pnl_pct"][i]), est_fee_per_unit=fee,
             theoretical_net_pnl_per_unit=quantize9(pnl - fee) if pnl is not None and fee is not None else None,
-            r_multiple=dec(r.r_multiple), mfe_price=dec(r.mfe_price), mfe_pct=dec(r.mfe_pct), mfe_r=dec(r.mfe_r),
-            mae_price=dec(r.mae_price), mae_pct=dec(r.mae_pct), mae_r=dec(r.mae_r), bars_observed=r.bars_observed,
+            r_multiple=settled(c["r_multiple"][i]), mfe_price=settled(c["mfe_price"][i]),
+            mfe_pct=settled(c["mfe_pct"][i]), mfe_r=settled(c["mfe_r"][i]), mae_price=settled(c["mae_price"][i]),
+            mae_pct=settled(c["mae_pct"][i]), mae_r=settled(c["mae_r"][i]), bars_observed=c["bars_observed"][i],
         )
