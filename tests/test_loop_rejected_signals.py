@@ -14,7 +14,9 @@ import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal as D
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
 from goldthread.adapters.local_bus import LocalBus
@@ -22,14 +24,16 @@ from goldthread.adapters.sqlite_hot_store import SqliteHotStore
 from goldthread.adapters.synthetic_market_data import FileMarketData, SyntheticMarketData
 from goldthread.config import Settings
 from goldthread.errors import NotReadyError
-from goldthread.loops.rejected_signals import fee_per_unit
+from goldthread.loops.rejected_signals import _fills_total, fee_per_unit
 from goldthread.models import FactRejectedSignal, RejectedSignal, Side
-from goldthread.models.hot import RunStatus
+from goldthread.models.hot import AssetClass, RunStatus
+from goldthread.models.types import quantize9
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dispatcher import dispatch
 from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
 from goldthread.pipeline.runs import list_runs
 from goldthread.writer import REJECTED
+from pydantic import ValidationError
 
 from tests.conftest import DS, UTC, Clock, Factory, PinnedBroker, rows
 
@@ -241,3 +245,32 @@ def test_an_invalid_rejected_signal_is_dead_lettered(ctx: Context, signals: dict
     assert "take_profit" in letter["error_message"]
     assert rows(ctx, "fact_rejected_signals", "signal_id = 'b-bad'") == []
     assert ctx.hot.get(REJECTED, "b-bad")["dead_lettered_run_id"] == run.run_id
+
+
+@pytest.mark.parametrize(("symbol", "asset_class"), [
+    ("AAPL", AssetClass.EQUITY), ("BTC/USD", AssetClass.CRYPTO), ("AAPL240119C00190000", AssetClass.OPTION),
+])
+@pytest.mark.parametrize("side", [Side.LONG, Side.SHORT])
+def test_the_fee_per_unit_is_exactly_what_the_fills_give(symbol: str, asset_class: AssetClass, side: Side) -> None:
+    """``fee_per_unit`` reads the fee model's line once per kind of fill; every fee must equal the fills'."""
+    rng = np.random.default_rng(21)
+    signal = SimpleNamespace(symbol=symbol, asset_class=asset_class, side=side, created_at=CREATED)
+    prices = [D(repr(float(p))).quantize(D("0.000000001")) for p in 10 ** rng.uniform(-8, 12, 400)]
+    prices += [D("0.000000001"), D("1.000000000"), D("99999999999999999999999999999.999999999")]
+    for entry, exit_ in zip(prices, reversed(prices), strict=True):
+        try:
+            want = quantize9(_fills_total(symbol, asset_class, side, CREATED.date(), entry, exit_))
+        except ArithmeticError:  # a fee too large to hold 9 places fails both ways
+            with pytest.raises(ArithmeticError):
+                fee_per_unit(signal, entry, exit_)  # type: ignore[arg-type]
+            continue
+        got = fee_per_unit(signal, entry, exit_)  # type: ignore[arg-type]
+        assert (got, str(got)) == (want, str(want))
+
+
+def test_a_fill_the_fee_model_refuses_still_fails_with_its_own_error() -> None:
+    for symbol, asset_class, entry in (("BTC/EUR", AssetClass.CRYPTO, D("1.000000000")),
+                                       ("AAPL", AssetClass.EQUITY, D("-1.000000000"))):
+        signal = SimpleNamespace(symbol=symbol, asset_class=asset_class, side=Side.LONG, created_at=CREATED)
+        with pytest.raises(ValidationError):
+            fee_per_unit(signal, entry, D("2.000000000"))  # type: ignore[arg-type]

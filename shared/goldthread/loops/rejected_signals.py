@@ -10,8 +10,10 @@ trades, per unit, round trip. Missing bars are not dropped: the row says NO_DATA
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import functools
 from collections.abc import Sequence
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,7 +25,7 @@ from goldthread.loops.bars import load_bars
 from goldthread.loops.base import BuildResult, unbuildable
 from goldthread.loops.counterfactual import CounterfactualLoop, columns, settled, settled_time
 from goldthread.models.broker import OrderSide
-from goldthread.models.hot import RejectedSignal, Side
+from goldthread.models.hot import AssetClass, RejectedSignal, Side
 from goldthread.models.types import quantize9
 from goldthread.models.warehouse import FactRejectedSignal, row_id_for
 from goldthread.models.work_items import Loop, WorkItem
@@ -35,18 +37,74 @@ _DECIMALS = ("entry_price", "exit_price", "pnl_per_unit", "pnl_pct", "r_multiple
              "mae_price", "mae_pct", "mae_r")
 
 
-def fee_per_unit(signal: RejectedSignal, entry: Decimal, exit_: Decimal) -> Decimal:
-    """Round-trip fee of one unit at the theoretical fills, by the same model as real trades."""
-    opening = OrderSide.BUY if signal.side is Side.LONG else OrderSide.SELL
+_EXACT = decimal.Context(prec=200, rounding=ROUND_HALF_EVEN)  # the fee model's context: its sums and products are exact
+_CHECKS = (  # price pairs (entry, exit) the fee line must reproduce exactly before it is trusted
+    (Decimal("3.141592653"), Decimal("2718.281828459")),
+    (Decimal("0.000000001"), Decimal("999999999999.999999999")),
+    (Decimal("123456789012345678901234567.123456789"), Decimal("7")),
+)
+
+
+def _fills_total(
+    symbol: str, asset_class: AssetClass, side: Side, day: dt.date, entry: Decimal, exit_: Decimal
+) -> Decimal:
+    """The fee model's round trip of one unit, unrounded, through validated fills (the reference)."""
+    opening = OrderSide.BUY if side is Side.LONG else OrderSide.SELL
     closing = OrderSide.SELL if opening is OrderSide.BUY else OrderSide.BUY
-    day = signal.created_at.date()
     legs = [
-        Fill(key="entry", symbol=signal.symbol, asset_class=signal.asset_class, side=opening, qty=Decimal(1),
-             price=entry, day=day),
-        Fill(key="exit", symbol=signal.symbol, asset_class=signal.asset_class, side=closing, qty=Decimal(1),
-             price=exit_, day=day),
+        Fill(key="entry", symbol=symbol, asset_class=asset_class, side=opening, qty=Decimal(1), price=entry, day=day),
+        Fill(key="exit", symbol=symbol, asset_class=asset_class, side=closing, qty=Decimal(1), price=exit_, day=day),
     ]
-    return quantize9(total_estimated_fees(legs, SCHEDULE))
+    return total_estimated_fees(legs, SCHEDULE)
+
+
+@functools.lru_cache(maxsize=1024)
+def _fee_line(
+    symbol: str, asset_class: AssetClass, side: Side, day: dt.date
+) -> tuple[Decimal, Decimal, Decimal] | None:
+    """The round trip of one unit as ``a + b * entry + c * exit``, read off the fee model at three price pairs.
+
+    The model is affine in the price for a fixed quantity (rates per share and per dollar of notional, caps
+    per share), and the line is checked against the model at ``_CHECKS`` (tiny, large, 38-digit prices), so a
+    change to the model that breaks this shows here. None when the model refuses fills of this kind (a crypto
+    pair not quoted in USD) or the check fails: every fee of the kind then goes through the fills."""
+    one, two = Decimal(1), Decimal(2)
+    try:
+        with localcontext(_EXACT):
+            base = _fills_total(symbol, asset_class, side, day, one, one)
+            b = _fills_total(symbol, asset_class, side, day, two, one) - base
+            c = _fills_total(symbol, asset_class, side, day, one, two) - base
+            a = base - b - c
+            for entry, exit_ in _CHECKS:
+                if a + b * entry + c * exit_ != _fills_total(symbol, asset_class, side, day, entry, exit_):
+                    return None
+    except (ValidationError, ArithmeticError):
+        return None
+    return a, b, c
+
+
+def _fill_price(value: Decimal) -> bool:
+    """Whether a fill takes ``value`` as its price as it is: positive, finite, 9 places and at most 38 digits."""
+    if not (value.is_finite() and value > 0):
+        return False
+    _, digits, exponent = value.as_tuple()
+    return exponent == -9 and len(digits) <= 38
+
+
+def fee_per_unit(signal: RejectedSignal, entry: Decimal, exit_: Decimal) -> Decimal:
+    """Round-trip fee of one unit at the theoretical fills, by the same model as real trades.
+
+    Computed on the model's line for the signal's kind of fill (``_fee_line``, exact: the same value as the
+    fills give), and through the fills themselves whenever a price or the kind is not one the line covers,
+    so an invalid fill still raises the fill's own ``ValidationError``."""
+    day = signal.created_at.date()
+    line = _fee_line(signal.symbol, signal.asset_class, signal.side, day)
+    if line is not None and _fill_price(entry) and _fill_price(exit_):
+        a, b, c = line
+        with localcontext(_EXACT):
+            total = a + b * entry + c * exit_
+        return quantize9(total)
+    return quantize9(_fills_total(signal.symbol, signal.asset_class, signal.side, day, entry, exit_))
 
 
 class RejectedSignalsLoop(CounterfactualLoop):
