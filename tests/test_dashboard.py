@@ -57,7 +57,7 @@ class Recorder(Warehouse):
     def ensure_tables(self) -> None:
         self.inner.ensure_tables()
 
-    def insert_rows(self, model: type[WarehouseRow], rows: Any) -> InsertResult:
+    def insert_rows(self, model: type[WarehouseRow], rows: Any, *, keys_are_new: bool = False) -> InsertResult:
         raise AssertionError("the dashboard must not write")
 
     def upsert_rows(self, model: type[WarehouseRow], rows: Any, columns: Any) -> int:

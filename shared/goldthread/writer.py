@@ -74,8 +74,14 @@ class HotWriter:
         return position.position_id
 
     def save_position(self, position: LivePosition) -> str:
-        """Write a whole position (e.g. a corrected one); clears any archive or dead-letter mark."""
-        fixed = position.model_copy(update={"archived_run_id": None, "archived_at": None, "dead_lettered_run_id": None})
+        """Write a whole position (e.g. a corrected one); clears any archive or dead-letter mark.
+
+        The ``loading_run_id`` mark of the stored position is kept: it records that a row may have been
+        written already, which the subscriber must then check before writing another.
+        """
+        current = self.hot.get(POSITIONS, position.position_id) or {}
+        fixed = position.model_copy(update={"archived_run_id": None, "archived_at": None, "dead_lettered_run_id": None,
+                                            "loading_run_id": current.get("loading_run_id")})
         SchemaGuardian.check_row(fixed)
         self._write(POSITIONS, fixed.position_id, fixed)
         return fixed.position_id

@@ -267,8 +267,8 @@ def test_bigquery_killed_mid_delivery_and_restarted_loses_nothing(tmp_path: Path
         write_trades(ctx, names)
         real_insert = warehouse.insert_rows
 
-        def insert_then_kill(model: Any, rows: Any) -> Any:
-            result = real_insert(model, rows)
+        def insert_then_kill(model: Any, rows: Any, **how: Any) -> Any:
+            result = real_insert(model, rows, **how)
             if not restarted and model.__table__ == "fact_trades":
                 server.stop()  # the warehouse dies with the first batch written
 

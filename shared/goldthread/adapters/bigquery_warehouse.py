@@ -178,6 +178,7 @@ class BigQueryWarehouse(Warehouse):
     """
 
     name: ClassVar[str] = "bigquery"
+    key_check_is_billed: ClassVar[bool] = True
     dialect: ClassVar[str] = "bigquery"
 
     def __init__(
@@ -333,8 +334,14 @@ class BigQueryWarehouse(Warehouse):
             found.update(str(r["k"]) for r in rows)
         return found
 
-    def insert_rows(self, model: type[WarehouseRow], rows: Sequence[WarehouseRow]) -> InsertResult:
-        """Stream rows whose key is new (``insertId`` = key); report the others as duplicates."""
+    def insert_rows(
+        self, model: type[WarehouseRow], rows: Sequence[WarehouseRow], *, keys_are_new: bool = False
+    ) -> InsertResult:
+        """Stream rows whose key is new (``insertId`` = key); report the others as duplicates.
+
+        Which keys exist is one query per call, billed at the 10 MB minimum: with ``keys_are_new`` (the
+        caller proved no earlier attempt wrote them) it is skipped and every row is streamed.
+        """
         result = InsertResult()
         if not rows:
             return result
@@ -349,7 +356,7 @@ class BigQueryWarehouse(Warehouse):
             else:
                 seen.add(row_key)
                 unique.append(row)
-        existing = self.existing_keys(model, list(seen))
+        existing = set() if keys_are_new else self.existing_keys(model, list(seen))
         fresh = [r for r in unique if str(getattr(r, key)) not in existing]
         for i in range(0, len(fresh), _STREAM_CHUNK):
             self._stream(model, fresh[i : i + _STREAM_CHUNK])

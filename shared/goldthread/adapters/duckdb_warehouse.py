@@ -85,8 +85,13 @@ class DuckDbWarehouse(Warehouse):
         with self._lock:
             self._db.execute(f"CREATE OR REPLACE VIEW {safe_identifier(name)} AS {to_duckdb_sql(sql)}")
 
-    def insert_rows(self, model: type[WarehouseRow], rows: Sequence[WarehouseRow]) -> InsertResult:
-        """Insert rows whose key is new; report the others as duplicates. One transaction."""
+    def insert_rows(
+        self, model: type[WarehouseRow], rows: Sequence[WarehouseRow], *, keys_are_new: bool = False
+    ) -> InsertResult:
+        """Insert rows whose key is new; report the others as duplicates. One transaction.
+
+        The primary key checks every key at no cost, so ``keys_are_new`` changes nothing here.
+        """
         if not rows:
             return InsertResult()
         key = safe_identifier(model.__key__)

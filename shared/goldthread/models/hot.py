@@ -58,6 +58,11 @@ class HotDocument(BaseModel):
     dead_lettered_run_id: Identifier | None = Field(
         default=None, description="Run whose item for this record was dead-lettered; cleared by a rewrite."
     )
+    loading_run_id: Identifier | None = Field(
+        default=None,
+        description="Run that first began writing this record's row where the warehouse bills its key check "
+        "(BigQuery); any later attempt checks the warehouse for the row first. Kept by rewrites.",
+    )
     is_canary: bool = Field(default=False, description="Written by the Golden Thread canary, not a bot.")
 
 

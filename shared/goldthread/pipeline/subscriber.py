@@ -5,7 +5,10 @@ For a batch of messages (one in a Cloud Function, many on the local path) it:
 1. validates each message as a ``WorkItem`` (malformed -> dead letter);
 2. asks the loop to build rows (SchemaGuardian on the hot document, broker checks, SCD lookup...);
    permanent failures go to the dead letters, a transient one nacks the items it concerns for retry;
-3. streams the rows keyed by their deterministic ``row_id`` (a second delivery is a duplicate);
+3. streams the rows keyed by their deterministic ``row_id`` (a second delivery is a duplicate). Where
+   the warehouse bills its key check (BigQuery: one query per call, i.e. per item in a Cloud Function),
+   a first conditional mark on the hot record (``loading_run_id``) proves that no earlier attempt wrote
+   the row, and only records that already carry it pay for the check;
 4. marks the hot records archived with the run id (a conditional claim: never twice);
 5. counts each item's outcome in its run (recorded once per item).
 
@@ -96,6 +99,31 @@ def _dead_letter_many(
     return None
 
 
+def _write_rows(
+    ctx: Context, collection: str | None, model: type[FactRow], good: Sequence[tuple[int, WorkItem, FactRow]]
+) -> list[str]:
+    """Write the rows of ``good``; returns the keys the warehouse already held (or held twice in ``good``).
+
+    A record this call marks first (``loading_run_id`` was unset) cannot have a row yet: no attempt
+    writes before marking, and the mark is never cleared. Its row skips the billed key check. A record
+    marked earlier (a redelivery after a crash, a stalled run's successor) is checked as before.
+    """
+    if not (collection and ctx.warehouse.key_check_is_billed):
+        return ctx.warehouse.insert_rows(model, [row for _, _, row in good]).duplicates
+    per_run: dict[str, list[str]] = defaultdict(list)
+    for _, item, _ in good:
+        per_run[item.run_id].append(item.doc_id)
+    first: set[str] = set()
+    for run_id, doc_ids in per_run.items():
+        first.update(ctx.hot.claim(collection, doc_ids, "loading_run_id", run_id))
+    new = [row for _, item, row in good if item.doc_id in first]
+    seen = [row for _, item, row in good if item.doc_id not in first]
+    duplicates = ctx.warehouse.insert_rows(model, new, keys_are_new=True).duplicates if new else []
+    if seen:
+        duplicates = [*duplicates, *ctx.warehouse.insert_rows(model, seen).duplicates]
+    return duplicates
+
+
 def _process_loop(
     ctx: Context,
     loop: str,
@@ -140,8 +168,7 @@ def _process_loop(
             results[index] = fate
     if not good:
         return
-    written = ctx.warehouse.insert_rows(spec.row_model, [row for _, _, row in good])
-    duplicates = set(written.duplicates)
+    duplicates = set(_write_rows(ctx, spec.collection, spec.row_model, good))
     own_earlier_write: set[str] = set()
     if duplicates:  # a redelivery of an item this same run already wrote still counts as loaded
         for existing in ctx.warehouse.get_rows(spec.row_model, sorted(duplicates)):

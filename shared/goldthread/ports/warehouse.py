@@ -44,14 +44,25 @@ class Warehouse(ABC):
 
     name: ClassVar[str]
     dialect: ClassVar[str]
+    key_check_is_billed: ClassVar[bool] = False
+    """True where finding which keys a table holds costs a billed query (BigQuery: one per call, at the
+    10 MB minimum). A caller that can prove its keys were never written before passes ``keys_are_new``."""
 
     @abstractmethod
     def ensure_tables(self) -> None:
         """Create every table (and view) the models declare, if missing."""
 
     @abstractmethod
-    def insert_rows(self, model: type[WarehouseRow], rows: Sequence[WarehouseRow]) -> InsertResult:
-        """Write validated rows; a row whose key exists already is skipped and reported as duplicate."""
+    def insert_rows(
+        self, model: type[WarehouseRow], rows: Sequence[WarehouseRow], *, keys_are_new: bool = False
+    ) -> InsertResult:
+        """Write validated rows; a row whose key exists already is skipped and reported as duplicate.
+
+        ``keys_are_new``: the caller holds proof that no earlier attempt wrote these keys (the
+        subscriber's ``loading_run_id`` mark), so an engine whose key check is billed may skip it; rows
+        are still written with their key as the de-duplication id, and duplicates within ``rows`` are
+        still reported.
+        """
 
     @abstractmethod
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
