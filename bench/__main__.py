@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dashboard-days", type=int, default=365, help="days of data for the dashboard case")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results.json")
     parser.add_argument("--update-readme", action="store_true", help="write the table into bench/README.md")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the rows of cases not run now from the existing --output (marked carried, each "
+                             "with its own measured_at), e.g. the 20-minute real_stack/cost run of earlier")
     args = parser.parse_args(argv)
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(args.cases) - set(ALL_CASES))
@@ -136,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         labels = [v.label for v in trees]
     host = machine()
     rows = report.build_rows(args, medians, labels, host)
+    for row in rows:
+        row.setdefault("measured_at", started.isoformat(timespec="seconds"))
+    if args.keep and args.output.exists():
+        rows += report.carried_rows(json.loads(args.output.read_text()), rows)
     table = report.render(rows, labels, host, started)
     print(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -155,6 +155,13 @@ def build_rows(args: argparse.Namespace, medians: Medians, labels: list[str], ho
     return rows
 
 
+def carried_rows(previous: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of ``previous`` whose case group (``loop_a``, ``real_stack``...) ``fresh`` did not measure,
+    marked ``carried`` so the table says they come from an earlier run."""
+    measured = {r["case"].split(".")[0] for r in fresh}
+    return [{**r, "carried": True} for r in previous if r["case"].split(".")[0] not in measured]
+
+
 def _add_version_speedups(rows: list[dict[str, Any]], labels: list[str]) -> None:
     index = {(r["version"], r["case"], r["n"], r.get("reference")): r for r in rows}
     for row in rows:
@@ -197,7 +204,9 @@ def render(rows: list[dict[str, Any]], labels: list[str], host: str, started: dt
                 seconds += f" (extrapolated from n={r['extrapolated_from']:,})"
             if r.get("subset") and r.get("subset") != r.get("n"):
                 seconds += f" (extrapolated from {r['subset']:,} signals)"
-            cells = [r["case"], r["version"], _fmt(r["n"]), seconds, _fmt(r.get("items_per_s"), 0),
+            version = r["version"] + (f" (earlier run, {r.get('measured_at') or 'date unknown'})"
+                                      if r.get("carried") else "")
+            cells = [r["case"], version, _fmt(r["n"]), seconds, _fmt(r.get("items_per_s"), 0),
                      _fmt(r.get("peak_rss_mib"), 0), r.get("reference") or "", _fmt(r.get("ratio"), 2),
                      r.get("goal") or "", _fmt(r.get("met")), _fmt(r.get("load_avg_1m"), 1)]
             if note:
