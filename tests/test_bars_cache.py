@@ -253,3 +253,44 @@ def test_bars_read_back_per_symbol_and_day_in_time_order(ctx: Context) -> None:
         assert np.array_equal(got[symbol].ts, source[symbol].ts)
         for column in ("open", "high", "low", "close", "volume"):  # read back through DECIMAL(38, 9): within an ulp
             np.testing.assert_allclose(getattr(got[symbol], column), getattr(source[symbol], column), rtol=1e-15)
+
+
+def test_the_dispatcher_prefetches_the_days_of_its_valid_signals_and_no_others(
+    ctx: Context, make: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``prepare`` validates only the signals that could add a day; the days must be those of every valid one."""
+    from goldthread.loops import counterfactual, get_loop
+    from goldthread.models.hot import RejectedSignal
+
+    ids = reject_many(make, "b", DAYS[:1], per_day=10)
+    good = ctx.hot.get("rejected_signals", ids[0])
+    assert good is not None
+    odd = {  # written by hand: invalid ones that would add days, and valid ones whose UTC days differ from the text's
+        "bad-new-symbol": {**good, "symbol": "TSLA", "take_profit": "-1"},
+        "bad-new-day": {**good, "created_at": "2024-03-01T10:00:00+00:00", "stop_loss": "not a number"},
+        "bad-old-day": {**good, "take_profit": "-1"},
+        "offset": {**good, "created_at": "2024-03-04T23:30:00-05:00", "rejected_at": "2024-03-04T23:30:05-05:00",
+                   "expires_at": "2024-03-05T23:00:00-05:00"},
+        "zulu-ns": {**good, "symbol": "MSFT", "created_at": "2024-03-04T23:59:59.9999999Z",
+                    "rejected_at": "2024-03-05T00:00:05Z", "expires_at": "2024-03-05T04:00:00Z"},
+        "epoch-number": {**good, "symbol": "NVDA", "created_at": 1709942400, "rejected_at": 1709942405,
+                         "expires_at": 1709956800},
+    }
+    for doc_id, doc in odd.items():
+        ctx.hot.put("rejected_signals", doc_id, {**doc, "signal_id": doc_id})
+    loop = get_loop("rejected_signals")
+    want: list[tuple[str, dt.datetime, dt.datetime]] = []
+    for data in ctx.hot.get_many("rejected_signals", [*ids, *odd]).values():  # the plain way: validate every one
+        try:
+            signal = RejectedSignal.model_validate(data)
+        except ValueError:
+            continue
+        want.append((signal.symbol, *loop.window(ctx, signal)))
+    asked: list[dict[str, set[dt.date]]] = []
+    monkeypatch.setattr(counterfactual, "prefetch", lambda _ctx, needs: asked.append(dict(needs)) or {})
+
+    loop.prepare(ctx, DAYS[0], [*ids, *odd])
+    assert asked == [dict(bars_module.needed_days(want))]
+    assert "TSLA" not in asked[0] and dt.date(2024, 3, 1) not in asked[0]["AAPL"]
+    assert dt.date(2024, 3, 12) in asked[0]["AAPL"]  # the offset signal is 5 March in UTC: its window adds a day
+    assert dt.date(2024, 3, 15) in asked[0]["NVDA"]  # a time given as a number is read by the model alone

@@ -7,13 +7,14 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import numpy as np
 
 from goldthread.analytics.barriers import NAT_NS
 from goldthread.errors import NotReadyError, PermanentError
-from goldthread.loops.bars import needed_days, nine_place_units, prefetch
+from goldthread.loops.bars import days_between, needed_days, nine_place_units, prefetch
 from goldthread.loops.base import BuildResult, LoopSpec, check_record_id, day_bounds
 from goldthread.models import SchemaGuardian
 from goldthread.models.hot import LiveSignal
@@ -111,17 +112,47 @@ class CounterfactualLoop(LoopSpec):
         return ids
 
     def prepare(self, ctx: Context, ds: dt.date, doc_ids: Sequence[str]) -> dict[str, Any]:
-        """Prefetch the bars every published signal needs, once per symbol and day."""
+        """Prefetch the bars every valid published signal needs, once per symbol and day.
+
+        Only a signal that could add a (symbol, day) is validated: one whose window, read straight from the
+        document (``_span``), lies within days that signals validated before it already need adds nothing
+        whether it is valid or not, so it is skipped. The days fetched are those of every valid signal."""
         assert self.collection is not None
         windows = []
+        needed: dict[str, set[dt.date]] = defaultdict(set)
+        covered: set[tuple[str, dt.date, dt.date]] = set()
         for data in ctx.hot.get_many(self.collection, list(doc_ids)).values():
+            span = self._span(ctx, data)
+            if span is not None:
+                if span in covered:
+                    continue
+                symbol, first, last = span
+                if all(first + dt.timedelta(days=i) in needed[symbol] for i in range((last - first).days + 1)):
+                    covered.add(span)
+                    continue
             try:
                 signal = self.signal_model.model_validate(data)
             except ValueError:
                 continue  # the subscriber will dead-letter it with the reasons
             start, end = self.window(ctx, signal)
             windows.append((signal.symbol, start, end))
+            needed[signal.symbol].update(days_between(start, end))
         return prefetch(ctx, needed_days(windows))
+
+    def _span(self, ctx: Context, data: Any) -> tuple[str, dt.date, dt.date] | None:
+        """(symbol, first day, last day) of the window a document would have if valid, read without validating
+        it: its symbol text and aware ISO times (or aware datetimes), the window widened by a second on each
+        side so a reading that differs from the model's by less than that still lies within it. None when
+        the document is not that simple; the caller then validates it."""
+        try:
+            symbol = data.get("symbol")
+            created, expires = _aware(data.get("created_at")), _aware(data.get("expires_at"))
+            if not isinstance(symbol, str) or created is None or expires is None:
+                return None
+            start, end = self.window(ctx, SimpleNamespace(created_at=created, expires_at=expires))
+            return symbol, (start - _SLACK).date(), (end + _SLACK - dt.timedelta(microseconds=1)).date()
+        except (AttributeError, TypeError, ValueError, ArithmeticError):
+            return None
 
     def validated(self, ctx: Context, items: Sequence[WorkItem]) -> tuple[dict[str, tuple[WorkItem, Any]], BuildResult]:
         """Validate the batch's signal documents; failures become permanent errors."""
@@ -149,6 +180,18 @@ class CounterfactualLoop(LoopSpec):
         for item_id, (item, signal) in good.items():
             groups[signal.symbol].append((item_id, item, signal))
         return groups
+
+
+_SLACK = dt.timedelta(seconds=1)
+
+
+def _aware(value: Any) -> dt.datetime | None:
+    """An aware datetime, or ISO text of one, in UTC; None for anything else (naive, a number, unreadable)."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.datetime) and value.tzinfo is not None and value.utcoffset() is not None:
+        return value.astimezone(dt.UTC)
+    return None
 
 
 def not_ready_until(ds: dt.date, delay: dt.timedelta) -> dt.datetime:
