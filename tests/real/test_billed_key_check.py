@@ -43,6 +43,16 @@ def bigquery_context(tmp_path: Path, dataset: str) -> tuple[Any, list[int]]:
     return ctx, queries
 
 
+def three_trades(tmp_path: Path, dataset: str) -> tuple[Any, list[int], list[str]]:
+    """Three closed positions on the BigQuery context, the local bus delivering them ten at a time."""
+    ctx, queries = bigquery_context(tmp_path, dataset)
+    wire_local_bus(ctx, batch_size=10, min_backoff=0.01)
+    names = [f"pos-{i}" for i in range(3)]
+    sim_orders(ctx, names)
+    write_trades(ctx, names)
+    return ctx, queries, names
+
+
 def test_first_attempts_skip_the_billed_key_check(
     bigquery_emulator: ManagedProcess, unique_name: str, tmp_path: Path
 ) -> None:
@@ -62,11 +72,7 @@ def test_first_attempts_skip_the_billed_key_check(
 def test_a_crash_after_the_row_is_written_stores_it_once(
     bigquery_emulator: ManagedProcess, unique_name: str, tmp_path: Path
 ) -> None:
-    ctx, queries = bigquery_context(tmp_path, unique_name)
-    wire_local_bus(ctx, batch_size=10, min_backoff=0.01)
-    names = [f"pos-{i}" for i in range(3)]
-    sim_orders(ctx, names)
-    write_trades(ctx, names)
+    ctx, queries, names = three_trades(tmp_path, unique_name)
     real_claim = ctx.hot.claim
     failed: list[str] = []
 
@@ -122,11 +128,7 @@ def test_another_runs_item_for_a_written_record_is_a_duplicate(
 def test_a_crash_after_the_mark_and_before_the_row_writes_it_on_redelivery(
     bigquery_emulator: ManagedProcess, unique_name: str, tmp_path: Path
 ) -> None:
-    ctx, queries = bigquery_context(tmp_path, unique_name)
-    wire_local_bus(ctx, batch_size=10, min_backoff=0.01)
-    names = [f"pos-{i}" for i in range(3)]
-    sim_orders(ctx, names)
-    write_trades(ctx, names)
+    ctx, queries, names = three_trades(tmp_path, unique_name)
     real_insert = ctx.warehouse.insert_rows
     failed: list[int] = []
 

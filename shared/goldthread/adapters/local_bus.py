@@ -26,8 +26,8 @@ import itertools
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
 from cloudevents.http import CloudEvent
 
@@ -57,12 +57,13 @@ class Subscription:
     takes_events: bool = True  # False: the handler takes ``BusMessage`` objects, not CloudEvents
 
 
-@dataclass(order=True)
-class _Pending:
+class _Pending(NamedTuple):
+    """A queued delivery; ordered (as a plain tuple, in C) by due time, then by the unique sequence."""
+
     not_before: float
     seq: int
-    subscription: str = field(compare=False)
-    message: BusMessage = field(compare=False)
+    subscription: str
+    message: BusMessage
 
 
 class LocalBus(Bus):
