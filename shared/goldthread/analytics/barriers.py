@@ -256,12 +256,13 @@ class _RangeTable:
         n = int(values.shape[0])
         self.is_min = is_min
         self.levels = max(1, n.bit_length())
-        self.ext = np.full((self.levels, n), np.inf if is_min else -np.inf)
+        self.ext = np.empty((self.levels, n))  # filled row by row: one pass over the memory, not two
         self.ext[0] = values
         combine = np.minimum if is_min else np.maximum
         for p in range(1, self.levels):
             half, m = 1 << (p - 1), n - (1 << p) + 1
             combine(self.ext[p - 1, :m], self.ext[p - 1, half:half + m], out=self.ext[p, :m])
+            self.ext[p, m:] = np.inf if is_min else -np.inf
 
     def extreme(self, a: IntArray, b: IntArray) -> FloatArray:
         """Extreme of ``values[a:b+1]`` per range (``a <= b``): two overlapping power-of-two blocks."""
@@ -312,7 +313,7 @@ def _signs(side: Any, m: int) -> FloatArray:
     """Signal sides as float +1/-1 (float so that ``sign * price`` stays float64)."""
     arr = np.broadcast_to(np.asarray(side), (m,))
     if arr.dtype.kind in "iu":
-        if not np.isin(arr, (1, -1)).all():
+        if not bool(((arr == 1) | (arr == -1)).all()):
             raise ValueError("side codes must be +1 (long) or -1 (short)")
         return arr.astype(np.float64)
     return side_codes(arr.tolist()).astype(np.float64)
@@ -472,11 +473,16 @@ def excursions_batch(
     is_long = sg > 0
 
     top, bottom = tmax.extreme(s, e - 1), tmin.extreme(s, e - 1)
-    # When: the first bar reaching the extreme is the first whose high (low) is >= (<=) it.
-    top_at, bottom_at = tmax.first_reaching(s, e, top), tmin.first_reaching(s, e, bottom)
+    # When: the first bar reaching the extreme is the first whose high (low) is >= (<=) it. A long's target is
+    # reached from below (high >= tp), a short's from above: one search per table answers both questions.
+    k = len(s)
+    s2, e2 = np.concatenate((s, s)), np.concatenate((e, e))
+    from_high = tmax.first_reaching(s2, e2, np.concatenate((top, tp)))
+    from_low = tmin.first_reaching(s2, e2, np.concatenate((bottom, tp)))
+    top_at, bottom_at = from_high[:k], from_low[:k]
     mfe = np.where(is_long, top - ref, ref - bottom)
     mae = np.where(is_long, ref - bottom, top - ref)
-    k_tp = np.where(is_long, tmax.first_reaching(s, e, tp), tmin.first_reaching(s, e, tp))
+    k_tp = np.where(is_long, from_high[k:], from_low[k:])
     hit = k_tp < e
     risk = np.where(ref != sl, np.abs(ref - sl), np.nan)  # zero risk: R is undefined, not infinite
     with np.errstate(divide="ignore", invalid="ignore"):
