@@ -155,12 +155,12 @@ class SimulatedBroker(Broker):
                 f"SELECT * FROM orders WHERE order_id IN ({marks})", chunk
             ):
                 done = reported <= now
-                out[oid] = BrokerOrder(
-                    order_id=oid, symbol=symbol, side=OrderSide(side),
+                out[oid] = BrokerOrder(  # the stored text as a vendor sends it: the model parses and checks it
+                    order_id=oid, symbol=symbol, side=side,
                     status="filled" if done else "accepted",
-                    filled_qty=Decimal(qty) if done else Decimal(0),
-                    filled_avg_price=Decimal(price) if done else Decimal(0),
-                    filled_at=dt.datetime.fromisoformat(reported) if done else None,
+                    filled_qty=qty if done else "0",
+                    filled_avg_price=price if done else "0",
+                    filled_at=reported if done else None,
                 )
         return out
 
