@@ -255,10 +255,13 @@ def test_bars_read_back_per_symbol_and_day_in_time_order(ctx: Context) -> None:
             np.testing.assert_allclose(getattr(got[symbol], column), getattr(source[symbol], column), rtol=1e-15)
 
 
+@pytest.mark.parametrize("stored_as", ["text", "mappings"])  # SQLite keeps JSON text, Firestore gives mappings
 def test_the_dispatcher_prefetches_the_days_of_its_valid_signals_and_no_others(
-    ctx: Context, make: Factory, monkeypatch: pytest.MonkeyPatch
+    ctx: Context, make: Factory, monkeypatch: pytest.MonkeyPatch, stored_as: str
 ) -> None:
     """``prepare`` validates only the signals that could add a day; the days must be those of every valid one."""
+    if stored_as == "mappings":
+        monkeypatch.setattr(ctx.hot, "get_many_unparsed", ctx.hot.get_many)
     from goldthread.loops import counterfactual, get_loop
     from goldthread.models.hot import RejectedSignal
 

@@ -11,9 +11,10 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from goldthread.analytics.barriers import NAT_NS
-from goldthread.errors import NotReadyError, PermanentError
+from goldthread.errors import NotReadyError, PermanentError, RecordValidationError
 from goldthread.loops.bars import days_between, needed_days, nine_place_units, prefetch
 from goldthread.loops.base import BuildResult, LoopSpec, check_record_id, day_bounds
 from goldthread.models import SchemaGuardian
@@ -115,13 +116,14 @@ class CounterfactualLoop(LoopSpec):
         """Prefetch the bars every valid published signal needs, once per symbol and day.
 
         Only a signal that could add a (symbol, day) is validated: one whose window, read straight from the
-        document (``_span``), lies within days that signals validated before it already need adds nothing
-        whether it is valid or not, so it is skipped. The days fetched are those of every valid signal."""
+        document (``_span``: three fields of its JSON text), lies within days that signals validated before it
+        already need adds nothing whether it is valid or not, so it is skipped. The days fetched are those of
+        every valid signal; a document is validated as the subscriber validates it (``SchemaGuardian``)."""
         assert self.collection is not None
         windows = []
         needed: dict[str, set[dt.date]] = defaultdict(set)
         covered: set[tuple[str, dt.date, dt.date]] = set()
-        for data in ctx.hot.get_many(self.collection, list(doc_ids)).values():
+        for doc_id, data in ctx.hot.get_many_unparsed(self.collection, list(doc_ids)).items():
             span = self._span(ctx, data)
             if span is not None:
                 if span in covered:
@@ -131,8 +133,8 @@ class CounterfactualLoop(LoopSpec):
                     covered.add(span)
                     continue
             try:
-                signal = self.signal_model.model_validate(data)
-            except ValueError:
+                signal = SchemaGuardian.validate(self.signal_model, data, doc_id)
+            except RecordValidationError:
                 continue  # the subscriber will dead-letter it with the reasons
             start, end = self.window(ctx, signal)
             windows.append((signal.symbol, start, end))
@@ -145,13 +147,17 @@ class CounterfactualLoop(LoopSpec):
         side so a reading that differs from the model's by less than that still lies within it. None when
         the document is not that simple; the caller then validates it."""
         try:
-            symbol = data.get("symbol")
-            created, expires = _aware(data.get("created_at")), _aware(data.get("expires_at"))
+            if isinstance(data, (str, bytes)):  # JSON text: only these three fields are read from it
+                fields = _SpanFields.model_validate_json(data)
+                symbol, created_at, expires_at = fields.symbol, fields.created_at, fields.expires_at
+            else:
+                symbol, created_at, expires_at = data.get("symbol"), data.get("created_at"), data.get("expires_at")
+            created, expires = _aware(created_at), _aware(expires_at)
             if not isinstance(symbol, str) or created is None or expires is None:
                 return None
             start, end = self.window(ctx, SimpleNamespace(created_at=created, expires_at=expires))
             return symbol, (start - _SLACK).date(), (end + _SLACK - dt.timedelta(microseconds=1)).date()
-        except (AttributeError, TypeError, ValueError, ArithmeticError):
+        except (AttributeError, TypeError, ValueError, ArithmeticError):  # ValidationError is a ValueError
             return None
 
     def validated(self, ctx: Context, items: Sequence[WorkItem]) -> tuple[dict[str, tuple[WorkItem, Any]], BuildResult]:
@@ -183,6 +189,16 @@ class CounterfactualLoop(LoopSpec):
 
 
 _SLACK = dt.timedelta(seconds=1)
+
+
+class _SpanFields(BaseModel):
+    """The fields of a signal document that place its window, read from its JSON text (JSON strings only)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    symbol: str
+    created_at: str
+    expires_at: str
 
 
 def _aware(value: Any) -> dt.datetime | None:
