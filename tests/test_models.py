@@ -555,3 +555,23 @@ def test_errors_of_flattens_nested_locations() -> None:
     assert errors_of(info.value) == [
         {"loc": "inner.qty", "msg": "Input should be greater than 0", "type": "greater_than"}
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('"symbol":"\\ud800"', "symbol"),  # a lone surrogate escape, which json.dumps writes for "\ud800"
+        ('"symbol":"ok\\udfff"', "symbol"),
+        ('"qty":NaN', "qty"),  # a literal Python's json accepts and pydantic-core's parser does not
+    ],
+)
+def test_guardian_names_the_field_of_stored_text_pydantic_core_cannot_parse(text: str, field: str) -> None:
+    """Text pydantic-core's JSON parser refuses as a whole is read as the stores read it, so the error
+    still names the field instead of calling the record unreadable."""
+    from goldthread.adapters.jsonish import dumps
+
+    stored = dumps(position()).replace('"symbol":"AAPL"' if field == "symbol" else '"qty":"3"', text)
+    assert text in stored
+    with pytest.raises(RecordValidationError) as info:
+        SchemaGuardian.validate(LivePosition, stored, "p")
+    assert {e["loc"] for e in info.value.errors} == {field}
