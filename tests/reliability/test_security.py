@@ -322,6 +322,7 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "sets": "built from safe_identifier(c) of model columns (DuckDB), or the constant outcome names (SQLite)",
     "setters": "'$.{k}' of field names each validated by _path_expr (SQLite claim)",
     "marks": "'?' placeholders only",
+    "selected": "'data', or json_array of data -> '$.{f}' for projected fields each validated by _path_expr",
     "field": "validated by _path_expr (identifier characters only)",
     "' AND '.join(clauses)": "clauses built from _path_expr-validated fields and '?' placeholders",
     "k": "the constant outcome names (loaded, duplicates, dead_lettered)",
