@@ -217,3 +217,15 @@ def test_list_runs_newest_first_and_filtered(ctx: Context, clock: Clock) -> None
     assert [r.run_id for r in runs.list_runs(ctx, "trades")] == [third.run_id, first.run_id]
     assert [r.run_id for r in runs.list_runs(ctx, "trades", DS)] == [first.run_id]
     assert len({first.run_id, second.run_id, third.run_id}) == 3
+
+
+def test_a_local_run_restores_the_garbage_collector_settings(ctx: Context, make: Factory) -> None:
+    import gc
+
+    from goldthread.pipeline.local_runtime import run_loop
+
+    make.closed_trade("pos-gc")
+    before = gc.get_threshold()
+    run = run_loop(ctx, "trades", DS)
+    assert run.loaded == 1
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

@@ -10,8 +10,10 @@ CloudEvent envelope a deployed function receives and unwrapping it again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Callable, Sequence
+import gc
+from collections.abc import Callable, Iterator, Sequence
 
 from goldthread.adapters.local_bus import LocalBus
 from goldthread.models.hot import JobMetadata
@@ -52,6 +54,23 @@ def wire_local_bus(ctx: Context, batch_size: int = 2000, min_backoff: float = 0.
     return bus
 
 
+@contextlib.contextmanager
+def _fewer_gc_passes() -> Iterator[None]:
+    """A run allocates millions of short-lived objects that reference counting frees at once; at CPython's
+    default gen-0 threshold (700) the cyclic collector would also re-traverse every long-lived object
+    thousands of times (~12% of Loop A's time). During the run, what already exists is frozen out of the
+    collector and gen 0 is collected every 50,000 allocations; both are restored afterwards."""
+    before = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, before[1], before[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 def run_loop(
     ctx: Context, loop: Loop | str, ds: dt.date, progress: Callable[[int, int], None] | None = None
 ) -> JobMetadata:
@@ -71,8 +90,9 @@ def run_loop(
             if progress:
                 progress(published, total)
 
-        run = dispatch(ctx, loop, ds, drain)
-        bus.run_until_idle()
+        with _fewer_gc_passes():
+            run = dispatch(ctx, loop, ds, drain)
+            bus.run_until_idle()
     final = runs.get_run(ctx, run.run_id)
     assert final is not None
     return final
