@@ -22,7 +22,7 @@ from goldthread.pipeline.context import Context
 from goldthread.pipeline.dispatcher import dispatch
 from goldthread.pipeline.local_runtime import run_loop
 
-from tests.conftest import DS, NIGHT_AFTER, Clock, Factory, PinnedBroker, deliver, rows
+from tests.conftest import DS, NIGHT_AFTER, SESSION, Clock, Factory, PinnedBroker, deliver, rows
 
 
 def final(ctx: Context, run: JobMetadata) -> JobMetadata:
@@ -229,3 +229,28 @@ def test_a_local_run_restores_the_garbage_collector_settings(ctx: Context, make:
     run = run_loop(ctx, "trades", DS)
     assert run.loaded == 1
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_a_batch_with_bad_documents_leaves_no_reference_cycles(ctx: Context, make: Factory) -> None:
+    """A refused document's error (and the validator's exception pydantic keeps inside it) must not tie the
+    batch into a cycle through its frames: the whole batch would wait for the cyclic collector."""
+    import gc
+
+    from goldthread.models import LivePosition
+    from goldthread.models.warehouse import FactTrade
+    from goldthread.pipeline.local_runtime import run_loop
+    from goldthread.ports.bus import BusMessage
+
+    good = [make.closed_trade(f"pos-{i}") for i in range(6)]
+    make.raw_position("pos-bad", good[0], closed_at=(SESSION - dt.timedelta(days=1)).isoformat())
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        run = run_loop(ctx, "trades", DS)
+        gc.collect()
+        cyclic = [type(o).__name__ for o in gc.garbage if isinstance(o, (LivePosition, FactTrade, BusMessage))]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert (run.loaded, run.dead_lettered) == (6, 1)
+    assert cyclic == []

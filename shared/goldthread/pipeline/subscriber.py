@@ -18,9 +18,12 @@ is idempotent, so nothing is lost and nothing is doubled.
 
 from __future__ import annotations
 
+import traceback
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from pydantic import ValidationError
 
 from goldthread.errors import MalformedMessageError, PermanentError, TransientError
 from goldthread.logs import get_logger
@@ -76,7 +79,33 @@ def process_messages(ctx: Context, messages: Sequence[BusMessage]) -> list[BaseE
             for index, _ in entries:
                 if results[index] is None:
                     results[index] = exc
+    forget_tracebacks(results)
     return results
+
+
+def forget_tracebacks(outcomes: Iterable[object]) -> None:
+    """Drop the tracebacks of the exceptions kept as outcomes (and of their causes), clearing their frames.
+
+    An exception kept in a results container holds, through its traceback, the frame that filled the
+    container: a reference cycle keeping the whole batch (documents, orders, rows) alive until the cyclic
+    collector runs (measured: +200 MiB at 100k items once the collector runs less often). Other
+    tracebacks inside a cause (pydantic keeps a validator's ``ValueError``) reach the same frames, so
+    those frames' locals are cleared too. Messages, reasons and field errors are all that is used after.
+    """
+    seen: set[int] = set()
+    pending = [o for o in outcomes if isinstance(o, BaseException)]
+    while pending:
+        exc = pending.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        if exc.__traceback__ is not None:
+            traceback.clear_frames(exc.__traceback__)  # skips frames still running
+            exc.__traceback__ = None
+        pending += [e for e in (exc.__cause__, exc.__context__) if e is not None]
+        if isinstance(exc, ValidationError):  # a validator's own exception, kept in the error's context
+            pending += [e["ctx"]["error"] for e in exc.errors() if isinstance(e.get("ctx", {}).get("error"),
+                                                                                BaseException)]
 
 
 def _dead_letter(
@@ -134,6 +163,7 @@ def _process_loop(
     spec = get_loop(loop)
     try:
         built = spec.build(ctx, [item for _, item in entries])
+        forget_tracebacks(built.values())
     except TransientError:
         raise
     except Exception as exc:  # one item's refusal (a broker 4xx), a bug, an input nothing foresaw: find the item
