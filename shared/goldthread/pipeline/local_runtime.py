@@ -55,7 +55,7 @@ def wire_local_bus(ctx: Context, batch_size: int = 2000, min_backoff: float = 0.
 
 
 @contextlib.contextmanager
-def _fewer_gc_passes() -> Iterator[None]:
+def fewer_gc_passes() -> Iterator[None]:
     """A run allocates millions of short-lived objects that reference counting frees at once; at CPython's
     default gen-0 threshold (700) the cyclic collector would also re-traverse every long-lived object
     thousands of times (~12% of Loop A's time). During the run, what already exists is frozen out of the
@@ -90,7 +90,7 @@ def run_loop(
             if progress:
                 progress(published, total)
 
-        with _fewer_gc_passes():
+        with fewer_gc_passes():
             run = dispatch(ctx, loop, ds, drain)
             bus.run_until_idle()
     final = runs.get_run(ctx, run.run_id)
