@@ -90,21 +90,16 @@ class SqliteHotStore(HotStore):
         return loads(rows[0][0]) if rows else None
 
     def get_many(self, collection: str, doc_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Documents by id (in chunks of 500 to stay under SQLite's parameter limit)."""
-        out: dict[str, dict[str, Any]] = {}
-        ids = list(dict.fromkeys(doc_ids))
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for doc_id, data in self._run(
-                f"SELECT id, data FROM docs WHERE collection=? AND id IN ({marks})", (collection, *chunk)
-            ):
-                out[doc_id] = loads(data)
-        return out
+        """Documents by id, parsed."""
+        return {doc_id: loads(text) for doc_id, text in self._texts(collection, doc_ids).items()}
 
     def get_many_unparsed(self, collection: str, doc_ids: Sequence[str]) -> dict[str, Mapping[str, Any] | str]:
         """Documents by id as their stored JSON text (see the port)."""
-        out: dict[str, Mapping[str, Any] | str] = {}
+        return dict(self._texts(collection, doc_ids))
+
+    def _texts(self, collection: str, doc_ids: Sequence[str]) -> dict[str, str]:
+        """Stored JSON text by id, in chunks of 500 to stay under SQLite's parameter limit."""
+        out: dict[str, str] = {}
         ids = list(dict.fromkeys(doc_ids))
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]

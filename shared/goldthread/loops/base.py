@@ -114,10 +114,15 @@ class LoopSpec(ABC):
         for doc_id, data in ctx.hot.query(
             self.collection, [*extra, *self.due_filters()], fields=[self.time_field]
         ):
-            moment = parse_time(data.get(self.time_field))
-            if moment is None or moment < end:
+            if self.is_due(data, end):
                 due.append(doc_id)
         return due
+
+    def is_due(self, data: Mapping[str, Any], end: dt.datetime) -> bool:
+        """Whether a record's ``time_field`` is before ``end``; an unreadable one is due too (to be
+        dead-lettered with the reason rather than left behind)."""
+        moment = parse_time(data.get(self.time_field))
+        return moment is None or moment < end
 
     def load_docs(
         self, ctx: Context, items: Sequence[WorkItem]

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from goldthread.errors import BrokerRequestError, PermanentError, RecordValidationError, TransientError
-from goldthread.loops.base import BuildResult, LoopSpec, check_record_id, day_bounds, parse_time, unbuildable
+from goldthread.loops.base import BuildResult, LoopSpec, check_record_id, day_bounds, unbuildable
 from goldthread.loops.strategies import Version, resolve_version, sync_dim_strategy
 from goldthread.models import LivePosition, LiveSignal, SchemaGuardian
 from goldthread.models.broker import BrokerOrder
@@ -80,12 +80,9 @@ class TradesLoop(LoopSpec):
         due = []
         for doc_id, data in ctx.hot.query(self.collection, self.due_filters(), fields=["status", self.time_field]):
             status = data.get("status")
-            if not (isinstance(status, str) and status in known):
+            odd = not (isinstance(status, str) and status in known)
+            if odd or (status == PositionStatus.CLOSED.value and self.is_due(data, end)):
                 due.append(doc_id)
-            elif status == PositionStatus.CLOSED.value:
-                moment = parse_time(data.get(self.time_field))
-                if moment is None or moment < end:
-                    due.append(doc_id)
         return due
 
     def prepare(self, ctx: Context, ds: dt.date, doc_ids: Sequence[str]) -> dict[str, Any]:

@@ -114,16 +114,9 @@ class WorkItem(BaseModel):
     @staticmethod
     def _check_attributes(item: WorkItem, attributes: dict[str, str]) -> WorkItem:
         """``item`` if the attributes agree with its body, else ``MalformedMessageError`` naming each one."""
-        if (  # the usual message: every attribute present and equal (cheaper than building the expected set)
-            len(attributes) == 5
-            and attributes.get("doc_id") == item.doc_id
-            and attributes.get("run_id") == item.run_id
-            and attributes.get("loop") == item.loop.value
-            and attributes.get("schema_version") == item.schema_version
-            and attributes.get("ds") == item.ds.isoformat()
-        ):
-            return item
         expected = item.attributes()
+        if attributes == expected:  # the usual message
+            return item
         mismatched = [
             {"loc": f"attributes.{k}", "msg": f"attribute {attributes.get(k)!r} != body {v!r}", "type": "mismatch"}
             for k, v in expected.items()
