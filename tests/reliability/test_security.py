@@ -38,7 +38,6 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +50,6 @@ from goldthread.adapters.sqlite_hot_store import SqliteHotStore
 from goldthread.adapters.synthetic_market_data import SyntheticMarketData
 from goldthread.config import Settings
 from goldthread.errors import ConfigError, GoldthreadError
-from goldthread.models import AssetClass, LivePosition, LiveSignal, Side, SignalStatus, Strategy
-from goldthread.models.hot import PositionStatus
 from goldthread.models.warehouse import ALL_TABLES
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dead_letters import list_dead_letters
@@ -61,11 +58,12 @@ from goldthread.pipeline.replay import replay
 from goldthread.ports.bus import message_from_event
 from goldthread.ports.hot_store import Where
 from goldthread.ports.warehouse import safe_identifier
-from goldthread.writer import POSITIONS, HotWriter, document_of
+from goldthread.writer import POSITIONS
 
-from tests.conftest import DS, NIGHT_AFTER, SESSION, Clock, Factory, rows
+from tests.conftest import DS, NIGHT_AFTER, Clock, Factory, rows
 from tests.fakes.alpaca_server import FakeAlpaca
 from tests.reliability.harness import REPO_ROOT, bump, record
+from tests.reliability.test_real_faults import write_trades
 
 pytestmark = pytest.mark.slow
 
@@ -106,36 +104,27 @@ def captured_logs() -> Iterator[io.StringIO]:
 
 def bot_writes(ctx: Context, alpaca: FakeAlpaca) -> dict[str, str]:
     """Positions whose orders the fake answers well or badly; returns position id -> what goes wrong."""
-    writer = HotWriter(ctx.hot)
-    writer.register_strategy(Strategy(strategy_id="momo", version="1.0", deployed_at=SESSION - dt.timedelta(days=3)))
     fates = {"pos-ok": "fine", "pos-refused": "403 echoing the keys", "pos-down": "503 echoing the keys",
              "pos-garbled": "malformed JSON", "pos-carries-secret": "bot document with the secret"}
-    for n, (position_id, fate) in enumerate(fates.items()):
-        opened = SESSION + dt.timedelta(minutes=n)
-        signal = LiveSignal(signal_id=f"sig-{position_id}", strategy_id="momo", strategy_version="1.0", symbol="AAPL",
-                            asset_class=AssetClass.EQUITY, side=Side.LONG, signal_price=Decimal("100"),
-                            take_profit=Decimal("105"), stop_loss=Decimal("97"), created_at=opened,
-                            expires_at=opened + dt.timedelta(hours=4), status=SignalStatus.ACTIVE)
-        writer.record_signal(signal)
+
+    def alpaca_orders(name: str, opened: dt.datetime) -> tuple[str, str]:
         entry = alpaca.add_order(symbol="AAPL", side="buy", qty="3", filled_avg_price="100.10", filled_at=opened)
         exit_ = alpaca.add_order(symbol="AAPL", side="sell", qty="3", filled_avg_price="101.20",
                                  filled_at=opened + dt.timedelta(hours=1))
-        position = LivePosition(
-            position_id=position_id, signal_id=signal.signal_id, strategy_id="momo", strategy_version="1.0",
-            symbol="AAPL", asset_class=AssetClass.EQUITY, side=Side.LONG, qty=Decimal(3), entry_order_id=entry["id"],
-            exit_order_id=exit_["id"], entry_filled_avg_price=Decimal("100.10"),
-            exit_filled_avg_price=Decimal("101.20"), opened_at=opened, closed_at=opened + dt.timedelta(hours=1),
-            status=PositionStatus.CLOSED, est_fee_usd=Decimal("0.5"),
-        )
-        writer.open_position(position)
+        return entry["id"], exit_["id"]
+
+    orders = write_trades(ctx, list(fates), alpaca_orders)
+    for position_id, fate in fates.items():
+        entry_id, exit_id = orders[position_id]
         if fate.startswith("403"):
-            alpaca.fail(f"/v2/orders/{entry['id']}", 403, times=None, body=ECHO)
+            alpaca.fail(f"/v2/orders/{entry_id}", 403, times=None, body=ECHO)
         elif fate.startswith("503"):
-            alpaca.fail(f"/v2/orders/{exit_['id']}", 503, times=None, body=ECHO)
+            alpaca.fail(f"/v2/orders/{exit_id}", 503, times=None, body=ECHO)
         elif fate == "malformed JSON":
-            alpaca.malformed(f"/v2/orders/{entry['id']}", times=None)
+            alpaca.malformed(f"/v2/orders/{entry_id}", times=None)
         elif fate.startswith("bot"):
-            ctx.hot.put(POSITIONS, position_id, {**document_of(position), "api_key": SECRET, "note": KEY})
+            ctx.hot.put(POSITIONS, position_id, {**(ctx.hot.get(POSITIONS, position_id) or {}), "api_key": SECRET,
+                                                 "note": KEY})
     alpaca.fail("/v2/account", 422, times=None, body=ECHO)  # Loop D's dispatch fails with the echo
     alpaca.fail("/v2/account/activities*", 500, times=None, body=ECHO)  # and so does the fee patch
     return fates
