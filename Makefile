@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast lint schema bench clean audit
+.PHONY: demo test test-fast fuzz lint schema bench clean audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: $(VENV)/.dev
 ## the advisory data cannot be reached (tests/reliability/audit.py)
 audit: $(VENV)/.dev
 	$(BIN)/python -m tests.reliability.audit requirements.txt requirements-dev.txt
+
+## fuzz: the property and fuzz tests on fresh random examples (the suite pins its examples; pin what this finds)
+fuzz: $(VENV)/.dev
+	GOLDTHREAD_HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -q \
+		tests/test_models.py tests/test_fees.py tests/test_barriers_property.py \
+		tests/reliability/test_fuzz_validators.py tests/reliability/test_idempotency_stateful.py
 
 ## test-fast: everything except the slow, emulator and browser tests
 test-fast: $(VENV)/.dev

@@ -10,6 +10,7 @@ only spells out what it is about.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +29,14 @@ from goldthread.models.hot import PositionStatus
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import wire_local_bus
 from goldthread.writer import POSITIONS, SIGNALS, HotWriter, document_of
+from hypothesis import settings as hypothesis_settings
+
+# The suite (`make test`, CI) runs each property on a fixed, reproducible set of examples, so a red CI
+# always names a case anyone can rerun; `make fuzz` explores fresh random examples and is how new cases
+# are found (each one found is then pinned as an explicit test).
+hypothesis_settings.register_profile("suite", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("explore", derandomize=False, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("GOLDTHREAD_HYPOTHESIS_PROFILE", "suite"))
 
 UTC = dt.UTC
 DS = dt.date(2024, 3, 5)  # a Tuesday
