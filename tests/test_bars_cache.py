@@ -251,8 +251,37 @@ def test_bars_read_back_per_symbol_and_day_in_time_order(ctx: Context) -> None:
     source = SyntheticMarketData().get_bars(list(SYMBOLS[:3]), "1Min", windows[0][1], windows[0][2])
     for symbol in SYMBOLS[:3]:
         assert np.array_equal(got[symbol].ts, source[symbol].ts)
-        for column in ("open", "high", "low", "close", "volume"):  # read back through DECIMAL(38, 9): within an ulp
-            np.testing.assert_allclose(getattr(got[symbol], column), getattr(source[symbol], column), rtol=1e-15)
+        for column in ("open", "high", "low", "close", "volume"):  # the float of each stored decimal, exactly
+            stored = _reference_decimals(getattr(source[symbol], column)).to_pylist()
+            assert getattr(got[symbol], column).tolist() == [float(v) for v in stored]
+
+
+def test_prices_a_source_prints_read_back_as_the_same_floats(ctx: Context) -> None:
+    """A bar of 101.23 stored in ``market_bars`` reads back as 101.23, not a float step beside it (Arrow's
+    own decimal cast was off for about 40% of 4-place prices, so Loop B's exits moved between runs)."""
+    rng = np.random.default_rng(5)
+    prices = np.round(rng.uniform(1, 5_000, 2_000), 4)
+    ts = (np.datetime64("2024-03-04T14:30", "ns").astype(np.int64) + np.arange(2_000, dtype=np.int64) * 60 * 10**9)
+    table = bars_module._bars_table(Bars("AAPL", ts, prices, prices, prices, prices, np.round(prices * 7)), "1Min",
+                                    "test")
+    ctx.warehouse.load_arrow(bars_module.MarketBar, table)
+    got = load_bars(ctx, [("AAPL", dt.datetime(2024, 3, 4, tzinfo=UTC), dt.datetime(2024, 3, 6, tzinfo=UTC))])["AAPL"]
+    assert got.close.tolist() == prices.tolist()
+    assert got.volume.tolist() == np.round(prices * 7).tolist()
+
+
+@pytest.mark.parametrize("values", [
+    [D("101.23"), D("-0.000000001"), D("0"), D("9007199.254740991")],  # fast path: unscaled below 2**53
+    [D("9007199.254740993"), D("-12345678901.123456789"), D("1e20")],  # beyond 2**53: through the text
+    [D("1.5"), None, D("2.25")],  # a null becomes NaN
+])
+def test_decimal_floats_equal_float_of_each_exact_decimal(values: list[D | None]) -> None:
+    array = pa.array(values, pa.decimal128(38, 9))
+    want = [float("nan") if v is None else float(v) for v in values]
+    for column in (array, array.slice(1), pa.chunked_array([array[:1], array[1:]])):
+        got = bars_module.decimal_floats(column)
+        expect = want[len(values) - len(column):]
+        np.testing.assert_array_equal(got, np.array(expect))
 
 
 @pytest.mark.parametrize("stored_as", ["text", "mappings"])  # SQLite keeps JSON text, Firestore gives mappings
