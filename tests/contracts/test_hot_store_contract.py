@@ -120,6 +120,29 @@ def test_in_with_many_values_and_empty_in(hot_store: HotStore) -> None:
     assert ids(hot_store.query("live_signals", [Where("rank", "in", [])])) == []
 
 
+def test_not_in_matches_present_non_null_values_outside_the_list(hot_store: HotStore) -> None:
+    """Firestore's ``not-in``: an absent field and a null never match, a number never equals a string."""
+    statuses: dict[str, Any] = {"a": "ACTIVE", "b": "expired", "c": None, "e": 3, "f": ["ACTIVE"], "g": "EXECUTED",
+                                "h": True, "i": "", "j": "1"}
+    for doc_id, status in statuses.items():
+        hot_store.put("live_signals", doc_id, {"status": status, "archived_run_id": None})
+    hot_store.put("live_signals", "d", {"archived_run_id": None})  # no status at all
+    hot_store.put("live_signals", "k", {"status": "odd", "archived_run_id": "run-old"})
+    known = Where("status", "not-in", ["ACTIVE", "EXECUTED", "EXPIRED", "REJECTED", 1])
+    got = hot_store.query("live_signals", [known, Where("archived_run_id", "==", None)], fields=["status"])
+    assert sorted(ids(got)) == ["b", "e", "f", "h", "i", "j"]
+    numbers = Where("status", "not-in", [3.0, False, "expired"])  # 3.0 is the number 3; True is not False
+    assert sorted(ids(hot_store.query("live_signals", [numbers]))) == ["a", "f", "g", "h", "i", "j", "k"]
+
+
+@pytest.mark.parametrize("values", [[], [f"v{i}" for i in range(11)]])
+def test_not_in_takes_one_to_ten_values(hot_store: HotStore, values: list[str]) -> None:
+    from goldthread.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not-in"):
+        list(hot_store.query("live_signals", [Where("status", "not-in", values)]))
+
+
 def test_projection_returns_only_requested_fields(hot_store: HotStore) -> None:
     seed(hot_store, 4)
     rows = list(hot_store.query("live_signals", [Where("rank", ">=", 2)], fields=["signal_id", "status"]))

@@ -14,6 +14,10 @@
   validation error on that field.
 * A position whose status is neither OPEN nor CLOSED (``"closed"``) was never selected by Loop A, so never
   archived nor dead-lettered. Loop A now publishes it, and it is dead-lettered with the reason.
+* A ``live_signals`` document of no known status (``"expired"``, a number, null) was never selected by
+  Loop C (its queries filter on status), so never archived nor dead-lettered. Loop C now also asks for
+  signals of no known status (``not-in``, and ``== null``), which reads only those, and they are
+  dead-lettered with the reason.
 * A work item naming a document that does not exist was dead-lettered with an empty field location; it
   now names ``doc_id``.
 * A message body nested deeply enough (``[[[[...``) made the JSON parser raise ``RecursionError``, which no
@@ -32,12 +36,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
 import pytest
 from goldthread.errors import BrokerUnavailableError
-from goldthread.models import LivePosition, SchemaGuardian
+from goldthread.models import LivePosition, SchemaGuardian, SignalStatus
 from goldthread.models.hot import RunStatus
 from goldthread.models.work_items import Loop, WorkItem
 from goldthread.pipeline import runs
@@ -47,7 +52,7 @@ from goldthread.pipeline.local_runtime import run_loop
 from goldthread.pipeline.replay import replay
 from goldthread.writer import HotWriter
 
-from tests.conftest import DS, NIGHT_AFTER, Factory, PinnedBroker, deliver, rows
+from tests.conftest import DS, NIGHT_AFTER, Clock, Factory, PinnedBroker, deliver, rows
 
 
 def letters(ctx: Context) -> dict[str, dict[str, object]]:
@@ -128,6 +133,26 @@ def test_a_position_with_an_unknown_status_is_dead_lettered(ctx: Context, make: 
     assert set(found) == {"pos-lower", "pos-number"}  # a valid OPEN position simply waits
     assert all(locs(d) == ["status"] for d in found.values())
     assert (run.loaded, run.dead_lettered) == (1, 2)
+
+
+def test_a_signal_with_an_unknown_status_is_dead_lettered_by_loop_c(
+    ctx: Context, clock: Clock, make: Factory
+) -> None:
+    make.signal("sig-expired", status=SignalStatus.EXPIRED)
+    make.signal("sig-executed", status=SignalStatus.EXECUTED)
+    base = make.signal_doc("sig-expired")
+    assert base is not None
+    for doc_id, status in {"sig-lower": "expired", "sig-number": 3, "sig-null": None}.items():
+        ctx.hot.put("live_signals", doc_id, {**base, "signal_id": doc_id, "status": status})
+    clock.set(dt.datetime(2024, 3, 7, 3, tzinfo=dt.UTC))  # DS's look-ahead is over
+    run = run_loop(ctx, "expired_signals", DS)
+    found = letters(ctx)
+    assert set(found) == {"sig-lower", "sig-number", "sig-null"}  # the executed signal is not Loop C's
+    assert all(d["reason_code"] == "VALIDATION" and locs(d) == ["status"] for d in found.values())
+    assert (run.published, run.loaded, run.dead_lettered) == (4, 1, 3)
+    assert [r["signal_id"] for r in rows(ctx, "fact_signals_expired")] == ["sig-expired"]
+    again = run_loop(ctx, "expired_signals", DS)  # marked: not dead-lettered again every day
+    assert (again.published, len(rows(ctx, "dead_letters"))) == (0, 3)
 
 
 def test_an_item_for_a_missing_document_names_doc_id(ctx: Context, make: Factory) -> None:

@@ -313,6 +313,11 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "marks": "'?' placeholders only",
     "selected": "'data', or json_array of data -> '$.{f}' for projected fields each validated by _path_expr",
     "field": "validated by _path_expr (identifier characters only)",
+    "w.field": "validated by _path_expr earlier in the same loop iteration (SQLite query)",
+    "expr": "_path_expr(field): json_extract of a field validated to identifier characters",
+    "kind": "json_type of a field validated by _path_expr (SQLite not-in)",
+    "' OR '.join(equal)": "typed equalities built from kind, expr, JSON type names and '?' placeholders",
+    "','.join('?' * len(values))": "'?' placeholders only",
     "' AND '.join(clauses)": "clauses built from _path_expr-validated fields and '?' placeholders",
     "k": "the constant outcome names (loaded, duplicates, dead_lettered)",
     "reader": "'read_parquet' or 'read_csv_auto' (a constant chosen by file suffix)",
@@ -335,7 +340,7 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "to_duckdb_sql(sql)": "the caller's own GoogleSQL text, translated",
 }
 SQL_WORDS = re.compile(
-    r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|MERGE|DROP|FROM|WHERE|JOIN|VALUES|json_extract|json_set)\b")
+    r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|MERGE|DROP|FROM|WHERE|JOIN|VALUES|IN|IS|json_extract|json_set|json_type)\b")
 
 
 def sql_interpolations() -> Iterator[tuple[str, int, str]]:

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, TypeVar
 
 from goldthread.adapters.google_errors import translate, translated
 from goldthread.errors import ConfigError, GoldthreadError, PermanentError, StoreUnavailableError
-from goldthread.ports.hot_store import HotStore, Where
+from goldthread.ports.hot_store import HotStore, Where, check_not_in
 
 T = TypeVar("T")
 
@@ -62,6 +62,8 @@ FIRESTORE_INDEXES: list[dict[str, Any]] = [
     _index("rejected_signals", "archived_run_id", "dead_lettered_run_id"),
     # Dispatch of Loop C (expired signals): EXPIRED / ACTIVE signals neither archived nor dead-lettered.
     _index("live_signals", "status", "archived_run_id", "dead_lettered_run_id"),
+    # ...and signals whose status is none of the known ones (``not-in``: the inequality's field comes last).
+    _index("live_signals", "archived_run_id", "dead_lettered_run_id", "status"),
     # Price patch: CLOSED positions whose exit price is missing or zero.
     _index("live_positions", "status", "exit_filled_avg_price"),
     # Runs of one job and day (``goldthread runs``, the dashboard's run sync).
@@ -69,9 +71,11 @@ FIRESTORE_INDEXES: list[dict[str, Any]] = [
 ]
 """Composite indexes of the queries goldthread runs (``firestore.indexes.json`` is generated from this).
 
-Every dispatch query is equality-only on a record's status and bookkeeping marks, with a projection of
-the record's time field and cursor paging by document id: the set it returns is the backlog still to be
-archived, so dispatch reads about one document per archived record. The day cut-off is applied to the
+Every dispatch query but one is equality-only on a record's status and bookkeeping marks, with a
+projection of the record's time field and cursor paging by document id: the set it returns is the backlog
+still to be archived, so dispatch reads about one document per archived record. The one is Loop C's search
+for signals of no known status: a ``not-in`` on ``status``, ordered by status then id, which reads only
+such signals. The day cut-off is applied to the
 projected time field in the dispatcher rather than as a range filter, so that a record whose timestamp
 is unreadable is still published (and dead-lettered with the reason) instead of silently never matching.
 Firestore could serve these equality queries by merging single-field indexes; the composite indexes make
@@ -281,13 +285,16 @@ class FirestoreHotStore(HotStore):
         """
         if page_size < 1:
             raise ValueError("page_size must be positive")
-        range_fields = sorted({w.field for w in where if w.op in _RANGE_OPS})
+        # Firestore orders an inequality's field first (not-in is one), so the cursor pages in that order too
+        range_fields = sorted({w.field for w in where if w.op in _RANGE_OPS or w.op == "not-in"})
         for w in where:
             if w.op in _RANGE_OPS and isinstance(w.value, Decimal):
                 raise ConfigError(f"range filter on decimal field {w.field!r}: decimals are stored as text")
+            if w.op == "not-in":
+                check_not_in(w)
         in_filters = [w for w in where if w.op == "in"]
-        if len(in_filters) > 1:
-            raise ConfigError("Firestore allows one 'in' filter per query")
+        if len(in_filters) + sum(w.op == "not-in" for w in where) > 1:
+            raise ConfigError("Firestore allows one 'in' or 'not-in' filter per query")
         if in_filters and not list(in_filters[0].value):
             return
         variants: list[list[Where]] = [list(where)]
@@ -319,7 +326,7 @@ class FirestoreHotStore(HotStore):
 
         q = self._client.collection(collection)
         for w in where:
-            value = [to_firestore(v) for v in w.value] if w.op == "in" else to_firestore(w.value)
+            value = [to_firestore(v) for v in w.value] if w.op in ("in", "not-in") else to_firestore(w.value)
             q = q.where(filter=FieldFilter(w.field, w.op, value))
         if fields is not None:
             q = q.select(sorted({*fields, *range_fields}))

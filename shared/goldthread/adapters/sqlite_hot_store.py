@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from goldthread.adapters.jsonish import dumps, encode_value, loads
 from goldthread.errors import StoreUnavailableError
-from goldthread.ports.hot_store import HotStore, Where
+from goldthread.ports.hot_store import HotStore, Where, check_not_in
 
 _OPS = {"==": "=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _OUTCOMES = ("loaded", "duplicates", "dead_lettered")
@@ -42,6 +42,25 @@ CREATE TABLE IF NOT EXISTS leases (
     expires_at TEXT NOT NULL
 );
 """
+
+
+def _not_in(field: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+    """A ``not-in`` filter as SQL with Firestore's semantics: the field is present and not null (both
+    extract as SQL NULL when they are not) and equals none of ``values`` *of the same JSON type*, so a
+    boolean is not the number 1 and the number 1 is not the text "1" (SQLite alone would say both are)."""
+    expr = _path_expr(field)  # validated first: the field reaches the SQL text
+    kind = f"json_type(data, '$.{field}')"
+    equal, params = [], []
+    for value in values:
+        if isinstance(value, bool):
+            equal.append(f"{kind} = '{'true' if value else 'false'}'")
+        elif isinstance(value, int | float):
+            equal.append(f"({kind} IN ('integer', 'real') AND {expr} = ?)")
+            params.append(value)
+        else:
+            equal.append(f"({kind} = 'text' AND {expr} = ?)")
+            params.append(encode_value(value))
+    return f"({expr} IS NOT NULL AND NOT ({' OR '.join(equal)}))", params
 
 
 def _path_expr(field: str) -> str:
@@ -166,6 +185,10 @@ class SqliteHotStore(HotStore):
             elif w.op == "in":
                 values = [encode_value(v) for v in w.value]
                 clauses.append(f"{expr} IN ({','.join('?' * len(values))})" if values else "0")
+                params.extend(values)
+            elif w.op == "not-in":
+                clause, values = _not_in(w.field, check_not_in(w))
+                clauses.append(clause)
                 params.extend(values)
             else:
                 clauses.append(f"{expr} {_OPS[w.op]} ?")

@@ -47,11 +47,20 @@ class ExpiredSignalsLoop(CounterfactualLoop):
         return signal.created_at, signal.expires_at + ctx.settings.expiry_lookahead
 
     def find(self, ctx: Context, ds: dt.date) -> list[str]:
-        """EXPIRED signals, and ACTIVE ones past their expiry (never executed), expiring on or before ``ds``."""
+        """EXPIRED signals, and ACTIVE ones past their expiry (never executed), expiring on or before ``ds``;
+        and unarchived signals whose status is none of the known ones (``"expired"``, a number, null), which
+        no status filter would ever match: published, they are dead-lettered with the reason instead of left
+        behind unseen. Those two extra queries read only such signals, never the executed or rejected ones."""
+        assert self.collection is not None
         expired = self.find_due(ctx, ds, [Where("status", "==", SignalStatus.EXPIRED.value)])
         until = min(day_bounds(ds)[1], ctx.now())
         stale = self.find_due(ctx, ds, [Where("status", "==", SignalStatus.ACTIVE.value)], until=until)
-        return self.find_and_remember(ctx, ds, sorted(set(expired) | set(stale)))
+        odd = [
+            doc_id
+            for status in (Where("status", "not-in", [s.value for s in SignalStatus]), Where("status", "==", None))
+            for doc_id, _ in ctx.hot.query(self.collection, [status, *self.due_filters()], fields=["status"])
+        ]
+        return self.find_and_remember(ctx, ds, sorted(set(expired) | set(stale) | set(odd)))
 
     def check_signal(self, ctx: Context, signal: Any) -> None:
         """Only signals that expired without execution belong here."""

@@ -14,18 +14,36 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-Op = Literal["==", "<", "<=", ">", ">=", "in"]
+from goldthread.errors import ConfigError
+
+Op = Literal["==", "<", "<=", ">", ">=", "in", "not-in"]
+
+NOT_IN_LIMIT = 10
+"""Most values a ``not-in`` filter may list (Firestore's limit, held by every store alike)."""
 
 COLLECTIONS = ("live_signals", "rejected_signals", "live_positions", "strategies", "job_metadata")
 
 
 @dataclass(frozen=True)
 class Where:
-    """One filter of a query: ``field op value``; ``== None`` matches an explicit null."""
+    """One filter of a query: ``field op value``; ``== None`` matches an explicit null.
+
+    ``not-in`` (1 to ``NOT_IN_LIMIT`` values) matches a field that is present, not null and equal to none
+    of the values, with Firestore's semantics: a number never equals a string. One ``in`` or ``not-in``
+    per query."""
 
     field: str
     op: Op
     value: Any
+
+
+def check_not_in(where: Where) -> list[Any]:
+    """The values of a ``not-in`` filter, refused (``ConfigError``) if none or more than ``NOT_IN_LIMIT``,
+    so a query that Firestore would reject fails the same way on every store."""
+    values = list(where.value)
+    if not 1 <= len(values) <= NOT_IN_LIMIT:
+        raise ConfigError(f"a not-in filter on {where.field!r} takes 1 to {NOT_IN_LIMIT} values, not {len(values)}")
+    return values
 
 
 class HotStore(ABC):
