@@ -75,13 +75,12 @@ Every dispatch query but one is equality-only on a record's status and bookkeepi
 projection of the record's time field and cursor paging by document id: the set it returns is the backlog
 still to be archived, so dispatch reads about one document per archived record. The one is Loop C's search
 for signals of no known status: a ``not-in`` on ``status``, ordered by status then id, which reads only
-such signals. The day cut-off is applied to the
-projected time field in the dispatcher rather than as a range filter, so that a record whose timestamp
-is unreadable is still published (and dead-lettered with the reason) instead of silently never matching.
-Firestore could serve these equality queries by merging single-field indexes; the composite indexes make
-them direct. The fee patch's time-range queries use one field each (automatic single-field indexes). The
-emulator does not enforce indexes; production answers a missing one with FAILED_PRECONDITION
-(``ConfigError``).
+such signals. The day cut-off is applied to the projected time field in the dispatcher rather than as a
+range filter, so that a record whose timestamp is unreadable is still published (and dead-lettered with
+the reason) instead of silently never matching. Firestore could serve these equality queries by merging
+single-field indexes; the composite indexes make them direct. The fee patch's time-range queries use one
+field each (automatic single-field indexes). The emulator does not enforce indexes; production answers a
+missing one with FAILED_PRECONDITION (``ConfigError``).
 """
 
 
