@@ -78,6 +78,12 @@ locals {
       clustering               = ["job", "status"]
       require_partition_filter = false
     }
+    row_revisions = {
+      description              = "Every fact row replaced by a newer revision of its record, with the values it held."
+      partition_field          = "ds"
+      clustering               = ["table_name", "record_row_id"]
+      require_partition_filter = false
+    }
   }
 
   # BI views (marts): view name -> { file, description }, one per generated views/<mart>.sql. A

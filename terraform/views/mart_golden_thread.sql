@@ -19,7 +19,7 @@ WITH runs AS (
   WHERE
     is_canary
   QUALIFY
-    ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY loaded_at DESC) = 1
+    ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY revision DESC, loaded_at DESC) = 1
 )
 SELECT
   COALESCE(r.run_id, t.run_id) AS run_id,

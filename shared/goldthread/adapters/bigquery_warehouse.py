@@ -289,7 +289,7 @@ class BigQueryWarehouse(Warehouse):
                 self.create_view(
                     f"{model.__table__}{DEDUP_SUFFIX}",
                     f"SELECT * FROM {safe_identifier(model.__table__)} WHERE TRUE "
-                    f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {key}) = 1",
+                    f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {model.__latest_first__}) = 1",
                 )
 
     @staticmethod

@@ -2,7 +2,7 @@
 WITH snapshots AS (
   SELECT * FROM snapshot_accounts
   WHERE NOT is_canary
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY loaded_at DESC) = 1
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY revision DESC, loaded_at DESC) = 1
 ),
 peaks AS (
   SELECT

@@ -9,7 +9,7 @@ canary_trades AS (
   SELECT run_id, ds, position_id, signal_id, loaded_at
   FROM fact_trades
   WHERE is_canary
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY loaded_at DESC) = 1
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY revision DESC, loaded_at DESC) = 1
 )
 SELECT
   COALESCE(r.run_id, t.run_id) AS run_id,

@@ -6,7 +6,7 @@ WITH rejected AS (
       AS theoretical_net_return_pct
   FROM fact_rejected_signals
   WHERE NOT is_canary
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY loaded_at DESC) = 1
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY revision DESC, loaded_at DESC) = 1
 )
 SELECT
   rejection_reason,

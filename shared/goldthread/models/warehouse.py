@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from decimal import Decimal
 from enum import StrEnum
 from typing import ClassVar, Self
@@ -38,17 +39,54 @@ class WarehouseRow(BaseModel):
     __key__: ClassVar[str] = "row_id"
     __partition__: ClassVar[str | None] = "ds"
     __cluster__: ClassVar[tuple[str, ...]] = ()
+    __latest_first__: ClassVar[str] = "row_id"
+    """``ORDER BY`` that puts the newest copy of a key first (readers keep one row per key)."""
 
     row_id: str = Field(min_length=1, max_length=64, description="Deterministic key of the source record.")
 
 
 class FactRow(WarehouseRow):
-    """A row produced by a run: it records which run loaded it and when."""
+    """A row produced by a run: it records which run loaded it, when, and which revision of its record it is.
+
+    A record rewritten after it was archived reaches the warehouse as a new *revision* of the same row
+    (same ``row_id``, ``revision`` + 1): the row is replaced in place and the values it replaced are kept
+    in ``row_revisions``. Whether a rebuilt row is a new revision or a mere redelivery is decided by
+    ``content_digest``, which leaves out the fields that say when and by whom a row was written
+    (``__volatile__``) and those a patch owns after loading (``__patched__``).
+    """
+
+    __latest_first__: ClassVar[str] = "revision DESC, loaded_at DESC"
+    __volatile__: ClassVar[tuple[str, ...]] = ("row_id", "run_id", "loaded_at", "revision")
+    __patched__: ClassVar[tuple[str, ...]] = ()
 
     ds: dt.date = Field(description="Partition day (UTC).")
     run_id: Identifier = Field(description="Run that loaded the row (job_metadata).")
     loaded_at: UtcDatetime = Field(description="When the row was written (UTC).")
     is_canary: bool = Field(default=False, description="Golden Thread canary row; excluded from marts.")
+    revision: int = Field(
+        default=1, ge=1, description="Revision of the source record: 1 when first archived, +1 per correction."
+    )
+
+    def content_digest(self) -> str:
+        """A digest of what the row says about its record, leaving out who wrote it and when.
+
+        Two builds of the same record from the same facts have the same digest, whatever run built them;
+        a record corrected after archiving gives another digest, which makes its row a new revision.
+        """
+        skip = {*self.__volatile__, *self.__patched__}
+        content = {k: _canonical(v) for k, v in self.__dict__.items() if k not in skip}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _canonical(value: object) -> object:
+    """A value as the same text however it was stored: ``185.12`` and ``185.120000000`` are one price."""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return value
 
 
 class FactTrade(FactRow):
@@ -57,6 +95,7 @@ class FactTrade(FactRow):
     __table__ = "fact_trades"
     __description__ = "Closed trades with broker-validated fills, strategy version (SCD) and P&L. Loop A."
     __cluster__ = ("strategy_id", "symbol")
+    __patched__ = ("actual_fee_usd", "fee_finalized", "net_pnl_usd", "return_pct")
 
     position_id: Identifier
     signal_id: Identifier
@@ -180,6 +219,7 @@ class SnapshotAccount(FactRow):
     __table__ = "snapshot_accounts"
     __description__ = "Daily account snapshot: equity, margin and portfolio Greeks. Loop D."
     __cluster__ = ("account_id",)
+    __volatile__ = (*FactRow.__volatile__, "snapshot_at")
 
     account_id: Identifier
     snapshot_at: UtcDatetime
@@ -260,6 +300,28 @@ class PatchAudit(WarehouseRow):
     changed_at: UtcDatetime
 
 
+class RowRevision(WarehouseRow):
+    """The values a new revision of a fact row replaced: the row as it stood, kept for audit.
+
+    Written before the fact row is replaced, keyed by (table, row, revision), so a crash in between
+    repeats cleanly and the old values are never lost.
+    """
+
+    __table__ = "row_revisions"
+    __description__ = "Every fact row replaced by a newer revision of its record, with the values it held."
+    __cluster__ = ("table_name", "record_row_id")
+
+    ds: dt.date = Field(description="Day the row was superseded (UTC).")
+    table_name: Identifier
+    record_row_id: str = Field(min_length=1, max_length=64, description="row_id of the fact row.")
+    revision: int = Field(ge=1, description="The superseded revision.")
+    superseded_by_revision: int = Field(ge=2)
+    superseded_by_run_id: Identifier
+    superseded_at: UtcDatetime
+    changed_columns: JsonText = Field(description="Columns whose value the new revision changed (JSON list).")
+    row_json: JsonText = Field(description="The superseded row, every column, as JSON.")
+
+
 class ReplayRecord(WarehouseRow):
     """A dead letter that was republished, by which replay run and when."""
 
@@ -336,6 +398,7 @@ ALL_TABLES: tuple[type[WarehouseRow], ...] = (
     DeadLetter,
     ReplayRecord,
     PatchAudit,
+    RowRevision,
     MarketBar,
     JobRun,
 )

@@ -137,7 +137,8 @@ def patch_fees(ctx: Context, ds: dt.date, dry_run: bool = False, schedule: FeeSc
             FactTrade.model_validate(r)
             for r in ctx.warehouse.query(
                 "SELECT * FROM fact_trades WHERE ds <= @ds AND fee_finalized = FALSE AND is_canary = FALSE "
-                "QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY loaded_at) = 1 ORDER BY position_id",
+                "QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY revision DESC, loaded_at DESC) = 1 "
+                "ORDER BY position_id",
                 {"ds": ds},
             )
         ]

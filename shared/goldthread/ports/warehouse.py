@@ -91,14 +91,15 @@ class Warehouse(ABC):
         return self.insert_rows(model, rows)
 
     def get_rows(self, model: type[WarehouseRow], keys: Sequence[str]) -> list[dict[str, Any]]:
-        """Rows of ``model`` by key (each key once, even if a streaming backend holds it twice)."""
+        """Rows of ``model`` by key: each key once (its latest revision), even if a streaming backend holds
+        it twice."""
         if not keys:
             return []
         table = safe_identifier(model.__table__)
         key = safe_identifier(model.__key__)
         return self.query(
             f"SELECT * FROM {table} WHERE {key} IN UNNEST(@keys) "
-            f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {key}) = 1",
+            f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {model.__latest_first__}) = 1",
             {"keys": list(keys)},
         )
 

@@ -6,6 +6,7 @@ CREATE TABLE IF NOT EXISTS fact_trades (
     run_id VARCHAR NOT NULL,
     loaded_at TIMESTAMPTZ NOT NULL,
     is_canary BOOLEAN NOT NULL,
+    revision BIGINT NOT NULL,
     position_id VARCHAR NOT NULL,
     signal_id VARCHAR NOT NULL,
     strategy_id VARCHAR NOT NULL,
@@ -43,6 +44,7 @@ CREATE TABLE IF NOT EXISTS fact_rejected_signals (
     run_id VARCHAR NOT NULL,
     loaded_at TIMESTAMPTZ NOT NULL,
     is_canary BOOLEAN NOT NULL,
+    revision BIGINT NOT NULL,
     signal_id VARCHAR NOT NULL,
     strategy_id VARCHAR NOT NULL,
     strategy_version VARCHAR NOT NULL,
@@ -82,6 +84,7 @@ CREATE TABLE IF NOT EXISTS fact_signals_expired (
     run_id VARCHAR NOT NULL,
     loaded_at TIMESTAMPTZ NOT NULL,
     is_canary BOOLEAN NOT NULL,
+    revision BIGINT NOT NULL,
     signal_id VARCHAR NOT NULL,
     strategy_id VARCHAR NOT NULL,
     strategy_version VARCHAR NOT NULL,
@@ -115,6 +118,7 @@ CREATE TABLE IF NOT EXISTS snapshot_accounts (
     run_id VARCHAR NOT NULL,
     loaded_at TIMESTAMPTZ NOT NULL,
     is_canary BOOLEAN NOT NULL,
+    revision BIGINT NOT NULL,
     account_id VARCHAR NOT NULL,
     snapshot_at TIMESTAMPTZ NOT NULL,
     equity DECIMAL(38,9) NOT NULL,
@@ -187,6 +191,19 @@ CREATE TABLE IF NOT EXISTS patch_audit (
     old_value VARCHAR,
     new_value VARCHAR,
     changed_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS row_revisions (
+    row_id VARCHAR NOT NULL PRIMARY KEY,
+    ds DATE NOT NULL,
+    table_name VARCHAR NOT NULL,
+    record_row_id VARCHAR NOT NULL,
+    revision BIGINT NOT NULL,
+    superseded_by_revision BIGINT NOT NULL,
+    superseded_by_run_id VARCHAR NOT NULL,
+    superseded_at TIMESTAMPTZ NOT NULL,
+    changed_columns VARCHAR NOT NULL,
+    row_json VARCHAR NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS market_bars (
