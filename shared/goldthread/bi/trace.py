@@ -169,10 +169,9 @@ def _fact_rows(ctx: Context, doc_id: str, targets: list[tuple[str, str]]) -> tup
     if not targets:  # no hot document left: look the id up in every fact table
         wanted = {(table, key, doc_id) for _, table, key in COLLECTION_LOOPS.values()}
     for table, key, value in sorted(wanted):
-        cols = ", ".join(("row_id", key, "run_id", "loaded_at", "is_canary", *_ROW_COLUMNS[table]))
-        found, note = _query(ctx, f"SELECT {cols} FROM {table} WHERE {key} = @v "
-                                  "QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY revision DESC, loaded_at DESC) = 1",
-                             {"v": value})
+        cols = ", ".join(("row_id", key, "run_id", "loaded_at", "revision", "is_canary", *_ROW_COLUMNS[table]))
+        found, note = _query(ctx, f"SELECT {cols} FROM {table} WHERE {key} = @v QUALIFY ROW_NUMBER() OVER "
+                                  "(PARTITION BY row_id ORDER BY revision DESC, loaded_at DESC) = 1", {"v": value})
         rows.extend({"table": table, **r} for r in found)
         if note:
             notes.append(note)
