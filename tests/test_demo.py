@@ -68,8 +68,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Context, De
     ctx.close()
 
 
-def query(ctx: Context, sql: str) -> list[dict]:
-    return ctx.warehouse.query(sql)
+def query(ctx: Context, sql: str, **params: object) -> list[dict]:
+    return ctx.warehouse.query(sql, params)
 
 
 def test_every_loop_and_both_patches_ran(demo: tuple[Context, DemoResult]) -> None:
@@ -129,6 +129,17 @@ def test_the_replayed_position_ends_in_fact_trades(demo: tuple[Context, DemoResu
     assert (replay_run.status, replay_run.published, replay_run.loaded) == (RunStatus.SUCCEEDED, 1, 1)
     assert ctx.hot.get(POSITIONS, "pos-broken-qty")["archived_run_id"] == replay_run.run_id
     assert any("pos-broken-qty" in note and "SUCCEEDED" in note for note in result.extras["notes"])
+
+
+def test_the_position_corrected_after_archiving_is_revision_2(demo: tuple[Context, DemoResult]) -> None:
+    ctx, result = demo
+    (kept,) = query(ctx, "SELECT * FROM row_revisions")
+    (row,) = query(ctx, "SELECT * FROM fact_trades WHERE row_id = @r", r=kept["record_row_id"])
+    old = json.loads(kept["row_json"])
+    assert (kept["table_name"], kept["revision"], row["revision"]) == ("fact_trades", 1, 2)
+    assert row["est_fee_usd"] - D(old["est_fee_usd"]) == D("0.25")  # what the demo corrected, nothing else
+    assert "est_fee_usd" in json.loads(kept["changed_columns"])
+    assert any(f"{row['position_id']} after it was archived" in note for note in result.extras["notes"])
 
 
 def test_fact_rows_are_valid_unique_and_not_canaries(demo: tuple[Context, DemoResult]) -> None:

@@ -151,8 +151,31 @@ def run_demo(
                 except NotReadyError as exc:
                     console.print(f"[yellow]{job} {ds}: {exc}")
             progress.advance(task)
-    result.extras["notes"] = fix_and_replay(ctx, result) + patch_notes(ctx)
+    revision = correct_after_archiving(ctx, scheduled_jobs(end, start, settings), job_runner)
+    result.extras["notes"] = fix_and_replay(ctx, result) + revision + patch_notes(ctx)
     return ctx, result
+
+
+def correct_after_archiving(ctx: Context, last_jobs: list[tuple[str, dt.date]], job_runner: JobRunner) -> list[str]:
+    """Correct an archived position through the writer API (the bot learned its real commission) and run the
+    last day's Loop A and fee patch again: the row becomes revision 2, its old values kept in row_revisions."""
+    from goldthread.models import LivePosition
+    from goldthread.writer import POSITIONS, HotWriter
+
+    archived = sorted((doc_id, doc) for doc_id, doc in ctx.hot.query(POSITIONS)
+                      if doc.get("archived_run_id") and not doc.get("is_canary"))
+    if not archived:
+        return []
+    doc_id, doc = archived[0]
+    old_fee = Decimal(str(doc["est_fee_usd"]))
+    corrected = LivePosition.model_validate({**doc, "est_fee_usd": old_fee + Decimal("0.25")})
+    HotWriter(ctx.hot).save_position(corrected)
+    for job, ds in last_jobs:  # the new revision's fee is an estimate again until the fee patch finalises it
+        if job in ("trades", "patch_fees"):
+            job_runner(ctx, job, ds)
+    (row,) = ctx.warehouse.query("SELECT revision, run_id FROM fact_trades WHERE position_id = @p", {"p": doc_id})
+    return [f"corrected {doc_id} after it was archived (est. fee {old_fee} -> {corrected.est_fee_usd}): run "
+            f"{row['run_id']} loaded it as revision {row['revision']}, the old values kept in row_revisions"]
 
 
 def fix_and_replay(ctx: Context, result: DemoResult) -> list[str]:
