@@ -117,6 +117,16 @@ def test_bad_arguments_are_refused(argv: list[str], capsys: pytest.CaptureFixtur
     assert "usage: goldthread" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("statuses", "code"), [
+    ([], 0), (["SUCCEEDED"], 0), (["RUNNING"], 0), (["PARTIAL"], 3), (["FAILED"], 1), (["STALLED"], 1),
+    (["NOT_READY"], 2), (["SUCCEEDED", "PARTIAL"], 3), (["PARTIAL", "FAILED", "SUCCEEDED"], 1),
+    (["NOT_READY", "PARTIAL"], 3), (["SUCCEEDED", "NOT_READY"], 2),
+])
+def test_one_exit_code_convention(statuses: list[str], code: int) -> None:
+    """0 all loaded, 1 failed, 2 refused, 3 partial; the worst run decides."""
+    assert cli.exit_for(statuses) == code
+
+
 # -- commands on a temporary home --------------------------------------------------------------------
 
 
@@ -125,7 +135,7 @@ def test_run_runs_dead_letters_and_replay(home: Path, out: io.StringIO) -> None:
 
     code, text = run_cli(out, "run", "trades", "--ds", DS.isoformat())
     run = json.loads(text)
-    assert code == 2  # PARTIAL: something needs a person's attention
+    assert code == cli.Exit.PARTIAL == 3  # something needs a person's attention
     assert (run["status"], run["published"], run["loaded"], run["dead_lettered"]) == ("PARTIAL", 3, 2, 1)
     assert (home / "hot.sqlite").exists() and (home / "warehouse.duckdb").exists()
 
@@ -140,7 +150,9 @@ def test_run_runs_dead_letters_and_replay(home: Path, out: io.StringIO) -> None:
     assert "pos-1" not in text
 
     code, text = run_cli(out, "replay", "--dry-run")
-    assert code == 0 and "would pass: 0; still failing: 1" in text and "pos-bad" in text
+    assert code == 3 and "would pass: 0; still failing: 1" in text and "pos-bad" in text
+    code, text = run_cli(out, "replay")  # a real replay with nothing that passes: partial, says so
+    assert code == 3 and "nothing to replay; still failing: 1" in text and "would pass" not in text
 
     hot = SqliteHotStore(home / "hot.sqlite")
     broken = hot.get("live_positions", "pos-bad")
@@ -149,8 +161,9 @@ def test_run_runs_dead_letters_and_replay(home: Path, out: io.StringIO) -> None:
     hot.close()
 
     code, text = run_cli(out, "replay")
-    assert code == 0 and "would pass: 1; still failing: 0" in text
-    assert '"status": "SUCCEEDED"' in text and '"loaded": 1' in text
+    assert code == 0 and "would pass" not in text
+    assert "replayed 1 dead letters as 1 items under run replay-" in text
+    assert "loaded 1, duplicates 0, dead-lettered again 0 (SUCCEEDED); still failing: 0" in text
 
     code, text = run_cli(out, "runs", "--job", "replay")
     assert "SUCCEEDED" in text and run["run_id"] not in text
@@ -173,9 +186,9 @@ def test_run_runs_dead_letters_and_replay(home: Path, out: io.StringIO) -> None:
 def test_backfill_runs_every_day_of_the_range(home: Path, out: io.StringIO) -> None:
     seed(home, bad=False)
     code, text = run_cli(out, "backfill", "accounts", "--start", "2024-03-04", "--end", "2024-03-06")
-    assert code == 0 and "'SUCCEEDED': 3" in text
+    assert code == 0 and "SUCCEEDED: 3" in text and "{" not in text
     code, text = run_cli(out, "backfill", "trades", "--start", "2024-03-04", "--end", "2024-03-05")
-    assert code == 0 and "'SUCCEEDED': 2" in text
+    assert code == 0 and "SUCCEEDED: 2" in text
     ctx = Context(load_settings())
     runs = list_runs(ctx)
     assert sorted((r.loop, r.published) for r in runs) == [

@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import sys
 from collections.abc import Callable, Sequence
+from enum import IntEnum
 from pathlib import Path
 
 from rich.console import Console
@@ -18,12 +19,40 @@ from rich.progress import Progress
 
 from goldthread import logs
 from goldthread.config import load_settings
-from goldthread.errors import GoldthreadError
+from goldthread.errors import ConcurrentRunError, ConfigError, GoldthreadError, NotReadyError
 from goldthread.models.work_items import Loop
 from goldthread.pipeline.context import Context
 
 console = Console(width=None if sys.stdout.isatty() else 140)
 LOOP_NAMES = [loop.value for loop in Loop]
+
+
+class Exit(IntEnum):
+    """The exit codes of ``run``, ``backfill``, ``replay`` and ``patch`` (README "Exit codes"), so cron and CI
+    can tell a refusal from a failure and a partial day from a clean one."""
+
+    OK = 0
+    """Everything published was loaded (or was already there), or there was nothing to do."""
+    FAILED = 1
+    """A run failed or stalled, or an error stopped the command."""
+    REFUSED = 2
+    """Nothing was attempted: bad arguments, a day not ready or in the future, another dispatch holds the day."""
+    PARTIAL = 3
+    """The run finished but some items were dead-lettered (or, for a replay, some letters still fail)."""
+
+
+_EXIT_OF_STATUS = {"SUCCEEDED": Exit.OK, "RUNNING": Exit.OK, "PARTIAL": Exit.PARTIAL, "FAILED": Exit.FAILED,
+                   "STALLED": Exit.FAILED, "NOT_READY": Exit.REFUSED}
+
+
+def exit_for(statuses: Sequence[str]) -> Exit:
+    """The exit code of a command that ran runs of these statuses: the worst one (FAILED, then PARTIAL, then
+    REFUSED), OK when every run succeeded (or is still being delivered in the cloud) or there were none."""
+    codes = {_EXIT_OF_STATUS.get(s, Exit.FAILED) for s in statuses}
+    for code in (Exit.FAILED, Exit.PARTIAL, Exit.REFUSED):
+        if code in codes:
+            return code
+    return Exit.OK
 
 
 def _date(text: str) -> dt.date:
@@ -80,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ctx = _context()
     run = run_loop(ctx, args.loop, args.ds)
     console.print_json(run.model_dump_json())
-    return 0 if run.status.value in ("SUCCEEDED", "RUNNING") else 2
+    return exit_for([run.status.value])
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -101,8 +130,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 status = "NOT_READY"
             statuses[status] = statuses.get(status, 0) + 1
             progress.advance(task)
-    console.print(statuses)
-    return 0 if set(statuses) <= {"SUCCEEDED", "PARTIAL", "NOT_READY"} else 2
+    console.print(", ".join(f"{status}: {n}" for status, n in sorted(statuses.items())))
+    ran = [status for status in statuses if status != "NOT_READY"]  # days not ready yet refuse only if all do
+    return exit_for(ran or list(statuses))
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -136,17 +166,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     ctx = _context()
     result = replay(ctx, args.loop, args.reason, args.ids, dry_run=args.dry_run)
-    console.print(f"would pass: {len(result.would_pass)}; still failing: {len(result.still_failing)}; "
-                  f"not replayable: {len(result.not_replayable)}")
-    for entry in result.still_failing + result.not_replayable:
+    failing = result.still_failing + result.not_replayable
+    if args.dry_run:
+        console.print(f"would pass: {len(result.would_pass)}; still failing: {len(result.still_failing)}; "
+                      f"not replayable: {len(result.not_replayable)}")
+    for entry in failing:
         console.print(f"  [yellow]{entry['loop']} {entry['doc_id']}[/]: {entry['why']}")
+    statuses = ["PARTIAL"] if failing else []
     if result.run is not None:
         if isinstance(ctx.bus, LocalBus):
             ctx.bus.run_until_idle()
         from goldthread.pipeline.runs import get_run
 
-        console.print_json((get_run(ctx, result.run.run_id) or result.run).model_dump_json())
-    return 0
+        run = get_run(ctx, result.run.run_id) or result.run
+        console.print(f"replayed {len(result.would_pass)} dead letters as {run.published} items under run "
+                      f"{run.run_id}: loaded {run.loaded}, duplicates {run.duplicates}, dead-lettered again "
+                      f"{run.dead_lettered} ({run.status.value}); still failing: {len(failing)}")
+        statuses.append(run.status.value)
+    elif not args.dry_run:
+        console.print(f"nothing to replay; still failing: {len(failing)}")
+    return exit_for(statuses)
 
 
 def cmd_patch(args: argparse.Namespace) -> int:
@@ -181,7 +220,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
         console.print(line)
     if run is not None:
         console.print(f"run {run.run_id}: {run.status.value}")
-    return 0
+    return exit_for([run.status.value] if run is not None else [])
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -320,9 +359,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except (ConcurrentRunError, NotReadyError, ConfigError) as exc:
+        console.print(f"[red]refused:[/] {exc}")
+        return Exit.REFUSED
     except GoldthreadError as exc:
         console.print(f"[red]error:[/] {exc}")
-        return 2
+        return Exit.FAILED
 
 
 if __name__ == "__main__":

@@ -30,6 +30,17 @@ class Loop(StrEnum):
     ACCOUNTS = "accounts"  # Loop D
 
 
+PER_DAY_LOOPS = frozenset({Loop.ACCOUNTS})
+"""Loops whose record is a (document, day) pair: the account snapshot of each day is its own record."""
+
+
+def item_id_of(loop: Loop, doc_id: str, ds: dt.date) -> str:
+    """The id under which a run counts the item of ``doc_id`` (see ``WorkItem.item_id``)."""
+    if loop in PER_DAY_LOOPS:
+        return f"{loop.value}:{doc_id}@{ds.isoformat()}"
+    return f"{loop.value}:{doc_id}"
+
+
 class WorkItem(BaseModel):
     """One record to archive: which run, loop and day it belongs to, and which document it names."""
 
@@ -44,8 +55,12 @@ class WorkItem(BaseModel):
 
     @property
     def item_id(self) -> str:
-        """Stable id of this item within its run (used for idempotent counting)."""
-        return f"{self.loop.value}:{self.doc_id}"
+        """Stable id of the record this item archives (used for idempotent counting within a run).
+
+        A hot record is one record whatever day a run publishes it for; an account snapshot (Loop D) is
+        a record per account *and day*, so two days of one account are two items, in a replay run too.
+        """
+        return item_id_of(self.loop, self.doc_id, self.ds)
 
     def to_message(self) -> tuple[bytes, dict[str, str]]:
         """Encode as a Pub/Sub message body and attributes."""

@@ -22,7 +22,7 @@ from goldthread.errors import MalformedMessageError
 from goldthread.logs import get_logger
 from goldthread.loops import get_loop
 from goldthread.models.hot import JobMetadata
-from goldthread.models.work_items import Loop, WorkItem, errors_of
+from goldthread.models.work_items import Loop, WorkItem, errors_of, item_id_of
 from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.ports.bus import BusMessage
@@ -90,5 +90,5 @@ def _dead_letter_id(
     collection = collection_of(loop.value)
     if collection:
         ctx.hot.claim(collection, [doc_id], "dead_lettered_run_id", run_id)
-    runs.record_outcomes(ctx, run_id, {f"{loop.value}:{doc_id}": "dead_lettered"})
+    runs.record_outcomes(ctx, run_id, {item_id_of(loop, doc_id, ds): "dead_lettered"})
     return 1

@@ -36,6 +36,8 @@ class ReplayReport:
     would_pass: list[dict[str, Any]] = field(default_factory=list)
     still_failing: list[dict[str, Any]] = field(default_factory=list)
     not_replayable: list[dict[str, Any]] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
+    """Item ids republished (a real replay): one per record, so two letters of one record go out once."""
     run: JobMetadata | None = None
 
 
@@ -75,13 +77,13 @@ def replay(
     now = ctx.now()
     run = runs.start_run(ctx, "replay", now.date(), {"dead_letters": len(candidates)})
     records: list[ReplayRecord] = []
-    published: set[str] = set()
+    published = report.published
     try:
         for letter, old in candidates:
-            new = old.model_copy(update={"run_id": run.run_id, "published_at": now})
-            if new.item_id not in published:  # a record dead-lettered by two overlapping runs goes out once,
-                published.add(new.item_id)  # or the replay run would wait forever for its second outcome
-                data, attributes = new.to_message()
+            new = WorkItem(run_id=run.run_id, loop=old.loop, ds=old.ds, doc_id=old.doc_id, published_at=now)
+            if new.item_id not in published:  # a record dead-lettered by two overlapping runs goes out once, or
+                published.append(new.item_id)  # the run would wait forever for its second outcome; an account's
+                data, attributes = new.to_message()  # snapshots of two days are two records (two item ids)
                 ctx.bus.publish(ctx.settings.topic(new.loop), data, attributes)
             records.append(ReplayRecord(
                 row_id=row_id_for("dead_letter_replays", letter["row_id"]), ds=now.date(),
