@@ -64,6 +64,7 @@ def _date(text: str) -> dt.date:
 
 def _context() -> Context:
     ctx = Context(load_settings())
+    ctx.warehouse  # noqa: B018 - opened first: a local command waits here for another holding the file, before any run
     if ctx.settings.bus == "local":
         from goldthread.pipeline.local_runtime import wire_local_bus
 

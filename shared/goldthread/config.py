@@ -49,6 +49,12 @@ class Settings:
     moonshot_threshold_pct: str = "10"
     bars_file: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    warehouse_wait: dt.timedelta = dt.timedelta(minutes=10)
+    """How long a local command waits for the embedded warehouse while another process holds it."""
+    retry_min_backoff: dt.timedelta = dt.timedelta(seconds=10)
+    """The local bus's first redelivery delay after a transient failure (Pub/Sub retry policy minimum)."""
+    retry_max_backoff: dt.timedelta = dt.timedelta(seconds=600)
+    """Its longest redelivery delay (Pub/Sub retry policy maximum); Terraform sets the same on subscriptions."""
 
     def topic(self, loop: Loop | str) -> str:
         """Topic carrying the work items of ``loop``."""
@@ -97,10 +103,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         timeout = float(_env(env, "RUN_TIMEOUT_MINUTES", "60"))
         window = float(_env(env, "VALIDITY_WINDOW_DAYS", "7"))
         lookahead = float(_env(env, "EXPIRY_LOOKAHEAD_HOURS", "24"))
+        warehouse_wait = float(_env(env, "WAREHOUSE_WAIT_SECONDS", "600"))
+        min_backoff = float(_env(env, "RETRY_MIN_BACKOFF_SECONDS", "10"))
+        max_backoff = float(_env(env, "RETRY_MAX_BACKOFF_SECONDS", "600"))
     except ValueError as exc:
         raise ConfigError(f"a numeric GOLDTHREAD_* setting is not a number: {exc}") from exc
     if not 5 <= attempts <= 100:
         raise ConfigError("GOLDTHREAD_MAX_DELIVERY_ATTEMPTS must be between 5 and 100 (Pub/Sub's range)")
+    if not 0 <= min_backoff <= max_backoff <= 600 or warehouse_wait < 0:
+        raise ConfigError("GOLDTHREAD_RETRY_MIN_BACKOFF_SECONDS <= GOLDTHREAD_RETRY_MAX_BACKOFF_SECONDS <= 600 "
+                          "(Pub/Sub's range) and GOLDTHREAD_WAREHOUSE_WAIT_SECONDS >= 0")
     bars = _env(env, "BARS_FILE", "")
     return Settings(
         home=Path(_env(env, "HOME", str(d.home))),
@@ -119,4 +131,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         expiry_lookahead=dt.timedelta(hours=lookahead),
         moonshot_threshold_pct=_env(env, "MOONSHOT_THRESHOLD_PCT", d.moonshot_threshold_pct),
         bars_file=Path(bars) if bars else None,
+        warehouse_wait=dt.timedelta(seconds=warehouse_wait),
+        retry_min_backoff=dt.timedelta(seconds=min_backoff),
+        retry_max_backoff=dt.timedelta(seconds=max_backoff),
     )

@@ -57,7 +57,7 @@ def test_first_attempts_skip_the_billed_key_check(
     bigquery_emulator: ManagedProcess, unique_name: str, tmp_path: Path
 ) -> None:
     ctx, queries = bigquery_context(tmp_path, unique_name)
-    wire_local_bus(ctx, batch_size=1)  # one item per delivery, as a Cloud Function
+    wire_local_bus(ctx, batch_size=1, min_backoff=0.01)  # one item per delivery, as a Cloud Function
     names = [f"pos-{i}" for i in range(4)]
     sim_orders(ctx, names)
     write_trades(ctx, names)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,7 +18,7 @@ import duckdb
 import pyarrow as pa
 import sqlglot
 
-from goldthread.errors import PermanentError, WarehouseWriteError
+from goldthread.errors import PermanentError, StoreUnavailableError, WarehouseWriteError
 from goldthread.models.warehouse import ALL_TABLES, WarehouseRow
 from goldthread.ports.warehouse import InsertResult, Warehouse, safe_identifier
 from goldthread.schema.generate import columns_of, duckdb_ddl
@@ -54,20 +55,53 @@ def rows_to_arrow(model: type[WarehouseRow], rows: Sequence[WarehouseRow]) -> pa
     return pa.Table.from_pylist([r.__dict__ for r in rows], schema=arrow_schema(model))
 
 
+def _connect_waiting(
+    path: str, read_only: bool, wait_seconds: float, on_wait: Callable[[str], None] | None
+) -> duckdb.DuckDBPyConnection:
+    """Open the DuckDB file, waiting up to ``wait_seconds`` while another process holds it.
+
+    DuckDB lets one process open a file at a time. A second goldthread command on the same home (a
+    backfill running, a replay, a reader) therefore waits for the first to finish instead of failing,
+    saying once what it waits for (``on_wait``); past the bound it gives up with a ``StoreUnavailableError``
+    naming the holder, before any run has started.
+    """
+    deadline = time.monotonic() + wait_seconds
+    pause, told = 0.05, False
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as exc:
+            held = "lock" in str(exc).lower()
+            if not held or time.monotonic() >= deadline:
+                why = f"held by another process for more than {wait_seconds:.0f} s" if held else "cannot be opened"
+                raise StoreUnavailableError(f"warehouse {path} {why}: {exc}") from exc
+            if not told and on_wait is not None:
+                holder = str(exc).split("Conflicting lock is held in", 1)[-1].split(". See", 1)[0].strip()
+                on_wait(f"waiting up to {wait_seconds:.0f} s for the warehouse {path}, held by {holder}")
+                told = True
+            time.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
+            pause = min(pause * 2, 2.0)
+        except duckdb.Error as exc:
+            raise WarehouseWriteError(f"cannot open warehouse {path}: {exc}") from exc
+
+
 class DuckDbWarehouse(Warehouse):
     """The embedded warehouse (default). ``path`` is the DuckDB file (or ``:memory:``)."""
 
     name: ClassVar[str] = "duckdb"
     dialect: ClassVar[str] = "duckdb"
 
-    def __init__(self, path: Path | str = ":memory:", read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path | str = ":memory:",
+        read_only: bool = False,
+        wait_seconds: float = 0.0,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        try:
-            self._db = duckdb.connect(str(path), read_only=read_only)
-        except duckdb.Error as exc:
-            raise WarehouseWriteError(f"cannot open warehouse {path}: {exc}") from exc
+        self._db = _connect_waiting(str(path), read_only, wait_seconds, on_wait)
         self._db.execute("SET TimeZone = 'UTC'")
         self.rejects_writes = False  # the canary's fault injection flips this
 

@@ -8,11 +8,17 @@ local runner never imports a Google SDK.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from goldthread.config import Settings
 from goldthread.errors import ConfigError
+
+
+def _tell(message: str) -> None:
+    """Say on stderr what a local command waits for (the command line shows only errors by default)."""
+    print(f"goldthread: {message}", file=sys.stderr, flush=True)
 
 
 def _make(module: str, cls: str, build: Callable[[Any, Settings], Any]) -> Callable[[Settings], Any]:
@@ -33,7 +39,8 @@ REGISTRY: dict[str, dict[str, Callable[[Settings], Any]]] = {
         "pubsub": _make("pubsub_bus", "PubSubBus", lambda k, s: k(project=s.project)),
     },
     "warehouse": {
-        "duckdb": _make("duckdb_warehouse", "DuckDbWarehouse", lambda k, s: k(s.warehouse_path)),
+        "duckdb": _make("duckdb_warehouse", "DuckDbWarehouse", lambda k, s: k(
+            s.warehouse_path, wait_seconds=s.warehouse_wait.total_seconds(), on_wait=_tell)),
         "bigquery": _make(
             "bigquery_warehouse", "BigQueryWarehouse", lambda k, s: k(project=s.project, dataset=s.dataset)
         ),

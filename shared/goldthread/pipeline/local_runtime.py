@@ -28,12 +28,24 @@ from goldthread.ports.bus import BusMessage, message_from_event
 DRAIN_BACKLOG = 10_000  # messages waiting on the local bus before run_loop delivers them mid-dispatch
 
 
-def wire_local_bus(ctx: Context, batch_size: int = 2000, min_backoff: float = 0.01) -> LocalBus:
-    """Subscribe every loop's subscriber and the dead-letter sink to the context's ``LocalBus``."""
+def wire_local_bus(
+    ctx: Context, batch_size: int = 2000, min_backoff: float | None = None, max_backoff: float | None = None
+) -> LocalBus:
+    """Subscribe every loop's subscriber and the dead-letter sink to the context's ``LocalBus``.
+
+    The retry policy is Pub/Sub's, from the settings Terraform also deploys (``GOLDTHREAD_RETRY_MIN_BACKOFF_SECONDS``
+    / ``..._MAX_...``, 10 s and 600 s by default), so a transient failure (a broker 503, a store briefly
+    busy) gets the same minutes to heal locally as in the cloud before its item is dead-lettered. Tests
+    pass ``min_backoff=0`` to retry at once.
+    """
+    settings = ctx.settings
+    low = settings.retry_min_backoff.total_seconds() if min_backoff is None else min_backoff
+    if max_backoff is None:
+        max_backoff = settings.retry_max_backoff.total_seconds() if min_backoff is None else min_backoff * 64
+    high = max(low, max_backoff)
     bus = ctx.bus
     if not isinstance(bus, LocalBus):
         raise TypeError("wire_local_bus needs the embedded LocalBus")
-    settings = ctx.settings
     if settings.subscription(Loop.TRADES) in getattr(bus, "_subscriptions", {}):
         return bus
 
@@ -44,12 +56,12 @@ def wire_local_bus(ctx: Context, batch_size: int = 2000, min_backoff: float = 0.
         bus.subscribe(
             settings.topic(loop), settings.subscription(loop), message_handler=subscriber,
             max_delivery_attempts=settings.max_delivery_attempts, dead_letter_topic=settings.dead_letter_topic,
-            min_backoff=min_backoff, max_backoff=min_backoff * 64, batch_size=batch_size,
+            min_backoff=low, max_backoff=high, batch_size=batch_size,
         )
     bus.subscribe(
         settings.dead_letter_topic, f"{settings.dead_letter_topic}-sink",
         handler=lambda event: handle_dead_letter(ctx, message_from_event(event)),
-        max_delivery_attempts=settings.max_delivery_attempts, min_backoff=min_backoff,
+        max_delivery_attempts=settings.max_delivery_attempts, min_backoff=low, max_backoff=high,
     )
     return bus
 
