@@ -71,8 +71,9 @@ class LiveFeed(FileMarketData):
 
 
 def write_csv(path: Path) -> Path:
-    lines = ["symbol,ts,open,high,low,close,volume"]
-    lines += [f"{s},{t}:00Z,{o},{h},{lo},{c},100" for s, t, o, h, lo, c in BARS]
+    """The bars as a CSV saying they are minute bars: sparse as they are, their spacing would not tell."""
+    lines = ["symbol,ts,open,high,low,close,volume,timeframe"]
+    lines += [f"{s},{t}:00Z,{o},{h},{lo},{c},100,1Min" for s, t, o, h, lo, c in BARS]
     path.write_text("\n".join(lines) + "\n")
     return path
 
