@@ -67,7 +67,13 @@ locals {
       require_partition_filter = false
     }
     market_bars = {
-      description              = "OHLCV bars fetched once per symbol, day and timeframe (cache for Loops B and C)."
+      description              = "Real OHLCV bars fetched once per symbol, day and timeframe (cache for Loops B and C)."
+      partition_field          = "ds"
+      clustering               = ["symbol", "timeframe"]
+      require_partition_filter = false
+    }
+    market_bars_coverage = {
+      description              = "Which symbol, day, timeframe and source the bars cache has fetched, with its bar count."
       partition_field          = "ds"
       clustering               = ["symbol", "timeframe"]
       require_partition_filter = false

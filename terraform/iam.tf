@@ -3,11 +3,11 @@
 #
 # Runtime roles (what the code in shared/goldthread actually touches):
 #   dispatcher       job_metadata and the hot collections (Firestore); publishes to the loop topics;
-#                    syncs dim_strategy and caches market_bars before publishing (BigQuery); reads
-#                    the Alpaca account (Loop D) and bars (Loops B, C).
+#                    syncs dim_strategy and caches market_bars (+ market_bars_coverage) before
+#                    publishing (BigQuery); reads the Alpaca account (Loop D) and bars (Loops B, C).
 #   subscriber       hot documents and run counters (Firestore); writes its loop's table, reads
-#                    dim_strategy and market_bars (BigQuery); fills and bars from Alpaca; publishes
-#                    permanent failures to the dead-letter topic.
+#                    dim_strategy, market_bars and market_bars_coverage (BigQuery); fills and bars from
+#                    Alpaca; publishes permanent failures to the dead-letter topic.
 #   dead_letter_sink dead_letters (BigQuery), the dead-lettered mark and run counter (Firestore).
 #   replay           reads dead_letters, writes dead_letter_replays (BigQuery), re-checks items with
 #                    the loop's own build (Alpaca), republishes to the loop topics.

@@ -4,9 +4,9 @@ A market-data source that records every request stands in for the broker's API. 
 300 rejected signals over 5 symbols and 3 days: the dispatcher makes one request per symbol, the
 subscribers (even a cold instance, in many small batches) make none because they read ``market_bars``;
 a second run over the same days makes none; a replay-like delivery of days never prefetched makes one
-request per symbol; days without bars (weekends) are remembered rather than asked for again; and
-repeated prefetches store every bar once; a batch needing more days than the per-process cache holds
-still gets all of them.
+request per symbol; days without bars (weekends) are recorded in ``market_bars_coverage`` with 0 bars
+rather than asked for again, and never leave a row in ``market_bars``; repeated prefetches store every
+bar once; a batch needing more days than the per-process cache holds still gets all of them.
 """
 
 from __future__ import annotations
@@ -99,10 +99,16 @@ def reject_many(make: Factory, prefix: str, days: Sequence[dt.date], per_day: in
 
 
 def bar_counts(ctx: Context) -> dict[str, int]:
-    return ctx.warehouse.query(
-        "SELECT COUNT(*) AS n, COUNT(DISTINCT row_id) AS keys, COUNTIF(source != 'empty') AS bars, "
-        "COUNTIF(source = 'empty') AS empty_days FROM market_bars"
+    """Rows of ``market_bars`` (all, keys, real bars) and of ``market_bars_coverage`` (days, days without bars)."""
+    bars = ctx.warehouse.query(
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT row_id) AS keys, "
+        "COUNTIF(open > 0 AND high > 0 AND low > 0 AND close > 0 AND source != 'empty') AS bars FROM market_bars"
     )[0]
+    coverage = ctx.warehouse.query(
+        "SELECT COUNT(*) AS days, COUNT(DISTINCT row_id) AS day_keys, COUNTIF(bar_count = 0) AS empty_days "
+        "FROM market_bars_coverage"
+    )[0]
+    return {**bars, **coverage}
 
 
 def test_a_run_of_many_signals_fetches_each_symbol_once(
@@ -127,9 +133,10 @@ def test_a_run_of_many_signals_fetches_each_symbol_once(
     assert final is not None
     assert (final.status, final.loaded) == (RunStatus.SUCCEEDED, 300)
     counts = bar_counts(ctx)
-    assert counts["n"] == counts["keys"]
+    assert counts["n"] == counts["keys"] == counts["bars"]  # real bars only: no placeholder row
     assert counts["bars"] == len(SYMBOLS) * WEEKDAYS_TOUCHED * BARS_PER_SESSION
-    assert counts["empty_days"] == len(SYMBOLS) * 2  # the weekend, remembered as fetched-and-empty
+    assert counts["empty_days"] == len(SYMBOLS) * 2  # the weekend, recorded as fetched-and-empty
+    assert counts["days"] == counts["day_keys"] == len(SYMBOLS) * (WEEKDAYS_TOUCHED + 2)
     reasons = Counter(r["exit_reason"] for r in ctx.warehouse.query("SELECT exit_reason FROM fact_rejected_signals"))
     assert "NO_DATA" not in reasons  # every signal found its bars in the cache
 
@@ -180,6 +187,7 @@ def test_repeated_prefetches_store_each_bar_once(ctx: Context, market: CountingM
     assert market.requests[-1] == (("AAPL",), dt.datetime(2024, 3, 4, tzinfo=UTC), dt.datetime(2024, 3, 8, tzinfo=UTC))
     counts = bar_counts(ctx)
     assert counts["n"] == counts["keys"] == counts["bars"] == 4 * BARS_PER_SESSION
+    assert (counts["days"], counts["empty_days"]) == (4, 0)
     per_day = ctx.warehouse.query("SELECT ds, COUNT(*) AS n FROM market_bars GROUP BY ds ORDER BY ds")
     assert [(r["ds"], r["n"]) for r in per_day] == [(d, BARS_PER_SESSION) for d in (mon, tue, wed, thu)]
 
@@ -198,12 +206,33 @@ def test_days_without_bars_are_remembered_and_never_read_as_bars(ctx: Context, m
     assert days == {fri, mon}
 
 
+def test_an_empty_day_writes_one_coverage_row_no_bar_and_is_never_fetched_again(
+    ctx: Context, market: CountingMarketData
+) -> None:
+    sat = dt.date(2024, 3, 9)  # no equity session; the clock is past it
+    assert prefetch(ctx, {"MSFT": {sat}}) == {"bar_requests": 1, "bar_rows": 0}
+    assert ctx.warehouse.query("SELECT COUNT(*) AS n FROM market_bars")[0]["n"] == 0
+    (row,) = ctx.warehouse.query("SELECT * FROM market_bars_coverage")
+    assert (row["symbol"], row["ds"], row["timeframe"], row["source"]) == ("MSFT", sat, "1Min", "synthetic")
+    assert (row["bar_count"], row["refused_count"], row["bars_timeframe"]) == (0, 0, "1Min")
+    assert row["fetched_at"] == ctx.now()
+    assert row["row_id"] == bars_module.row_id_for("market_bars_coverage", "MSFT", "1Min", "synthetic", "2024-03-09")
+
+    calls = market.calls
+    assert prefetch(ctx, {"MSFT": {sat}}) == {"bar_requests": 0, "bar_rows": 0}
+    ctx.cache.clear()
+    start = dt.datetime(2024, 3, 9, 1, tzinfo=UTC)
+    assert len(load_bars(ctx, [("MSFT", start, start + dt.timedelta(hours=20))])["MSFT"]) == 0
+    assert market.calls == calls  # neither the prefetch nor the read asked the source again
+    assert ctx.warehouse.query("SELECT COUNT(*) AS n FROM market_bars_coverage")[0]["n"] == 1
+
+
 def test_a_day_not_over_yet_is_not_remembered_as_empty(ctx: Context, clock: Clock, market: CountingMarketData) -> None:
     clock.set(dt.datetime(2024, 3, 9, 12, tzinfo=UTC))  # Saturday noon: Saturday may still get bars (crypto)
     prefetch(ctx, {"MSFT": {dt.date(2024, 3, 9)}})
     prefetch(ctx, {"MSFT": {dt.date(2024, 3, 9)}})
     assert len(market.requests) == 2
-    assert bar_counts(ctx)["n"] == 0
+    assert (bar_counts(ctx)["n"], bar_counts(ctx)["days"]) == (0, 0)
 
 
 def test_a_batch_needing_more_days_than_the_cache_holds_still_gets_them_all(

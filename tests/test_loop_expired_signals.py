@@ -71,8 +71,9 @@ class LiveFeed(FileMarketData):
 
 
 def write_csv(path: Path) -> Path:
-    lines = ["symbol,ts,open,high,low,close,volume"]
-    lines += [f"{s},{t}:00Z,{o},{h},{lo},{c},100" for s, t, o, h, lo, c in BARS]
+    """The bars as a CSV saying they are minute bars: sparse as they are, their spacing would not tell."""
+    lines = ["symbol,ts,open,high,low,close,volume,timeframe"]
+    lines += [f"{s},{t}:00Z,{o},{h},{lo},{c},100,1Min" for s, t, o, h, lo, c in BARS]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -159,7 +160,7 @@ def test_expired_and_stale_active_signals_are_archived_with_their_excursions(ctx
     assert long.mae_at == at("2024-03-05 10:00")
     assert (long.take_profit_hit, long.take_profit_hit_at) == (True, at("2024-03-05 12:00"))
     assert (long.is_missed_moonshot, long.moonshot_threshold_pct) == (True, D(10))  # 15 % >= 10 %
-    assert long.bars_observed == 3  # 10:00, 12:00 and 6 March 09:00
+    assert (long.bars_observed, long.bars_timeframe) == (3, "1Min")  # 10:00, 12:00 and 6 March 09:00
 
     short = fact(ctx, "c-stale")  # ACTIVE, never executed, past its expiry
     assert (short.max_mfe_price, short.max_mfe_pct, short.max_mfe_r) == (D(5), D("2.5"), D("0.833333333"))
@@ -172,7 +173,7 @@ def test_expired_and_stale_active_signals_are_archived_with_their_excursions(ctx
     nodata = fact(ctx, "c-nodata")
     assert nodata.ds == DS  # the expiry day, not the creation day (4 March)
     assert nodata.created_at.date() == dt.date(2024, 3, 4)
-    assert nodata.bars_observed == 0
+    assert (nodata.bars_observed, nodata.bars_timeframe) == (0, None)
     for column in ("max_mfe_price", "max_mfe_pct", "max_mfe_r", "max_mfe_at", "mae_price", "mae_pct", "mae_r",
                    "mae_at", "take_profit_hit", "take_profit_hit_at", "is_missed_moonshot"):
         assert getattr(nodata, column) is None, column

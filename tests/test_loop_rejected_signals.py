@@ -148,7 +148,7 @@ def test_rows_for_each_exit_reason(ctx: Context, signals: dict[str, RejectedSign
     assert tp.r_multiple == D("1.666666667")  # 5 / (100 - 97)
     assert (tp.mfe_price, tp.mfe_pct, tp.mfe_r) == (D(6), D(6), D(2))  # 106 - 100, over the entry and exit bars
     assert (tp.mae_price, tp.mae_pct, tp.mae_r) == (D("0.5"), D("0.5"), D("0.166666667"))  # 100 - 99.5
-    assert tp.bars_observed == 2
+    assert (tp.bars_observed, tp.bars_timeframe) == (2, "1Min")  # the file's spacing: minute bars
     # buy 1 @ 100: CAT 0.000035; sell 1 @ 105: REG 105 x 0.0000278 + TAF 0.000166 + CAT 0.000035
     assert tp.est_fee_per_unit == D("0.003155")
     assert tp.theoretical_net_pnl_per_unit == D("4.996845")
@@ -176,7 +176,7 @@ def test_rows_for_each_exit_reason(ctx: Context, signals: dict[str, RejectedSign
     assert (tmo.mfe_price, tmo.mae_price, tmo.bars_observed) == (D(3), D(1), 3)
 
     nodata = fact(ctx, "b-nodata")
-    assert (nodata.exit_reason, nodata.bars_observed) == ("NO_DATA", 0)
+    assert (nodata.exit_reason, nodata.bars_observed, nodata.bars_timeframe) == ("NO_DATA", 0, None)
     assert nodata.ds == dt.date(2024, 3, 4)  # ds is the creation day, not the run's day
     for column in ("entry_price", "entry_time", "exit_price", "exit_time", "theoretical_pnl_per_unit",
                    "theoretical_pnl_pct", "est_fee_per_unit", "theoretical_net_pnl_per_unit", "r_multiple",

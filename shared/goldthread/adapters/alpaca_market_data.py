@@ -145,7 +145,7 @@ class AlpacaMarketData(MarketData):
             for i in range(0, len(group), self.symbols_per_request):
                 raw.update(self._fetch(group[i : i + self.symbols_per_request], is_pair, timeframe, start, end))
         lo, hi = _ns(start), _ns(end)
-        return {s: _to_bars(s, raw.get(s) or [], lo, hi) for s in wanted}
+        return {s: _to_bars(s, raw.get(s) or [], lo, hi, timeframe) for s in wanted}
 
     def _fetch(
         self, symbols: list[str], is_pair: bool, timeframe: str, start: dt.datetime, end: dt.datetime
@@ -181,10 +181,11 @@ def _ns(moment: dt.datetime) -> int:
     return ((moment - _EPOCH) // _US) * 1000
 
 
-def _to_bars(symbol: str, rows: list[Any], lo: int, hi: int) -> Bars:
-    """Alpaca bar dicts (``t o h l c v``) to sorted, de-duplicated ``Bars`` within ``[lo, hi)`` ns."""
+def _to_bars(symbol: str, rows: list[Any], lo: int, hi: int, timeframe: str) -> Bars:
+    """Alpaca bar dicts (``t o h l c v``) to sorted, de-duplicated ``Bars`` within ``[lo, hi)`` ns, of the
+    ``timeframe`` asked for (Alpaca serves exactly that one)."""
     if not rows:
-        return Bars.empty(symbol)
+        return Bars.empty(symbol, timeframe)
     try:
         ts = np.fromiter((_ns(dt.datetime.fromisoformat(r["t"])) for r in rows), dtype=np.int64, count=len(rows))
         cols = [np.fromiter((float(r[k]) for r in rows), dtype=np.float64, count=len(rows)) for k in "ohlcv"]
@@ -197,6 +198,6 @@ def _to_bars(symbol: str, rows: list[Any], lo: int, hi: int) -> Bars:
     if len(ts) > 1:
         keep[1:] &= ts[1:] != ts[:-1]  # a bar repeated across pages counts once
     if not keep.any():
-        return Bars.empty(symbol)
+        return Bars.empty(symbol, timeframe)
     o, h, low, c, v = (col[keep] for col in cols)
-    return Bars(symbol, ts[keep], o, h, low, c, v)
+    return Bars(symbol, ts[keep], o, h, low, c, v, timeframe)

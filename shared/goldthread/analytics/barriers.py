@@ -5,7 +5,12 @@ numbers or arrays; no I/O, no clock, no Decimal (the caller converts float64 to 
 
 Loop B (rejected signals) asks what a trade would have made had it been taken: enter at the open of
 the first bar that opens strictly after ``created_at``, leave at the first touch of the take-profit or
-the stop-loss, or at the close of the last bar that opens before ``window_end`` (TIMEOUT). Conventions:
+the stop-loss, or at the close of the last bar that closes by ``window_end`` (TIMEOUT). Conventions:
+
+* Bars last ``bar_ns`` (their timeframe): a bar opening at ``t`` covers ``[t, t + bar_ns)``. Only bars
+  wholly inside the window count: one that opened before ``created_at`` (a daily bar holding the signal's
+  own day) is never used, nor one that closes after the window's end. ``bar_ns = 0`` (the default, for
+  callers that treat bars as instants) keeps every bar opening before the end.
 
 * Touching is inclusive: a long's stop is touched when ``low <= stop_loss``, its target when
   ``high >= take_profit``; a short is the mirror (``high >= stop_loss``, ``low <= take_profit``).
@@ -26,8 +31,9 @@ the stop-loss, or at the close of the last bar that opens before ``window_end`` 
   entry bar's range contains its open.
 
 Loop C (expired signals) asks how far price ran, measured from the signal price, over the bars that
-open in ``[created_at, lookahead_end)``. MFE and MAE are signed (an MFE below zero means price only
-ever moved against the signal) and ``is_missed_moonshot`` is ``max_mfe_pct >= threshold_pct``.
+open at or after ``created_at`` and close by ``lookahead_end`` (open before it when ``bar_ns`` is 0).
+MFE and MAE are signed (an MFE below zero means price only ever moved against the signal) and
+``is_missed_moonshot`` is ``max_mfe_pct >= threshold_pct``.
 
 Speed: a sparse table (range minimum of ``low``, range maximum of ``high``) is built once per call over
 the bars the signals need, in O(n log n). Range extremes are then O(1) and the first touch of a barrier
@@ -309,6 +315,14 @@ def _check_bars(bars: Bars) -> None:
         raise ValueError(f"bars of {bars.symbol} are not sorted by open time")
 
 
+def _stop(bars: Bars, end: IntArray, bar_ns: int) -> IntArray:
+    """Per window end, the index after the last bar inside it: the bars whose close ``ts + bar_ns`` is at or
+    before the end (``ts <= end - bar_ns``), or, for ``bar_ns = 0``, those opening strictly before it."""
+    if bar_ns < 0:
+        raise ValueError("bar_ns must not be negative")
+    return np.searchsorted(bars.ts, end - max(int(bar_ns), 1) + 1, side="left")  # type: ignore[no-any-return]
+
+
 def _signs(side: Any, m: int) -> FloatArray:
     """Signal sides as float +1/-1 (float so that ``sign * price`` stays float64)."""
     arr = np.broadcast_to(np.asarray(side), (m,))
@@ -340,11 +354,13 @@ def triple_barrier_batch(
     take_profit: Any,
     stop_loss: Any,
     window_end_ns: Any = None,
+    bar_ns: int = 0,
 ) -> TripleBarrierBatch:
     """Triple-barrier theoretical trades for many signals on one symbol's bars (Loop B).
 
     ``side`` is an int8 array of +1 (long) / -1 (short) (``Side`` values are accepted too); times are
-    int64 ns (or datetime64); ``window_end_ns`` defaults to ``created_ns + DEFAULT_WINDOW_NS``. Scalars
+    int64 ns (or datetime64); ``window_end_ns`` defaults to ``created_ns + DEFAULT_WINDOW_NS``; ``bar_ns`` is
+    the length of a bar (``Bars.length_ns``), so the time-out is the last bar closing by the end. Scalars
     broadcast against the arrays. The rules are in the module docstring. O((n + m) log n) for n bars
     and m signals, with no Python loop over either."""
     _check_bars(bars)
@@ -357,7 +373,7 @@ def triple_barrier_batch(
     out = TripleBarrierBatch.empty(m)
 
     start_all = np.searchsorted(bars.ts, created, side="right")  # first bar opening after created_at
-    stop_all = np.searchsorted(bars.ts, end, side="left")  # bars open strictly before window_end
+    stop_all = _stop(bars, end, bar_ns)  # bars closing by window_end
     idx = np.flatnonzero(stop_all > start_all)
     if idx.size == 0:
         return out
@@ -416,6 +432,7 @@ def triple_barrier(
     take_profit: float,
     stop_loss: float,
     window_end_ns: int | None = None,
+    bar_ns: int = 0,
 ) -> TripleBarrierResult:
     """The triple-barrier theoretical trade of one rejected signal (Loop B); see ``triple_barrier_batch``.
 
@@ -423,6 +440,7 @@ def triple_barrier(
     batch = triple_barrier_batch(
         bars, np.array([side_sign(side)], dtype=np.int8), np.array([created_at_ns], dtype=np.int64),
         take_profit, stop_loss, None if window_end_ns is None else np.array([window_end_ns], dtype=np.int64),
+        bar_ns,
     )
     return batch.row(0)
 
@@ -439,9 +457,10 @@ def excursions_batch(
     stop_loss: Any,
     lookahead_end_ns: Any,
     moonshot_threshold_pct: Any,
+    bar_ns: int = 0,
 ) -> ExcursionBatch:
-    """Excursions of many expired signals on one symbol's bars (Loop C), over bars opening in
-    ``[created_ns, lookahead_end_ns)`` measured from ``signal_price``.
+    """Excursions of many expired signals on one symbol's bars (Loop C), over bars opening at or after
+    ``created_ns`` and closing by ``lookahead_end_ns`` (bars ``bar_ns`` long), measured from ``signal_price``.
 
     Long: ``max_mfe = max(high) - signal_price`` and ``mae = signal_price - min(low)``; short mirrored.
     ``*_at`` is the open time of the first bar reaching the extreme; ``take_profit_hit`` asks whether any
@@ -461,7 +480,7 @@ def excursions_batch(
     out = ExcursionBatch.empty(m)
 
     start_all = np.searchsorted(bars.ts, created, side="left")
-    stop_all = np.searchsorted(bars.ts, end, side="left")
+    stop_all = _stop(bars, end, bar_ns)
     idx = np.flatnonzero(stop_all > start_all)
     if idx.size == 0:
         return out
@@ -511,10 +530,12 @@ def excursions(
     stop_loss: float,
     lookahead_end_ns: int,
     moonshot_threshold_pct: float,
+    bar_ns: int = 0,
 ) -> ExcursionResult:
     """Excursions of one expired signal (Loop C); see ``excursions_batch`` for the definitions."""
     batch = excursions_batch(
         bars, np.array([side_sign(side)], dtype=np.int8), np.array([created_at_ns], dtype=np.int64),
         signal_price, take_profit, stop_loss, np.array([lookahead_end_ns], dtype=np.int64), moonshot_threshold_pct,
+        bar_ns,
     )
     return batch.row(0)

@@ -13,8 +13,17 @@ fetched per signal. The design (README, "Market data for Loops B and C"):
 3. If a subscriber finds days missing (a replay long after the dispatch), it fetches and stores them
    the same way, still once per symbol and day.
 
-A finished day for which the source has no bars (a weekend or holiday for equities) is stored as one
-marker row (``source = 'empty'``, never read as a bar), so it counts as fetched and is not asked for again.
+What has been fetched is recorded in ``market_bars_coverage``, one row per (symbol, day, timeframe asked,
+source) with the day's bar count, and the prefetch asks only for days without such a row. A finished day
+the source has no bars for (a weekend or holiday for equities) is recorded there with 0 bars, so it is
+asked for once and never again, and ``market_bars`` holds real bars only. A day not over yet is not
+recorded: it is asked for again until it is (its bars are keyed, so none is stored twice).
+
+Every bar carries its real timeframe: a source may serve coarser bars than asked (a file of hourly bars
+answers a request for minutes with hours), and they are stored and read as what they are. A reader takes,
+per symbol and day, the bars of the timeframe asked for, else the finest stored. Warehouses written before
+the coverage table may hold zero-price marker rows (``source = 'empty'``); readers skip them and any row
+that is not a real bar, and the days they marked are fetched once more to record their coverage.
 """
 
 from __future__ import annotations
@@ -28,18 +37,22 @@ from decimal import Decimal
 import numpy as np
 import pyarrow as pa
 
-from goldthread.adapters.synthetic_market_data import concat
+from goldthread.adapters.synthetic_market_data import _aggregate, concat
 from goldthread.logs import get_logger
 from goldthread.models.types import NINE_PLACES
-from goldthread.models.warehouse import MarketBar, row_id_for
+from goldthread.models.warehouse import MarketBar, MarketBarsCoverage, row_id_for
 from goldthread.pipeline.context import Context
-from goldthread.ports.market_data import Bars, from_ns
+from goldthread.ports.market_data import Bars, from_ns, timeframe_ns
 
 log = get_logger("bars")
 TIMEFRAME = "1Min"
 _CACHE_KEY = "bars_cache"
 _CACHE_DAYS = 4096  # (symbol, timeframe, day) entries kept per process
-_EMPTY_MARKER = "empty"
+_LEGACY_MARKER = "empty"  # source of the zero-price rows that once marked days without bars
+_REAL_BAR = (  # the rows of market_bars a reader takes: real bars, never a legacy marker or a zero price
+    f"source != '{_LEGACY_MARKER}' AND open > 0 AND close > 0 AND low > 0 AND high >= low AND high >= open "
+    "AND high >= close AND low <= open AND low <= close"
+)
 _DAY_NS = 86_400 * 1_000_000_000
 _EPOCH_DAY = dt.date(1970, 1, 1)
 _SAFE_NS = (1 << 31) * 1_000_000_000  # |ts| below this (2038): whole-microsecond times survive float seconds
@@ -87,16 +100,30 @@ def _day_number(day: dt.date) -> int:
     return (day - _EPOCH_DAY).days
 
 
-def _stored_days(ctx: Context, needs: Mapping[str, set[dt.date]], timeframe: str) -> set[tuple[str, dt.date]]:
+def _covered_days(
+    ctx: Context, needs: Mapping[str, set[dt.date]], timeframe: str, source: str
+) -> set[tuple[str, dt.date]]:
+    """The (symbol, day) pairs of ``needs`` that ``source`` has already been asked for at ``timeframe``."""
     if not needs:
         return set()
     all_days = [d for days in needs.values() for d in days]
     rows = ctx.warehouse.query(
-        "SELECT DISTINCT symbol, ds FROM market_bars WHERE timeframe = @tf AND symbol IN UNNEST(@symbols) "
-        "AND ds BETWEEN @first AND @last",
-        {"tf": timeframe, "symbols": sorted(needs), "first": min(all_days), "last": max(all_days)},
+        "SELECT DISTINCT symbol, ds FROM market_bars_coverage WHERE timeframe = @tf AND source = @source "
+        "AND symbol IN UNNEST(@symbols) AND ds BETWEEN @first AND @last",
+        {"tf": timeframe, "source": source, "symbols": sorted(needs), "first": min(all_days), "last": max(all_days)},
     )
     return {(r["symbol"], r["ds"]) for r in rows}
+
+
+def real_bars(bars: Bars) -> np.ndarray:
+    """Which bars a market could have printed (``MarketBar``'s rule, vectorised): every price finite and above
+    zero, a volume not negative, and ``low <= open, close <= high``."""
+    o, h, low, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
+    with np.errstate(invalid="ignore"):
+        return (  # type: ignore[no-any-return]
+            np.isfinite(h) & np.isfinite(v) & (o > 0) & (h > 0) & (low > 0) & (c > 0) & (v >= 0)
+            & (h >= low) & (h >= o) & (h >= c) & (low <= o) & (low <= c)
+        )
 
 
 def nine_place_units(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -187,41 +214,61 @@ def _day_end(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
 
 
-def _empty_marker(symbol: str, day: dt.date, timeframe: str) -> MarketBar:
-    """The row saying the source has no ``timeframe`` bars of ``symbol`` on ``day``."""
-    zero = Decimal(0)
-    return MarketBar(
-        row_id=row_id_for("market_bars", symbol, timeframe, _EMPTY_MARKER, day.isoformat()), ds=day, symbol=symbol,
-        timeframe=timeframe, ts=dt.datetime.combine(day, dt.time(), dt.UTC), open=zero, high=zero, low=zero,
-        close=zero, volume=zero, source=_EMPTY_MARKER,
-    )
+def _subset(bars: Bars, keep: np.ndarray) -> Bars:
+    return Bars.of(bars.symbol, bars.ts[keep], [getattr(bars, f)[keep] for f in ("open", "high", "low", "close",
+                                                                                  "volume")], bars.timeframe)
 
 
 def prefetch(ctx: Context, needs: Mapping[str, set[dt.date]], timeframe: str = TIMEFRAME) -> dict[str, int]:
-    """Fetch every (symbol, day) in ``needs`` not yet in ``market_bars``: one request per symbol."""
-    stored = _stored_days(ctx, needs, timeframe)
+    """Fetch every (symbol, day) in ``needs`` the source has not been asked for yet (``market_bars_coverage``),
+    one request per symbol; store its real bars under the timeframe served, and one coverage row per
+    finished day, with or without bars.
+
+    Bars that are not real (a zero or negative price, a high below the low) are not stored: they are
+    logged and counted on the day's coverage row (``refused_count``), so garbage never reaches the warehouse."""
+    source = ctx.market_data.name
+    covered = _covered_days(ctx, needs, timeframe, source)
     requests = rows = 0
     for symbol, days in sorted(needs.items()):
-        missing = sorted(d for d in days if (symbol, d) not in stored)
+        missing = sorted(d for d in days if (symbol, d) not in covered)
         if not missing:
             continue
         start = dt.datetime.combine(missing[0], dt.time(), dt.UTC)
         end = dt.datetime.combine(missing[-1] + dt.timedelta(days=1), dt.time(), dt.UTC)
-        bars = ctx.market_data.get_bars([symbol], timeframe, start, end).get(symbol, Bars.empty(symbol))
+        bars = ctx.market_data.get_bars([symbol], timeframe, start, end).get(symbol, Bars.empty(symbol, timeframe))
+        timeframe_ns(bars.timeframe)  # a source must say a timeframe the warehouse accepts
         requests += 1
-        bar_day = bar_days(bars.ts)
-        keep = np.isin(bar_day, np.array([_day_number(d) for d in missing], dtype=np.int64))
-        subset = Bars(symbol, *(getattr(bars, f)[keep] for f in ("ts", "open", "high", "low", "close", "volume")))
+        wanted = np.array([_day_number(d) for d in missing], dtype=np.int64)
+        fetched = _subset(bars, np.isin(bar_days(bars.ts), wanted))
+        real = real_bars(fetched)
+        subset = _subset(fetched, real)
+        refused = _per_day(_subset(fetched, ~real))
+        if refused:
+            log.warning("refused %d bars of %s from %s that are not real bars (days %s)", sum(refused.values()),
+                        symbol, source, ", ".join(d.isoformat() for d in sorted(refused)))
         if len(subset):
-            rows += len(ctx.warehouse.load_arrow(MarketBar, _bars_table(subset, timeframe,
-                                                                       ctx.market_data.name)).inserted)
-        with_bars = {_EPOCH_DAY + dt.timedelta(days=int(d)) for d in np.unique(subset.ts // _DAY_NS)}
-        empty = [d for d in missing if d not in with_bars and _day_end(d) <= ctx.now()]
-        if empty:  # remember days without bars, or every run and subscriber would ask for them again
-            ctx.warehouse.insert_rows(MarketBar, [_empty_marker(symbol, d, timeframe) for d in empty])
+            rows += len(ctx.warehouse.load_arrow(MarketBar, _bars_table(subset, subset.timeframe, source)).inserted)
+        counts = _per_day(subset)
+        now = ctx.now()
+        coverage = [
+            MarketBarsCoverage(
+                row_id=row_id_for("market_bars_coverage", symbol, timeframe, source, d.isoformat()), ds=d,
+                symbol=symbol, timeframe=timeframe, source=source, bars_timeframe=bars.timeframe,
+                bar_count=counts.get(d, 0), refused_count=refused.get(d, 0), fetched_at=now,
+            )
+            for d in missing if _day_end(d) <= now  # a day still running may get more bars: ask again later
+        ]
+        if coverage:
+            ctx.warehouse.insert_rows(MarketBarsCoverage, coverage)
     if requests:
         log.info("prefetched bars: %d requests, %d rows", requests, rows)
     return {"bar_requests": requests, "bar_rows": rows}
+
+
+def _per_day(bars: Bars) -> dict[dt.date, int]:
+    """How many of ``bars`` open on each UTC day."""
+    days, counts = np.unique(bar_days(bars.ts), return_counts=True)
+    return {_EPOCH_DAY + dt.timedelta(days=int(d)): int(n) for d, n in zip(days.tolist(), counts.tolist(), strict=True)}
 
 
 def _cache(ctx: Context) -> OrderedDict[tuple[str, str, dt.date], Bars]:
@@ -234,7 +281,12 @@ def _cache(ctx: Context) -> OrderedDict[tuple[str, str, dt.date], Bars]:
 def load_bars(
     ctx: Context, windows: Iterable[tuple[str, dt.datetime, dt.datetime]], timeframe: str = TIMEFRAME
 ) -> dict[str, Bars]:
-    """Bars per symbol covering every window, from the memory cache, then the warehouse, then the source."""
+    """Bars per symbol covering every window, from the memory cache, then the warehouse, then the source.
+
+    Per symbol and day: the bars of ``timeframe``, else the finest stored (a source with nothing finer
+    serves coarser bars). A symbol whose days came in different timeframes (the source changed between
+    runs) gets them all in the coarsest, the finer days aggregated into it on UTC-aligned buckets, so the
+    maths see one bar length."""
     needs = needed_days(windows)
     cache = _cache(ctx)
     missing = {s: {d for d in days if (s, timeframe, d) not in cache} for s, days in needs.items()}
@@ -243,45 +295,72 @@ def load_bars(
         prefetch(ctx, missing, timeframe)
         all_days = [d for days in missing.values() for d in days]
         table = ctx.warehouse.query_arrow(
-            "SELECT symbol, ds, ts, open, high, low, close, volume FROM market_bars "
-            "WHERE timeframe = @tf AND symbol IN UNNEST(@symbols) AND ds BETWEEN @first AND @last "
-            "AND source != @empty ORDER BY symbol, ts",
-            {"tf": timeframe, "symbols": sorted(missing), "first": min(all_days), "last": max(all_days),
-             "empty": _EMPTY_MARKER},
+            "SELECT symbol, ds, timeframe, ts, open, high, low, close, volume FROM market_bars "
+            "WHERE symbol IN UNNEST(@symbols) AND ds BETWEEN @first AND @last "
+            f"AND {_REAL_BAR} ORDER BY symbol, timeframe, ts",
+            {"symbols": sorted(missing), "first": min(all_days), "last": max(all_days)},
         )
         _fill_cache(cache, table, missing, timeframe)
     out = {}
     for symbol, days in needs.items():
-        out[symbol] = concat(symbol, [cache.get((symbol, timeframe, d), Bars.empty(symbol)) for d in sorted(days)])
+        out[symbol] = _joined(symbol, [cache.get((symbol, timeframe, d), Bars.empty(symbol, timeframe))
+                                       for d in sorted(days)], timeframe)
     while len(cache) > _CACHE_DAYS:  # only now: a batch needing more days than the bound still gets them all
         cache.popitem(last=False)
     return out
+
+
+def _joined(symbol: str, parts: list[Bars], timeframe: str) -> Bars:
+    """Consecutive days' bars as one ``Bars``, in the coarsest timeframe among the days that have bars."""
+    used = {p.timeframe for p in parts if len(p)}
+    if len(used) <= 1:
+        return concat(symbol, parts, used.pop() if used else timeframe)
+    coarsest = max(used, key=timeframe_ns)
+    log.warning("bars of %s mix timeframes %s; using %s", symbol, sorted(used, key=timeframe_ns), coarsest)
+    return concat(symbol, [_aggregate(p, coarsest) for p in parts if len(p)], coarsest)
 
 
 def _fill_cache(
     cache: OrderedDict[tuple[str, str, dt.date], Bars], table: pa.Table, missing: Mapping[str, set[dt.date]],
     timeframe: str,
 ) -> None:
+    """Cache each wanted (symbol, day)'s bars of one timeframe: ``timeframe`` if stored, else the finest."""
     ts = table.column("ts").cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64()).to_numpy()
     symbol_codes = table.column("symbol").combine_chunks().dictionary_encode()
     codes = symbol_codes.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     code_of = {s: i for i, s in enumerate(symbol_codes.dictionary.to_pylist())}
+    frame_codes = table.column("timeframe").combine_chunks().dictionary_encode()
+    frames = frame_codes.dictionary.to_pylist()
+    frame_rank = np.argsort(np.argsort(np.array([timeframe_ns(f) for f in frames], dtype=np.int64), kind="stable"))
+    # per row, a rank: the asked timeframe -1, the others from the finest (0) up
+    frame_of = frame_codes.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    rank = frame_rank[frame_of].astype(np.int64)
+    if timeframe in frames:
+        rank[frame_of == frames.index(timeframe)] = -1
+    n_frames = len(frames) + 1
     days = table.column("ds").cast(pa.int32()).to_numpy().astype(np.int64)
     cols = {c: decimal_floats(table.column(c)) for c in ("open", "high", "low", "close", "volume")}
-    # rows grouped by (symbol, day), each group in the query's order (stable sort), instead of one mask per key
+    # rows grouped by (symbol, day, timeframe rank), each group in time order (stable sort of a time-ordered
+    # query), instead of one mask per key
     first = int(days.min()) if len(days) else 0
     span = int(days.max()) - first + 1 if len(days) else 1
-    group = codes * span + (days - first)
-    order = np.argsort(group, kind="stable")
+    group = (codes * span + (days - first)) * n_frames + (rank + 1)
+    order = np.lexsort((ts, group))
     sorted_group = group[order]
+    by_rank = {-1: timeframe, **{int(frame_rank[i]): f for i, f in enumerate(frames)}}
     for symbol, wanted in missing.items():
         code = code_of.get(symbol)
         for day in wanted:
             offset = _day_number(day) - first
-            rows = order[:0]
+            rows, used = order[:0], timeframe
             if code is not None and 0 <= offset < span:
-                lo, hi = np.searchsorted(sorted_group, [code * span + offset, code * span + offset + 1])
-                rows = order[lo:hi]
-            cache[(symbol, timeframe, day)] = Bars(symbol, ts[rows], *(cols[c][rows] for c in
-                                                                     ("open", "high", "low", "close", "volume")))
+                base = (code * span + offset) * n_frames
+                lo, hi = np.searchsorted(sorted_group, [base, base + n_frames])
+                if hi > lo:  # the group of the best rank present: the first in sorted order
+                    best = int(sorted_group[lo])
+                    end = int(np.searchsorted(sorted_group, best + 1))
+                    rows, used = order[lo:end], by_rank[best - base - 1]
+            cache[(symbol, timeframe, day)] = Bars.of(
+                symbol, ts[rows], [cols[c][rows] for c in ("open", "high", "low", "close", "volume")], used
+            )
             cache.move_to_end((symbol, timeframe, day))

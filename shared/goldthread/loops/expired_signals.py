@@ -4,6 +4,8 @@
 ``GOLDTHREAD_EXPIRY_LOOKAHEAD_HOURS``), measured from the signal price: the maximum favourable
 excursion (price, percent, R) and when it happened, the adverse one likewise, whether the take-profit
 would have been hit and when, and a missed-moonshot flag when the MFE reaches the configured threshold.
+Only bars wholly inside that span count (opening at or after ``created_at``, closing by its end, with the
+bars' real length); the row records that length as ``bars_timeframe``.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class ExpiredSignalsLoop(CounterfactualLoop):
                 np.array([float(s.stop_loss) for s in signals]),
                 np.array([to_ns(self.window(ctx, s)[1]) for s in signals], dtype=np.int64),
                 float(threshold),
+                bars[symbol].length_ns,
             )
             c = columns(
                 batch, ("max_mfe_price", "max_mfe_pct", "max_mfe_r", "mae_price", "mae_pct", "mae_r"),
@@ -115,6 +118,7 @@ class ExpiredSignalsLoop(CounterfactualLoop):
                         take_profit_hit_at=settled_time(c["take_profit_hit_at"][i]),
                         is_missed_moonshot=None if no_data else c["is_missed_moonshot"][i],
                         moonshot_threshold_pct=threshold, bars_observed=c["bars_observed"][i],
+                        bars_timeframe=None if no_data else bars[symbol].timeframe,
                     )
                 except (ValidationError, ArithmeticError) as exc:  # valid inputs, an impossible row
                     results[item_id] = unbuildable("FactSignalExpired", item.doc_id, exc)

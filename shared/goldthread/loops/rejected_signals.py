@@ -1,10 +1,12 @@
 """Loop B: rejected signals older than the validity window -> ``fact_rejected_signals`` with theoretical P&L.
 
 "What did our risk filter cost us?" For each rejected signal, the trade it would have been is replayed
-on the bars after it by the triple-barrier rule (``goldthread.analytics.barriers``: entry at the next
-bar's open, first touch of take-profit or stop-loss, stop first when one bar touches both, gaps fill at
-the open, else time-out at the window's last close). Fees are estimated with the same fee model as real
-trades, per unit, round trip. Missing bars are not dropped: the row says NO_DATA with the bar count.
+on the bars after it by the triple-barrier rule (``goldthread.analytics.barriers``: entry at the open of
+the first bar opening after ``created_at``, first touch of take-profit or stop-loss, stop first when one
+bar touches both, gaps fill at the open, else time-out at the close of the last bar closing inside the
+window), with the bars' real length (``Bars.timeframe``, recorded on the row as ``bars_timeframe``).
+Fees are estimated with the same fee model as real trades, per unit, round trip. Missing bars are not
+dropped: the row says NO_DATA with the bar count.
 """
 
 from __future__ import annotations
@@ -144,8 +146,10 @@ class RejectedSignalsLoop(CounterfactualLoop):
                 np.array([float(s.take_profit) for s in signals]),
                 np.array([float(s.stop_loss) for s in signals]),
                 np.array([to_ns(self.window(ctx, s)[1]) for s in signals], dtype=np.int64),
+                bars[symbol].length_ns,
             )
             c = columns(batch, _DECIMALS, ("entry_time", "exit_time"), ("exit_reason", "bars_observed"))
+            c["bars_timeframe"] = [bars[symbol].timeframe if n else None for n in c["bars_observed"]]
             for i, (item_id, item, signal) in enumerate(group):
                 try:
                     results[item_id] = self._row(ctx, item, signal, c, i, now)
@@ -173,4 +177,5 @@ class RejectedSignalsLoop(CounterfactualLoop):
             r_multiple=settled(c["r_multiple"][i]), mfe_price=settled(c["mfe_price"][i]),
             mfe_pct=settled(c["mfe_pct"][i]), mfe_r=settled(c["mfe_r"][i]), mae_price=settled(c["mae_price"][i]),
             mae_pct=settled(c["mae_pct"][i]), mae_r=settled(c["mae_r"][i]), bars_observed=c["bars_observed"][i],
+            bars_timeframe=c["bars_timeframe"][i],
         )

@@ -16,12 +16,22 @@ import hashlib
 import json
 from decimal import Decimal
 from enum import StrEnum
-from typing import ClassVar, Self
+from typing import Annotated, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from goldthread.models.hot import AssetClass, Side
 from goldthread.models.types import Identifier, JsonText, Money, Quantity, Symbol, Text, UtcDatetime, Version
+from goldthread.ports.market_data import timeframe_ns
+
+
+def _timeframe(value: str) -> str:
+    timeframe_ns(value)  # raises ValueError naming the value
+    return value
+
+
+Timeframe = Annotated[str, Field(min_length=1, max_length=16), AfterValidator(_timeframe)]
+"""A bar length in Alpaca's notation: ``{n}Min`` (n < 60), ``{n}Hour`` (n < 24), ``1Day`` or ``1Week``."""
 
 
 def row_id_for(*parts: str) -> str:
@@ -188,6 +198,9 @@ class FactRejectedSignal(SignalFields):
     mae_pct: Money | None = None
     mae_r: Money | None = None
     bars_observed: int = Field(ge=0)
+    bars_timeframe: Timeframe | None = Field(
+        default=None, description="Length of the bars behind the figures (1Min, 1Hour, 1Day ...); null for NO_DATA."
+    )
 
 
 class FactSignalExpired(SignalFields):
@@ -211,6 +224,9 @@ class FactSignalExpired(SignalFields):
     is_missed_moonshot: bool | None = None
     moonshot_threshold_pct: Money
     bars_observed: int = Field(ge=0)
+    bars_timeframe: Timeframe | None = Field(
+        default=None, description="Length of the bars behind the figures (1Min, 1Hour, 1Day ...); null without bars."
+    )
 
 
 class SnapshotAccount(FactRow):
@@ -339,22 +355,56 @@ class ReplayRecord(WarehouseRow):
 
 
 class MarketBar(WarehouseRow):
-    """One OHLCV bar cached once per symbol, day and timeframe for the counterfactual loops."""
+    """One real OHLCV bar, cached once per symbol, day and timeframe for the counterfactual loops.
+
+    Only bars a market could print are accepted: every price above zero, a volume not negative, the high at
+    or above the open, close and low, the low at or below the open and close, and ``ds`` the UTC day of the
+    bar's open. Days without bars are recorded in ``market_bars_coverage``, never as rows here."""
 
     __table__ = "market_bars"
-    __description__ = "OHLCV bars fetched once per symbol, day and timeframe (cache for Loops B and C)."
+    __description__ = "Real OHLCV bars fetched once per symbol, day and timeframe (cache for Loops B and C)."
     __cluster__ = ("symbol", "timeframe")
 
-    ds: dt.date
+    ds: dt.date = Field(description="UTC day of the bar's open time.")
     symbol: Symbol
-    timeframe: Identifier
-    ts: UtcDatetime = Field(description="Bar open time (UTC).")
-    open: Money
-    high: Money
-    low: Money
-    close: Money
-    volume: Quantity
-    source: Identifier = Field(description="Where the bar came from: sim, alpaca-iex, csv ...")
+    timeframe: Timeframe = Field(description="The bar's real length: 1Min, 5Min, 1Hour, 1Day ...")
+    ts: UtcDatetime = Field(description="Bar open time (UTC); the bar covers [ts, ts + timeframe).")
+    open: Money = Field(gt=0)
+    high: Money = Field(gt=0)
+    low: Money = Field(gt=0)
+    close: Money = Field(gt=0)
+    volume: Quantity = Field(ge=0)
+    source: Identifier = Field(description="Where the bar came from: synthetic, alpaca, file ...")
+
+    @model_validator(mode="after")
+    def _check_bar(self) -> Self:
+        if self.high < max(self.open, self.close, self.low) or self.low > min(self.open, self.close):
+            raise ValueError("a bar needs low <= open, close <= high")
+        if self.ts.date() != self.ds:
+            raise ValueError("ds must be the UTC day of ts")
+        return self
+
+
+class MarketBarsCoverage(WarehouseRow):
+    """One (symbol, day, timeframe, source) fetched for the counterfactual loops, with or without bars.
+
+    The prefetch decides what to fetch from these rows, not from the bars: a day the source has no bars
+    for (a weekend for equities) is fetched once, recorded with ``bar_count`` 0, and never asked for again,
+    without any placeholder in ``market_bars``. Only finished days are recorded (a day still running may
+    get more bars)."""
+
+    __table__ = "market_bars_coverage"
+    __description__ = "Which symbol, day, timeframe and source the bars cache has fetched, with its bar count."
+    __cluster__ = ("symbol", "timeframe")
+
+    ds: dt.date = Field(description="The UTC day fetched.")
+    symbol: Symbol
+    timeframe: Timeframe = Field(description="The timeframe asked for.")
+    source: Identifier = Field(description="The market-data source asked (MarketData.name).")
+    bars_timeframe: Timeframe = Field(description="The timeframe the source served (coarser when it has no finer).")
+    bar_count: int = Field(ge=0, description="Bars stored in market_bars for the day; 0 for a day without bars.")
+    refused_count: int = Field(default=0, ge=0, description="Bars the source sent that are not real bars, not stored.")
+    fetched_at: UtcDatetime
 
 
 class JobRun(WarehouseRow):
@@ -400,6 +450,7 @@ ALL_TABLES: tuple[type[WarehouseRow], ...] = (
     PatchAudit,
     RowRevision,
     MarketBar,
+    MarketBarsCoverage,
     JobRun,
 )
 TABLES_BY_NAME: dict[str, type[WarehouseRow]] = {t.__table__: t for t in ALL_TABLES}

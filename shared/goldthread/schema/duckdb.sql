@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS fact_rejected_signals (
     mae_price DECIMAL(38,9),
     mae_pct DECIMAL(38,9),
     mae_r DECIMAL(38,9),
-    bars_observed BIGINT NOT NULL
+    bars_observed BIGINT NOT NULL,
+    bars_timeframe VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS fact_signals_expired (
@@ -109,7 +110,8 @@ CREATE TABLE IF NOT EXISTS fact_signals_expired (
     take_profit_hit_at TIMESTAMPTZ,
     is_missed_moonshot BOOLEAN,
     moonshot_threshold_pct DECIMAL(38,9) NOT NULL,
-    bars_observed BIGINT NOT NULL
+    bars_observed BIGINT NOT NULL,
+    bars_timeframe VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS snapshot_accounts (
@@ -218,6 +220,18 @@ CREATE TABLE IF NOT EXISTS market_bars (
     close DECIMAL(38,9) NOT NULL,
     volume DECIMAL(38,9) NOT NULL,
     source VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS market_bars_coverage (
+    row_id VARCHAR NOT NULL PRIMARY KEY,
+    ds DATE NOT NULL,
+    symbol VARCHAR NOT NULL,
+    timeframe VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    bars_timeframe VARCHAR NOT NULL,
+    bar_count BIGINT NOT NULL,
+    refused_count BIGINT NOT NULL,
+    fetched_at TIMESTAMPTZ NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS job_runs (
