@@ -32,6 +32,7 @@ from tests.conftest import DS, Factory, rows
 from tests.real.conftest import bigquery_emulator, firestore_emulator, pubsub_emulator  # noqa: F401 - fixtures
 from tests.support import emulators
 from tests.support.emulators import ManagedProcess, start_function
+from tests.support.faults import bus_stopped, warehouse_refusing_writes
 
 
 class FakeClock:
@@ -120,15 +121,12 @@ def assert_broken(ctx: Context, result: canary.CanaryResult, hop: str, caplog: p
 
 def test_a_stopped_bus_breaks_the_dispatch_hop(ctx: Context, make: Factory, caplog: pytest.LogCaptureFixture) -> None:
     make.closed_trade("pos-real")
-    bus = ctx.bus
-    assert isinstance(bus, LocalBus)
-    bus.available = False
-    result = run_canary(ctx, timeout=1)
+    with bus_stopped(ctx.bus):
+        result = run_canary(ctx, timeout=1)
 
     assert_broken(ctx, result, "dispatch", caplog)
     assert statuses(result)["signal_write"] == "ok" and statuses(result)["position_write"] == "ok"
     assert "stopped" in result.hop("dispatch").detail
-    bus.available = True
     trades = run_loop(ctx, "trades", DS)
     assert trades.published == 1, "the set-aside canary position never enters a real run"
     assert make.position_doc("pos-real")["archived_run_id"] == trades.run_id
@@ -149,15 +147,12 @@ def test_a_warehouse_refusing_writes_breaks_the_warehouse_write_hop(
 ) -> None:
     assert run_canary(ctx, timeout=5).ok  # the canary strategy is in dim_strategy from here on
     sink_backs_off(ctx)
-    warehouse = ctx.warehouse
-    assert isinstance(warehouse, DuckDbWarehouse)
-    warehouse.rejects_writes = True
-    result = run_canary(ctx, timeout=0.5)
+    with warehouse_refusing_writes(ctx.warehouse):
+        result = run_canary(ctx, timeout=0.5)
 
     assert_broken(ctx, result, "warehouse_write", caplog)
     assert statuses(result)["delivery"] == "ok" and statuses(result)["validation"] == "ok"
     assert "refuses writes" in result.hop("warehouse_write").detail
-    warehouse.rejects_writes = False
     assert not rows(ctx, "fact_trades", "run_id = @r", r=result.run_id)
 
 
@@ -165,11 +160,9 @@ def test_a_warehouse_refusing_writes_from_the_start_names_the_warehouse(
     ctx: Context, make: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
     sink_backs_off(ctx)
-    warehouse = ctx.warehouse
-    assert isinstance(warehouse, DuckDbWarehouse)
-    warehouse.rejects_writes = True
-    result = run_canary(ctx, timeout=0.5)
-    assert_broken(ctx, result, "warehouse_write", caplog)
+    with warehouse_refusing_writes(ctx.warehouse):
+        result = run_canary(ctx, timeout=0.5)
+        assert_broken(ctx, result, "warehouse_write", caplog)
 
 
 def test_a_missing_mart_breaks_the_mart_visibility_hop(
@@ -247,10 +240,8 @@ def test_http_canary_answers_200_when_whole_and_500_naming_the_hop(ctx: Context,
     try:
         body, status, _ = entrypoints.canary_http(Request({"timeout_seconds": 5}))
         assert status == 200 and json.loads(body)["ok"] is True
-        bus = ctx.bus
-        assert isinstance(bus, LocalBus)
-        bus.available = False
-        body, status, _ = entrypoints.canary_http(Request({"timeout_seconds": 1}))
+        with bus_stopped(ctx.bus):
+            body, status, _ = entrypoints.canary_http(Request({"timeout_seconds": 1}))
         answer = json.loads(body)
         assert status == 500 and answer["broken_hop"] == "dispatch" and "hop 'dispatch' failed" in answer["error"]
         _, status, _ = entrypoints.canary_http(Request({"timeout_seconds": "soon"}))

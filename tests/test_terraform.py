@@ -954,9 +954,10 @@ def filter_matches(log_filter: str, entry: dict[str, Any]) -> bool:
 def test_canary_alert_matches_the_log_line_of_a_broken_hop(ctx: Context) -> None:
     """Break the embedded stack's bus, run the canary, capture the JSON lines it logs (goldthread.logs, the
     formatter the functions use) and check the metric filter selects exactly the broken-hop line."""
-    from goldthread.adapters.local_bus import LocalBus
     from goldthread.bi.canary import HOPS, run_canary
     from goldthread.logs import JsonFormatter
+
+    from tests.support.faults import bus_stopped
 
     metric = config().resource("google_logging_metric", "canary_broken")
     fn = config().resource("google_cloudfunctions2_function", "fn")
@@ -976,10 +977,8 @@ def test_canary_alert_matches_the_log_line_of_a_broken_hop(ctx: Context) -> None
     logger.setLevel(logging.INFO)
     try:
         whole = run_canary(ctx, timeout=5)
-        bus = ctx.bus
-        assert isinstance(bus, LocalBus)
-        bus.available = False
-        broken = run_canary(ctx, timeout=1)
+        with bus_stopped(ctx.bus):
+            broken = run_canary(ctx, timeout=1)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)

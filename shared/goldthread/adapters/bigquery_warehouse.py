@@ -200,7 +200,6 @@ class BigQueryWarehouse(Warehouse):
         self.dataset = safe_identifier(dataset)
         self.location = location
         self.tables = tuple(tables)
-        self.rejects_writes = False  # fault injection for the canary, as in the embedded warehouse
         self.endpoint = endpoint if endpoint is not None else os.environ.get(ENDPOINT_ENV) or None
         if client is None:
             with vendor_errors("connect", StoreUnavailableError):
@@ -345,7 +344,6 @@ class BigQueryWarehouse(Warehouse):
         result = InsertResult()
         if not rows:
             return result
-        self._check_writable(model)
         key = safe_identifier(model.__key__)
         seen: set[str] = set()
         unique: list[WarehouseRow] = []
@@ -398,7 +396,6 @@ class BigQueryWarehouse(Warehouse):
         """
         if not rows:
             return 0
-        self._check_writable(model)
         from google.cloud import bigquery
 
         table, key = safe_identifier(model.__table__), safe_identifier(model.__key__)
@@ -439,10 +436,6 @@ class BigQueryWarehouse(Warehouse):
                     self._client.delete_table(self.table_id(staging), not_found_ok=True, **self._rt)
             except GoldthreadError:
                 pass  # the staging table expires by itself
-
-    def _check_writable(self, model: type[WarehouseRow]) -> None:
-        if self.rejects_writes:
-            raise WarehouseWriteError(f"warehouse refuses writes to {model.__table__}")
 
     # -- reads -----------------------------------------------------------------------------------
     def _job_config(self, params: Mapping[str, Any] | None = None) -> Any:

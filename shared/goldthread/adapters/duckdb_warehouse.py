@@ -103,7 +103,6 @@ class DuckDbWarehouse(Warehouse):
         self._lock = threading.RLock()
         self._db = _connect_waiting(str(path), read_only, wait_seconds, on_wait)
         self._db.execute("SET TimeZone = 'UTC'")
-        self.rejects_writes = False  # the canary's fault injection flips this
 
     def ensure_tables(self) -> None:
         """Create every model's table if missing, and (re)create the BI marts over them."""
@@ -148,8 +147,6 @@ class DuckDbWarehouse(Warehouse):
         result = InsertResult()
         if incoming.num_rows == 0:
             return result
-        if self.rejects_writes:
-            raise WarehouseWriteError(f"warehouse refuses writes to {model.__table__}")
         table, key = safe_identifier(model.__table__), safe_identifier(model.__key__)
         with self._lock:
             try:
@@ -198,8 +195,6 @@ class DuckDbWarehouse(Warehouse):
         """Update ``columns`` by key, inserting missing rows, in one statement."""
         if not rows:
             return 0
-        if self.rejects_writes:
-            raise WarehouseWriteError(f"warehouse refuses writes to {model.__table__}")
         table, key = safe_identifier(model.__table__), safe_identifier(model.__key__)
         sets = ", ".join(f"{safe_identifier(c)} = excluded.{safe_identifier(c)}" for c in columns)
         incoming = rows_to_arrow(model, rows)

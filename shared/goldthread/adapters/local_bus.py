@@ -80,7 +80,6 @@ class LocalBus(Bus):
         self._seq = itertools.count()
         self._message_ids = itertools.count(random.getrandbits(62))
         self.published: dict[str, int] = {}
-        self.available = True
 
     # -- administration (what Terraform declares in production) ----------------------------------
     def subscribe(
@@ -130,10 +129,6 @@ class LocalBus(Bus):
 
     def publish_batch(self, topic: str, messages: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[str]:
         """Accept many messages at once."""
-        if not self.available:
-            from goldthread.errors import StoreUnavailableError
-
-            raise StoreUnavailableError(f"local bus is stopped; cannot publish to {topic!r}")
         now_wall = dt.datetime.now(dt.UTC)
         now = time.monotonic()
         subs = self._by_topic.get(topic, [])
@@ -219,7 +214,7 @@ class LocalBus(Bus):
             }
             self.publish(sub.dead_letter_topic, message.data, attributes)
             return
-        backoff = min(sub.max_backoff, sub.min_backoff * (2 ** (attempt - 1)))
+        backoff = min(sub.max_backoff, sub.min_backoff * (2 ** min(attempt - 1, 64)))  # no float overflow
         redelivery = BusMessage(
             message.data, message.attributes, message.message_id, message.publish_time, message.topic, attempt + 1
         )
