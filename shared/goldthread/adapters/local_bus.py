@@ -161,6 +161,8 @@ class LocalBus(Bus):
         deliveries = 0
         while self._queue:
             now = time.monotonic()
+            if deadline is not None and now >= deadline:  # a message redelivered at once, forever, stops here too
+                break
             head = self._queue[0]
             if head.not_before > now:
                 if deadline is not None and head.not_before > deadline:
