@@ -479,7 +479,7 @@ def test_git_hash_ignores_a_checkout_that_does_not_track_the_package(tmp_path: P
 def test_git_hash_outside_a_checkout_is_the_installed_version_or_unknown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert resolve_git_hash(tmp_path) == "goldthread-0.1.0"  # pyproject.toml's version, installed in the venv
+    assert resolve_git_hash(tmp_path) == f"goldthread-{importlib.metadata.version('goldthread')}"  # 0.1.0 now
 
     def missing(name: str) -> str:
         raise importlib.metadata.PackageNotFoundError(name)
@@ -490,8 +490,10 @@ def test_git_hash_outside_a_checkout_is_the_installed_version_or_unknown(
 
 def test_the_env_var_wins_and_an_unset_one_resolves_this_checkout() -> None:
     assert load_settings({"GOLDTHREAD_GIT_HASH": "abc123"}).git_hash == "abc123"
-    here = Path(__file__).resolve().parents[1]
-    assert load_settings({}).git_hash == _git(here, "rev-parse", "HEAD")  # the suite runs from a checkout
+    import goldthread
+
+    package = Path(goldthread.__file__).resolve().parent  # the suite runs from a checkout
+    assert load_settings({}).git_hash == _git(package, "rev-parse", "HEAD")
 
 
 def test_a_run_records_the_resolved_git_hash(ctx: Context, make: Factory) -> None:
