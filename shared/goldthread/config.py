@@ -10,8 +10,11 @@ configuration only::
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import importlib.metadata
 import os
 import re
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +50,7 @@ class Settings:
     validity_window: dt.timedelta = dt.timedelta(days=7)
     expiry_lookahead: dt.timedelta = dt.timedelta(hours=24)
     moonshot_threshold_pct: str = "10"
+    max_signal_lifetime: dt.timedelta = dt.timedelta(days=31)
     bars_file: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
     warehouse_wait: dt.timedelta = dt.timedelta(minutes=10)
@@ -90,6 +94,41 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_GIT_TIMEOUT_SECONDS = 2.0
+_COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
+def _git(directory: Path, *args: str) -> str | None:
+    """Output of one git command run in ``directory``, or None if git is missing, slow or fails."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=_GIT_TIMEOUT_SECONDS,
+            check=False, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        )
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=8)
+def resolve_git_hash(package_dir: Path = _PACKAGE_DIR) -> str:
+    """What a run records as ``git_hash`` when ``GOLDTHREAD_GIT_HASH`` is unset, worked out once per process.
+
+    The commit checked out in the git repository that contains the package (``git rev-parse HEAD``, only if
+    the package's ``__init__.py`` is tracked there, so a virtualenv inside some other checkout does not lend
+    its commit; each git call has a 2 s timeout and any failure is quiet); else the installed distribution's
+    version (``goldthread-0.1.0``); ``unknown`` only if neither exists."""
+    if _git(package_dir, "ls-files", "--error-unmatch", "__init__.py") is not None:
+        commit = _git(package_dir, "rev-parse", "HEAD")
+        if commit and _COMMIT.match(commit):
+            return commit
+    try:
+        return f"goldthread-{importlib.metadata.version('goldthread')}"[:64]
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _env(env: Mapping[str, str], key: str, default: str) -> str:
     return env.get(f"GOLDTHREAD_{key}", default)
 
@@ -106,6 +145,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         warehouse_wait = float(_env(env, "WAREHOUSE_WAIT_SECONDS", "600"))
         min_backoff = float(_env(env, "RETRY_MIN_BACKOFF_SECONDS", "10"))
         max_backoff = float(_env(env, "RETRY_MAX_BACKOFF_SECONDS", "600"))
+        lifetime = float(_env(env, "MAX_SIGNAL_LIFETIME_DAYS", "31"))
     except ValueError as exc:
         raise ConfigError(f"a numeric GOLDTHREAD_* setting is not a number: {exc}") from exc
     if not 5 <= attempts <= 100:
@@ -113,6 +153,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not 0 <= min_backoff <= max_backoff <= 600 or warehouse_wait < 0:
         raise ConfigError("GOLDTHREAD_RETRY_MIN_BACKOFF_SECONDS <= GOLDTHREAD_RETRY_MAX_BACKOFF_SECONDS <= 600 "
                           "(Pub/Sub's range) and GOLDTHREAD_WAREHOUSE_WAIT_SECONDS >= 0")
+    if not 0 < lifetime <= 3660:  # NaN fails too
+        raise ConfigError("GOLDTHREAD_MAX_SIGNAL_LIFETIME_DAYS must be a number of days above 0 and at most 3660")
     bars = _env(env, "BARS_FILE", "")
     return Settings(
         home=Path(_env(env, "HOME", str(d.home))),
@@ -124,12 +166,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         project=env.get("GOOGLE_CLOUD_PROJECT", _env(env, "PROJECT", d.project)),
         dataset=_name(_env(env, "DATASET", d.dataset), "dataset"),
         topic_prefix=_name(_env(env, "TOPIC_PREFIX", d.topic_prefix), "topic prefix"),
-        git_hash=_env(env, "GIT_HASH", d.git_hash)[:64],
+        git_hash=(_env(env, "GIT_HASH", "") or resolve_git_hash())[:64],
         max_delivery_attempts=attempts,
         run_timeout=dt.timedelta(minutes=timeout),
         validity_window=dt.timedelta(days=window),
         expiry_lookahead=dt.timedelta(hours=lookahead),
         moonshot_threshold_pct=_env(env, "MOONSHOT_THRESHOLD_PCT", d.moonshot_threshold_pct),
+        max_signal_lifetime=dt.timedelta(days=lifetime),
         bars_file=Path(bars) if bars else None,
         warehouse_wait=dt.timedelta(seconds=warehouse_wait),
         retry_min_backoff=dt.timedelta(seconds=min_backoff),

@@ -33,7 +33,16 @@ the stop-loss, or at the close of the last bar that closes by ``window_end`` (TI
 Loop C (expired signals) asks how far price ran, measured from the signal price, over the bars that
 open at or after ``created_at`` and close by ``lookahead_end`` (open before it when ``bar_ns`` is 0).
 MFE and MAE are signed (an MFE below zero means price only ever moved against the signal) and
-``is_missed_moonshot`` is ``max_mfe_pct >= threshold_pct``.
+``is_missed_moonshot`` is ``max_mfe_pct >= threshold_pct`` on the
+floats. Loop C does not store that flag: the float percentage of an exact 10 % move can be 9.999999999999998,
+so it decides on the 9-place decimal it stores (``loops.expired_signals.missed_moonshot``).
+
+Exactness of the touches: bar prices reach these functions as the floats nearest the 9-place decimals
+``market_bars`` stores, and barriers as the floats nearest the signal's decimals. Below 2**23 (8,388,608)
+floats are spaced under 1e-9, so distinct 9-place decimals are distinct floats and rounding keeps their
+order: every touch (``high >= take_profit``, ``low <= stop_loss``, an open beyond a barrier) and so
+``take_profit_hit`` and ``exit_reason`` decide exactly as the stored decimals would. Prices at or above
+2**23 could tie where the decimals differ by less than a float spacing.
 
 Speed: a sparse table (range minimum of ``low``, range maximum of ``high``) is built once per call over
 the bars the signals need, in O(n log n). Range extremes are then O(1) and the first touch of a barrier

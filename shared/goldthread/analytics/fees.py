@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Context, Decimal, localcontext
 from enum import StrEnum
@@ -28,6 +29,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from goldthread.errors import ConfigError
 from goldthread.models.broker import FeeActivity, OrderSide
 from goldthread.models.hot import AssetClass
 from goldthread.models.types import CENT, NINE_PLACES, Identifier, Money, Quantity, Symbol
@@ -54,6 +56,37 @@ CFEE_DESCRIPTION_ASSET = "Coin Pair Transaction Fee (Non USD)"
 CFEE_DESCRIPTION_USD = "Coin Pair Transaction Fee (USD)"
 
 
+CAT_FEE_PER_SHARE = Decimal("0.000035")
+"""The published CAT fee, USD per executed equivalent share, charged to the executing broker on each side.
+
+Source: CAT Fee 2024-1, FINRA Rule 6897(a)(1)(C) and CAT Fee Alert 2024-1 (catnmsplan.com FAQ V6): $0.000035
+per executed equivalent share, effective for transactions from 1 September 2024 (first invoice October 2024)
+and in effect "until a new subsequent CAT Fee is in effect". Prospective CAT fees are reset about every six
+months (CAT Fee 2025-1 was filed in June 2025 for July to December 2025), so this default may be stale: the
+rate in force is in the latest CAT Fee Alert on catnmsplan.com. Historical CAT Assessment 1 ($0.000013 per
+executed equivalent share, from the November 2024 invoice) is a separate line, not included. To follow a new
+rate, or to add the historical assessment the broker passes through, set ``GOLDTHREAD_CAT_FEE_PER_SHARE``
+(no code change) and update this constant with its source and date."""
+
+CAT_FEE_ENV = "GOLDTHREAD_CAT_FEE_PER_SHARE"
+
+
+def cat_fee_per_share(env: Mapping[str, str] | None = None) -> Decimal:
+    """The CAT rate in force: ``GOLDTHREAD_CAT_FEE_PER_SHARE`` (a non-negative decimal, e.g. ``0.000048``) if
+    set, else ``CAT_FEE_PER_SHARE``. An unreadable or negative value is a ``ConfigError``, never a silent
+    default: fees computed at a wrong rate would look right."""
+    text = (os.environ if env is None else env).get(CAT_FEE_ENV, "").strip()
+    if not text:
+        return CAT_FEE_PER_SHARE
+    try:
+        rate = Decimal(text)
+    except ArithmeticError as exc:
+        raise ConfigError(f"{CAT_FEE_ENV}={text!r} is not a decimal number") from exc
+    if not rate.is_finite() or rate < 0 or rate >= 1:
+        raise ConfigError(f"{CAT_FEE_ENV}={text!r} must be a dollar rate per share, at least 0 and below 1")
+    return rate
+
+
 class FeeSchedule(BaseModel):
     """Fee rates, configurable; the defaults resemble Alpaca's pass-through fees in 2024-2025.
 
@@ -64,10 +97,10 @@ class FeeSchedule(BaseModel):
     * ``taf_per_share`` / ``taf_max_per_trade``: FINRA TAF on shares SOLD, $0.000166 a share, at most
       $8.30 per trade. A "trade" here is one :class:`Fill`: pass an order's partial fills as one fill for a
       per-order cap.
-    * ``cat_per_share``: CAT fee per executed equivalent share on BOTH sides: $0.000035 is CAT Fee 2024-1
-      (catnmsplan.com FAQ). Historical CAT Assessment 1 ($0.000013) is not included by default; add it
-      here if the broker passes it through. Assumption: an option contract counts as ``multiplier``
-      executed equivalent shares (CAT NMS Plan funding model).
+    * ``cat_per_share``: CAT fee per executed equivalent share on BOTH sides: by default
+      ``GOLDTHREAD_CAT_FEE_PER_SHARE`` if set, else the published rate ``CAT_FEE_PER_SHARE`` (see there for
+      its source and date). Assumption: an option contract counts as ``multiplier`` executed equivalent
+      shares (CAT NMS Plan funding model).
     * Options, simplified: REG on sell premium notional (qty x price x multiplier), TAF per contract sold
       (``option_taf_per_contract``, $0.00279, no cap by default), ORF per contract on both sides
       (``option_orf_per_contract``: exchanges' rates vary, $0.02685 is an assumption; fold the OCC clearing
@@ -81,7 +114,7 @@ class FeeSchedule(BaseModel):
     sec_fee_rate: Decimal = Field(default=Decimal("0.0000278"), ge=0, allow_inf_nan=False)
     taf_per_share: Decimal = Field(default=Decimal("0.000166"), ge=0, allow_inf_nan=False)
     taf_max_per_trade: Decimal | None = Field(default=Decimal("8.30"), ge=0, allow_inf_nan=False)
-    cat_per_share: Decimal = Field(default=Decimal("0.000035"), ge=0, allow_inf_nan=False)
+    cat_per_share: Decimal = Field(default_factory=lambda: cat_fee_per_share(), ge=0, allow_inf_nan=False)
     option_taf_per_contract: Decimal = Field(default=Decimal("0.00279"), ge=0, allow_inf_nan=False)
     option_taf_max_per_trade: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
     option_orf_per_contract: Decimal = Field(default=Decimal("0.02685"), ge=0, allow_inf_nan=False)

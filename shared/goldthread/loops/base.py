@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from goldthread.errors import PermanentError, RecordNotFoundError, RecordValidationError, TransientError
+from goldthread.models.types import utc_in_range
 from goldthread.models.warehouse import FactRow
 from goldthread.models.work_items import Loop, WorkItem, errors_of
 from goldthread.pipeline.context import Context
@@ -43,17 +44,23 @@ def check_record_id(kind: str, field: str, record_id: str, doc_id: str) -> None:
 
 def unbuildable(kind: str, doc_id: str, exc: Exception) -> RecordValidationError:
     """The permanent error of a record whose valid values still cannot make a valid row (a quantity so large
-    the P&L overflows the warehouse's 38 digits): dead-lettered with the computed field, never a crash."""
+    the P&L overflows the warehouse's 38 digits, a time that overflows a conversion): dead-lettered with the
+    computed field where the row's validation names one, never a crash and never retried."""
     if isinstance(exc, ValidationError):
         errors = [{**e, "msg": f"computed {e['loc'] or 'row'}: {e['msg']}"} for e in errors_of(exc)]
-    else:
-        errors = [{"loc": "", "msg": f"amounts too large to compute exactly ({type(exc).__name__})",
+    elif isinstance(exc, ArithmeticError):
+        errors = [{"loc": "", "msg": f"values too large to compute exactly ({type(exc).__name__}: {exc})"[:300],
                    "type": "arithmetic"}]
+    else:  # a ValueError raised by the record's own values (a time, a text) while computing its row
+        errors = [{"loc": "", "msg": f"values cannot make a row ({type(exc).__name__}: {exc})"[:300],
+                   "type": "value_error"}]
     return RecordValidationError(kind, doc_id, errors)
 
 
 def parse_time(value: Any) -> dt.datetime | None:
-    """A stored timestamp (ISO text or datetime) as aware UTC, or None if unreadable or naive."""
+    """A stored timestamp (ISO text or datetime) as aware UTC, or None if unreadable, naive, outside the range
+    the models accept (``UtcDatetime``: 1970 to 2100) or not even convertible to UTC: the caller then treats
+    the record as due, so the subscriber dead-letters it with the field's reason (never a crash here)."""
     if isinstance(value, dt.datetime):
         moment = value
     elif isinstance(value, str):
@@ -63,7 +70,7 @@ def parse_time(value: Any) -> dt.datetime | None:
             return None
     else:
         return None
-    return moment.astimezone(dt.UTC) if moment.tzinfo else None
+    return utc_in_range(moment)
 
 
 class LoopSpec(ABC):

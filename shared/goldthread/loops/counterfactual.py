@@ -14,12 +14,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from goldthread.analytics.barriers import NAT_NS
-from goldthread.errors import NotReadyError, PermanentError, RecordValidationError
+from goldthread.errors import NotReadyError, PermanentError
 from goldthread.loops.bars import days_between, needed_days, nine_place_units, prefetch
 from goldthread.loops.base import BuildResult, LoopSpec, check_record_id, day_bounds
 from goldthread.models import SchemaGuardian
 from goldthread.models.hot import LiveSignal
-from goldthread.models.types import quantize9
+from goldthread.models.types import quantize9, utc_in_range
 from goldthread.models.work_items import WorkItem
 from goldthread.pipeline.context import Context
 from goldthread.ports.market_data import from_ns
@@ -118,7 +118,10 @@ class CounterfactualLoop(LoopSpec):
         Only a signal that could add a (symbol, day) is validated: one whose window, read straight from the
         document (``_span``: three fields of its JSON text), lies within days that signals validated before it
         already need adds nothing whether it is valid or not, so it is skipped. The days fetched are those of
-        every valid signal; a document is validated as the subscriber validates it (``SchemaGuardian``)."""
+        every valid signal; a document is validated as the subscriber validates it (``SchemaGuardian`` and the
+        loop's ``check_signal``), so a signal it will dead-letter (a time out of range, a life longer than
+        ``GOLDTHREAD_MAX_SIGNAL_LIFETIME_DAYS``) never asks for bars, and nothing a document holds fails the
+        dispatch."""
         assert self.collection is not None
         windows = []
         needed: dict[str, set[dt.date]] = defaultdict(set)
@@ -134,9 +137,10 @@ class CounterfactualLoop(LoopSpec):
                     continue
             try:
                 signal = SchemaGuardian.validate(self.signal_model, data, doc_id)
-            except RecordValidationError:
+                self.check_signal(ctx, signal)  # a signal the subscriber refuses (a life too long) needs no bars
+                start, end = self.window(ctx, signal)
+            except (PermanentError, ArithmeticError, ValueError):
                 continue  # the subscriber will dead-letter it with the reasons
-            start, end = self.window(ctx, signal)
             windows.append((signal.symbol, start, end))
             needed[signal.symbol].update(days_between(start, end))
         return prefetch(ctx, needed_days(windows))
@@ -202,12 +206,11 @@ class _SpanFields(BaseModel):
 
 
 def _aware(value: Any) -> dt.datetime | None:
-    """An aware datetime, or ISO text of one, in UTC; None for anything else (naive, a number, unreadable)."""
+    """An aware datetime, or ISO text of one, in UTC; None for anything else (naive, a number, unreadable,
+    outside the models' range or not convertible to UTC)."""
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
-    if isinstance(value, dt.datetime) and value.tzinfo is not None and value.utcoffset() is not None:
-        return value.astimezone(dt.UTC)
-    return None
+    return utc_in_range(value) if isinstance(value, dt.datetime) else None
 
 
 def not_ready_until(ds: dt.date, delay: dt.timedelta) -> dt.datetime:

@@ -3,9 +3,12 @@
 "Did we miss a moonshot?" Over the signal's life plus a look-ahead (``created_at`` to ``expires_at`` +
 ``GOLDTHREAD_EXPIRY_LOOKAHEAD_HOURS``), measured from the signal price: the maximum favourable
 excursion (price, percent, R) and when it happened, the adverse one likewise, whether the take-profit
-would have been hit and when, and a missed-moonshot flag when the MFE reaches the configured threshold.
+would have been hit and when, and a missed-moonshot flag when the MFE reaches the configured threshold
+(compared on the stored 9-place ``max_mfe_pct``, exactly).
 Only bars wholly inside that span count (opening at or after ``created_at``, closing by its end, with the
 bars' real length); the row records that length as ``bars_timeframe``.
+A signal living longer than ``GOLDTHREAD_MAX_SIGNAL_LIFETIME_DAYS`` is dead-lettered on ``expires_at`` and
+asks for no bars.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from goldthread.analytics.barriers import excursions_batch
-from goldthread.errors import PermanentError
+from goldthread.errors import PermanentError, RecordValidationError
 from goldthread.loops.bars import load_bars
 from goldthread.loops.base import BuildResult, day_bounds, unbuildable
 from goldthread.loops.counterfactual import CounterfactualLoop, columns, settled, settled_time
@@ -29,6 +32,15 @@ from goldthread.models.work_items import Loop, WorkItem
 from goldthread.pipeline.context import Context
 from goldthread.ports.hot_store import Where
 from goldthread.ports.market_data import to_ns
+
+
+def missed_moonshot(max_mfe_pct: Decimal | None, threshold: Decimal) -> bool:
+    """Whether the stored ``max_mfe_pct`` (the exact 9-place decimal the row holds) reaches the threshold.
+
+    Decided on the decimal, not on the float the maths produced: a favourable move of exactly 10 % can come
+    out of float arithmetic as 9.999999999999998 %, stored as 10.000000000, and a flag decided on the float
+    would contradict the row it sits in. Missing (no excursion measured) is not a moonshot."""
+    return max_mfe_pct is not None and max_mfe_pct >= threshold
 
 
 class ExpiredSignalsLoop(CounterfactualLoop):
@@ -65,7 +77,18 @@ class ExpiredSignalsLoop(CounterfactualLoop):
         return self.find_and_remember(ctx, ds, sorted(set(expired) | set(stale) | set(odd)))
 
     def check_signal(self, ctx: Context, signal: Any) -> None:
-        """Only signals that expired without execution belong here."""
+        """Only signals that expired without execution belong here, and only those whose life (``expires_at -
+        created_at``) is at most ``GOLDTHREAD_MAX_SIGNAL_LIFETIME_DAYS``: the bars one signal asks for are
+        bounded (an expiry years after creation would fetch and scan years of minute bars), and a longer life
+        is a bot's bug, refused on ``expires_at``."""
+        limit = ctx.settings.max_signal_lifetime
+        if signal.expires_at - signal.created_at > limit:
+            raise RecordValidationError("LiveSignal", signal.signal_id, [{
+                "loc": "expires_at",
+                "msg": f"the signal lives {signal.expires_at - signal.created_at} from created_at, longer than "
+                       f"the {limit} GOLDTHREAD_MAX_SIGNAL_LIFETIME_DAYS allows",
+                "type": "lifetime_too_long",
+            }])
         expired = signal.status is SignalStatus.EXPIRED or (
             signal.status is SignalStatus.ACTIVE and signal.expires_at <= ctx.now()
         )
@@ -98,11 +121,12 @@ class ExpiredSignalsLoop(CounterfactualLoop):
             c = columns(
                 batch, ("max_mfe_price", "max_mfe_pct", "max_mfe_r", "mae_price", "mae_pct", "mae_r"),
                 ("max_mfe_at", "mae_at", "take_profit_hit_at"),
-                ("take_profit_hit", "is_missed_moonshot", "bars_observed"),
+                ("take_profit_hit", "bars_observed"),
             )
             for i, (item_id, item, s) in enumerate(group):
                 no_data = c["bars_observed"][i] == 0
                 try:
+                    mfe_pct = settled(c["max_mfe_pct"][i])
                     results[item_id] = FactSignalExpired(
                         row_id=row_id_for("fact_signals_expired", s.signal_id), ds=s.expires_at.date(),
                         run_id=item.run_id, loaded_at=now, is_canary=s.is_canary, signal_id=s.signal_id,
@@ -110,13 +134,13 @@ class ExpiredSignalsLoop(CounterfactualLoop):
                         asset_class=s.asset_class, side=s.side, signal_price=s.signal_price,
                         take_profit=s.take_profit, stop_loss=s.stop_loss, created_at=s.created_at,
                         expires_at=s.expires_at, lookahead_end=self.window(ctx, s)[1],
-                        max_mfe_price=settled(c["max_mfe_price"][i]), max_mfe_pct=settled(c["max_mfe_pct"][i]),
+                        max_mfe_price=settled(c["max_mfe_price"][i]), max_mfe_pct=mfe_pct,
                         max_mfe_r=settled(c["max_mfe_r"][i]), max_mfe_at=settled_time(c["max_mfe_at"][i]),
                         mae_price=settled(c["mae_price"][i]), mae_pct=settled(c["mae_pct"][i]),
                         mae_r=settled(c["mae_r"][i]), mae_at=settled_time(c["mae_at"][i]),
                         take_profit_hit=None if no_data else c["take_profit_hit"][i],
                         take_profit_hit_at=settled_time(c["take_profit_hit_at"][i]),
-                        is_missed_moonshot=None if no_data else c["is_missed_moonshot"][i],
+                        is_missed_moonshot=None if no_data else missed_moonshot(mfe_pct, threshold),
                         moonshot_threshold_pct=threshold, bars_observed=c["bars_observed"][i],
                         bars_timeframe=None if no_data else bars[symbol].timeframe,
                     )

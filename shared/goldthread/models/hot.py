@@ -14,7 +14,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from goldthread.models.types import Identifier, Money, Quantity, Symbol, Text, UtcDatetime, Version
+from goldthread.models.types import Identifier, Money, Quantity, StrictFlag, Symbol, Text, UtcDatetime, Version
 
 
 class AssetClass(StrEnum):
@@ -63,7 +63,7 @@ class HotDocument(BaseModel):
         description="Run that first began writing this record's row where the warehouse bills its key check "
         "(BigQuery); any later attempt checks the warehouse for the row first. Kept by rewrites.",
     )
-    is_canary: bool = Field(default=False, description="Written by the Golden Thread canary, not a bot.")
+    is_canary: StrictFlag = Field(default=False, description="Written by the Golden Thread canary, not a bot.")
 
 
 class LiveSignal(HotDocument):

@@ -5,6 +5,12 @@ DuckDB ``DECIMAL(38,9)``). A float arriving from a JSON document or Firestore (w
 doubles) is read through its shortest ``repr`` and rounded half-even to 9 places, because the float was
 never exact; a string or Decimal with more than 9 places is refused rather than silently rounded. NaN
 and infinities are always refused.
+
+Timestamps must carry a time zone and lie in ``[1970-01-01T00:00Z, 2100-01-01T00:00Z)`` once in UTC: a
+time outside that range is a bot's bug (an epoch in the wrong unit, a placeholder year), and one near the
+ends of Python's range cannot even be converted to UTC (``astimezone`` raises ``OverflowError``, which
+pydantic does not turn into a validation error) nor to nanoseconds. Both are field-level validation errors.
+Booleans are strict (``StrictFlag``): only ``true``/``false``, never ``"yes"``, ``1`` or ``"true"``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import datetime as dt
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, PlainSerializer
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, PlainSerializer, Strict
 
 NINE_PLACES = Decimal("0.000000001")
 CENT = Decimal("0.01")
@@ -38,8 +44,35 @@ def quantize9(value: Decimal) -> Decimal:
     return value.quantize(NINE_PLACES, rounding=ROUND_HALF_EVEN)
 
 
+TIME_MIN = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+"""The earliest timestamp a record may hold (inclusive)."""
+TIME_MAX = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+"""The first timestamp a record may no longer hold (exclusive): every time converts to int64 nanoseconds."""
+TIME_RANGE_MSG = "timestamp must be from 1970-01-01T00:00:00Z up to (not including) 2100-01-01T00:00:00Z"
+
+
+def utc_in_range(value: dt.datetime) -> dt.datetime | None:
+    """An aware datetime in UTC if it lies in ``[TIME_MIN, TIME_MAX)``; None if it is naive, outside the range
+    or cannot be converted at all (``9999-12-31T23:00:00-05:00`` overflows ``astimezone``)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        return None
+    try:
+        moment = value.astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        return None
+    return moment if TIME_MIN <= moment < TIME_MAX else None
+
+
 def _to_utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC)
+    """Normalise an aware time to UTC; an out-of-range or unconvertible one is a ``ValueError`` (a field-level
+    error). ``utc_in_range`` without its naive check, which ``AwareDatetime`` has made (the hot path)."""
+    try:
+        moment = value.astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        raise ValueError(TIME_RANGE_MSG) from None
+    if TIME_MIN <= moment < TIME_MAX:
+        return moment
+    raise ValueError(TIME_RANGE_MSG)
 
 
 # The constraints come before the float reader so that pydantic-core checks digits, places and finiteness
@@ -59,7 +92,11 @@ Quantity = Annotated[
 """An exact quantity of shares, coins or contracts."""
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-"""A timestamp that must carry a time zone; it is normalised to UTC."""
+"""A timestamp that must carry a time zone and lie in ``[TIME_MIN, TIME_MAX)``; it is normalised to UTC."""
+
+StrictFlag = Annotated[bool, Strict()]
+"""A boolean that only ``true`` or ``false`` sets: ``"yes"``, ``1`` or ``"true"`` from a buggy bot is refused
+(lax parsing read ``is_canary: "yes"`` as true and hid a real trade from every mart)."""
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 """A document or record id: letters, digits and ``_.:-`` only, so it is safe in keys and paths."""

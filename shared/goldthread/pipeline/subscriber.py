@@ -4,7 +4,10 @@ For a batch of messages (one in a Cloud Function, many on the local path) it:
 
 1. validates each message as a ``WorkItem`` (malformed -> dead letter);
 2. asks the loop to build rows (SchemaGuardian on the hot document, broker checks, SCD lookup...);
-   permanent failures go to the dead letters, a transient one nacks the items it concerns for retry;
+   permanent failures go to the dead letters, a transient one nacks the items it concerns for retry. An
+   item whose build alone raises an arithmetic or value error (an overflow computed from its own values)
+   is permanent too: dead-lettered VALIDATION with the reason at once, never retried to ``MAX_ATTEMPTS``;
+   any other unexpected exception (a bug) is retried for that item alone;
 3. streams the rows keyed by their deterministic ``row_id`` (a second delivery is a duplicate). Where
    the warehouse bills its key check (BigQuery: one query per call, i.e. per item in a Cloud Function),
    a first conditional mark on the hot record (``loading_run_id``) proves that no earlier attempt wrote
@@ -30,6 +33,7 @@ from pydantic import ValidationError
 from goldthread.errors import MalformedMessageError, PermanentError, TransientError
 from goldthread.logs import get_logger
 from goldthread.loops import get_loop
+from goldthread.loops.base import unbuildable
 from goldthread.models.warehouse import FactRow, RowRevision, row_id_for
 from goldthread.models.work_items import WorkItem
 from goldthread.pipeline import runs
@@ -235,9 +239,13 @@ def _process_loop(
                 except Exception as alone:  # this item alone is nacked: retried, then dead-lettered by the bus
                     results[entry[0]] = alone
             return
-        if not isinstance(exc, PermanentError):
+        item = entries[0][1]
+        if isinstance(exc, PermanentError):
+            built = {item.item_id: exc}
+        elif isinstance(exc, (ArithmeticError, ValueError)):  # the item's own values (ValidationError included)
+            built = {item.item_id: unbuildable(spec.row_model.__name__, item.doc_id, exc)}
+        else:  # a bug or an unforeseen failure: retried, then dead-lettered by the bus
             raise
-        built = {entries[0][1].item_id: exc}
     good: list[tuple[int, WorkItem, FactRow]] = []
     failed: list[tuple[int, WorkItem, PermanentError]] = []
     for index, item in entries:
