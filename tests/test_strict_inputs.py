@@ -398,9 +398,9 @@ def test_an_item_whose_own_values_break_the_maths_is_dead_lettered_at_once(
 def bars_file(tmp_path: Path) -> Path:
     """1.05 -> 1.155 is exactly +10 %, which float arithmetic reads as 9.999999999999998 %; 1.154 is 9.90 %."""
     path = tmp_path / "bars.csv"
-    path.write_text("symbol,ts,open,high,low,close,volume\n"
-                    "TEN,2024-03-05T10:00:00Z,1.05,1.155,1.05,1.1,100\n"
-                    "NINE,2024-03-05T10:00:00Z,1.05,1.154,1.05,1.1,100\n")
+    path.write_text("symbol,ts,open,high,low,close,volume,timeframe\n"  # one bar each: its length is stated
+                    "TEN,2024-03-05T10:00:00Z,1.05,1.155,1.05,1.1,100,1Min\n"
+                    "NINE,2024-03-05T10:00:00Z,1.05,1.154,1.05,1.1,100,1Min\n")
     return path
 
 
