@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from goldthread.errors import ConfigError
@@ -48,6 +49,11 @@ class Settings:
     expiry_lookahead: dt.timedelta = dt.timedelta(hours=24)
     moonshot_threshold_pct: str = "10"
     bars_file: Path | None = None
+    fill_time_tolerance: dt.timedelta = dt.timedelta(seconds=300)
+    """How much earlier than the bot's ``opened_at``/``closed_at`` the broker may report the fill (clocks
+    differ; the bot stamps after the order returns) before Loop A calls it a mismatch."""
+    price_tolerance_bps: Decimal = Decimal(50)
+    """Bot-versus-broker fill price discrepancy (basis points) beyond which a trade row is flagged."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def topic(self, loop: Loop | str) -> str:
@@ -97,8 +103,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         timeout = float(_env(env, "RUN_TIMEOUT_MINUTES", "60"))
         window = float(_env(env, "VALIDITY_WINDOW_DAYS", "7"))
         lookahead = float(_env(env, "EXPIRY_LOOKAHEAD_HOURS", "24"))
-    except ValueError as exc:
+        fill_tolerance = float(_env(env, "FILL_TIME_TOLERANCE_SECONDS", "300"))
+        price_tolerance = Decimal(_env(env, "PRICE_TOLERANCE_BPS", "50"))
+    except (ValueError, InvalidOperation) as exc:
         raise ConfigError(f"a numeric GOLDTHREAD_* setting is not a number: {exc}") from exc
+    if not 0 <= fill_tolerance < 86400:
+        raise ConfigError("GOLDTHREAD_FILL_TIME_TOLERANCE_SECONDS must be between 0 and 86400")
+    if not price_tolerance.is_finite() or price_tolerance < 0:
+        raise ConfigError("GOLDTHREAD_PRICE_TOLERANCE_BPS must be a number >= 0")
     if not 5 <= attempts <= 100:
         raise ConfigError("GOLDTHREAD_MAX_DELIVERY_ATTEMPTS must be between 5 and 100 (Pub/Sub's range)")
     bars = _env(env, "BARS_FILE", "")
@@ -119,4 +131,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         expiry_lookahead=dt.timedelta(hours=lookahead),
         moonshot_threshold_pct=_env(env, "MOONSHOT_THRESHOLD_PCT", d.moonshot_threshold_pct),
         bars_file=Path(bars) if bars else None,
+        fill_time_tolerance=dt.timedelta(seconds=fill_tolerance),
+        price_tolerance_bps=price_tolerance,
     )
