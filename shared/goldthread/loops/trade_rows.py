@@ -111,7 +111,8 @@ def build_fact_trade(
         assert p.exit_order_id is not None and p.closed_at is not None, "a CLOSED position has both"
         entry_price = entry.price if entry.price else (p.entry_filled_avg_price or None)
         exit_price = exit_.price if exit_.price else (p.exit_filled_avg_price or None)
-        charged = fee.actual_fee_usd if fee.fee_finalized and fee.actual_fee_usd is not None else p.est_fee_usd
+        actual = quantize9(fee.actual_fee_usd) if fee.actual_fee_usd is not None else None
+        charged = actual if fee.fee_finalized and actual is not None else p.est_fee_usd
         gross, net, ret = trade_pnl(p.side, p.qty, p.multiplier, entry_price, exit_price, charged)
         entry_bps = discrepancy_bps(p.entry_filled_avg_price, entry.price)
         exit_bps = discrepancy_bps(p.exit_filled_avg_price, exit_.price)
@@ -129,7 +130,7 @@ def build_fact_trade(
             price_discrepancy_flagged=flagged(entry_bps, exit_bps, tolerance_bps),
             opened_at=p.opened_at, closed_at=p.closed_at,
             holding_seconds=int((p.closed_at - p.opened_at).total_seconds()),
-            gross_pnl_usd=gross, est_fee_usd=p.est_fee_usd, actual_fee_usd=fee.actual_fee_usd,
+            gross_pnl_usd=gross, est_fee_usd=p.est_fee_usd, actual_fee_usd=actual,
             fee_finalized=fee.fee_finalized, net_pnl_usd=net, return_pct=ret,
         )
     except (ValidationError, ArithmeticError) as exc:

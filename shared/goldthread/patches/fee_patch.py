@@ -37,7 +37,6 @@ from goldthread.loops.broker_checks import MAX_FILL_DELAY
 from goldthread.loops.order_claims import claim_holders
 from goldthread.loops.trade_rows import FeeState, rebuild
 from goldthread.models.hot import AssetClass, JobMetadata
-from goldthread.models.types import quantize9
 from goldthread.models.warehouse import FactTrade, PatchAudit
 from goldthread.patches.audit import audit_rows, changed_values, flatten
 from goldthread.pipeline import runs
@@ -143,6 +142,21 @@ def order_owners(naming: Iterable[tuple[str, str, str]], claims: Mapping[str, st
     return {oid: claims[oid] if claims.get(oid) in named else min(named) for oid, named in positions.items()}
 
 
+def owned_legs(position_id: str, entry_order_id: str, exit_order_id: str, owners: Mapping[str, str]
+               ) -> tuple[list[tuple[str, str]], list[str]]:
+    """The legs (leg, order id) whose fees a trade gets, and why it gets no fee from the others: an order
+    owned by another position (``order_owners``), or named twice by the trade (counted once)."""
+    legs: list[tuple[str, str]] = []
+    refused: list[str] = []
+    for leg, order_id in (("entry", entry_order_id), ("exit", exit_order_id)):
+        owner = owners.get(order_id, position_id)
+        if owner != position_id:
+            refused.append(f"{leg} order {order_id} backs position {owner}, which gets its fee")
+        elif all(order_id != seen for _, seen in legs):
+            legs.append((leg, order_id))
+    return legs, refused
+
+
 def _naming(ctx: Context, order_ids: list[str]) -> list[tuple[str, str, str]]:
     """(position, entry order, exit order) of every real trade naming one of ``order_ids``, finalised or not."""
     if not order_ids:
@@ -157,7 +171,7 @@ def _naming(ctx: Context, order_ids: list[str]) -> list[tuple[str, str, str]]:
 
 def _finalised(trade: FactTrade, fee: Decimal, tolerance_bps: Decimal) -> FactTrade:
     """The trade rebuilt with its actual fee: net P&L and return follow (Loop A's builder, validated)."""
-    return rebuild(trade, tolerance_bps, fee=FeeState(actual_fee_usd=quantize9(fee), fee_finalized=True))
+    return rebuild(trade, tolerance_bps, fee=FeeState(actual_fee_usd=fee, fee_finalized=True))
 
 
 def patch_fees(ctx: Context, ds: dt.date, dry_run: bool = False, schedule: FeeSchedule | None = None) -> FeePatchReport:
@@ -183,12 +197,8 @@ def patch_fees(ctx: Context, ds: dt.date, dry_run: bool = False, schedule: FeeSc
         owners = order_owners(_naming(ctx, order_ids), claim_holders(ctx, order_ids))
         for trade in trades:
             fee = Decimal(0)
-            missing = []
-            for leg, order_id in (("entry", trade.entry_order_id), ("exit", trade.exit_order_id)):
-                owner = owners.get(order_id, trade.position_id)
-                if owner != trade.position_id:  # the order's fee is charged once, to the trade it backs
-                    missing.append(f"{leg} order {order_id} backs position {owner}, which gets its fee")
-                    continue
+            legs, missing = owned_legs(trade.position_id, trade.entry_order_id, trade.exit_order_id, owners)
+            for leg, order_id in legs:
                 order = orders.get(order_id)
                 if order is None or order.filled_at is None:
                     missing.append(f"{leg} order {order_id} not filled at the broker yet")
