@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from goldthread.adapters.sqlite_hot_store import SqliteHotStore
 from goldthread.adapters.synthetic_market_data import SyntheticMarketData
 from goldthread.config import Settings
 from goldthread.models import AssetClass, LivePosition, LiveSignal, Side, SignalStatus, Strategy
-from goldthread.models.broker import OrderSide
+from goldthread.models.broker import BrokerOrder, OrderSide
 from goldthread.models.hot import PositionStatus
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import wire_local_bus
@@ -64,16 +65,35 @@ class Clock:
 
 
 class PinnedBroker(SimulatedBroker):
-    """The simulator, except that a test may pin the fill price of an order id (``pinned``)."""
+    """The simulator, except that a test may pin the fill price of an order id (``pinned``), copy an order
+    under another id (``copy_order``) and change what the broker reports of an order (``reported``: fields
+    such as ``status``, ``filled_qty`` or ``filled_at``, validated as the broker's order)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pinned: dict[str, Decimal] = {}
+        self.reported: dict[str, dict[str, Any]] = {}
 
     def _fill_price(self, order_id: str, symbol: str, side: OrderSide, at: dt.datetime) -> Decimal:
         if order_id in self.pinned:
             return self.pinned[order_id]
         return super()._fill_price(order_id, symbol, side, at)
+
+    def copy_order(self, order_id: str, new_id: str) -> None:
+        """Place an identical order (symbol, side, quantity, price, times) under ``new_id``."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO orders SELECT ?, symbol, asset_class, side, qty, price, submitted_at, "
+                "reported_at FROM orders WHERE order_id = ?", (new_id, order_id),
+            )
+
+    def get_orders(self, order_ids: Sequence[str]) -> dict[str, BrokerOrder]:
+        """The simulator's orders, with the fields of ``reported`` replacing what it would say."""
+        out = super().get_orders(order_ids)
+        for order_id, fields in self.reported.items():
+            if order_id in out:
+                out[order_id] = BrokerOrder.model_validate({**out[order_id].model_dump(), **fields})
+        return out
 
 
 @pytest.fixture
@@ -203,8 +223,20 @@ class Factory:
         return self.writer.close_position(position_id, exit_id, told_exit if bot_exit is None else bot_exit, closed_at)
 
     def raw_position(self, position_id: str, base: LivePosition, **overrides: Any) -> dict[str, Any]:
-        """Write a position document directly (bypassing the writer), as a buggy bot would."""
-        doc = {**document_of(base), "position_id": position_id, **overrides}
+        """Write a position document directly (bypassing the writer), as a buggy bot would.
+
+        The position gets orders of its own at the broker, copies of ``base``'s under
+        ``{position_id}-entry``/``-exit`` (one order backs one position), unless ``overrides`` name the
+        order ids (``entry_order_id=base.entry_order_id`` for two positions naming the same order).
+        """
+        orders = {}
+        stem = re.sub(r"[^A-Za-z0-9_.:\-]", "_", position_id)[:100]  # a valid order id whatever the position id
+        for leg in ("entry", "exit"):
+            source = getattr(base, f"{leg}_order_id")
+            if f"{leg}_order_id" not in overrides and source is not None:
+                self.broker.copy_order(source, f"{stem}-{leg}")
+                orders[f"{leg}_order_id"] = f"{stem}-{leg}"
+        doc = {**document_of(base), "position_id": position_id, **orders, **overrides}
         self.ctx.hot.put(POSITIONS, position_id, doc)
         return doc
 

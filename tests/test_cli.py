@@ -157,7 +157,7 @@ def test_run_runs_dead_letters_and_replay(home: Path, out: io.StringIO) -> None:
     hot = SqliteHotStore(home / "hot.sqlite")
     broken = hot.get("live_positions", "pos-bad")
     assert broken is not None
-    HotWriter(hot).save_position(SchemaGuardian.validate(LivePosition, {**broken, "qty": "2"}, "pos-bad"))
+    HotWriter(hot).save_position(SchemaGuardian.validate(LivePosition, {**broken, "qty": "3"}, "pos-bad"))
     hot.close()
 
     code, text = run_cli(out, "replay")

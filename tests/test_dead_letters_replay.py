@@ -246,7 +246,7 @@ def test_replay_can_be_limited_to_ids(ctx: Context, make: Factory) -> None:
     run_loop(ctx, "trades", DS)
     for name in ("pos-a", "pos-b"):
         fixed = SchemaGuardian.validate(
-            LivePosition, {**make.position_doc(name), "qty": "1", "dead_lettered_run_id": None}, name
+            LivePosition, {**make.position_doc(name), "qty": "3", "dead_lettered_run_id": None}, name
         )
         HotWriter(ctx.hot).save_position(fixed)
     report = replay(ctx, ids=["pos-b"])

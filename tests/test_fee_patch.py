@@ -16,14 +16,21 @@ import datetime as dt
 from decimal import Decimal as D
 from typing import Any
 
-from goldthread.analytics.fees import FeeSchedule
+import pytest
+from goldthread.analytics.fees import FeeSchedule, FeeType, Fill, allocate_fees, daily_fee_activities, fee_type_of
+from goldthread.errors import RecordValidationError
+from goldthread.loops.order_claims import CLAIMS
 from goldthread.models import AssetClass, FactTrade, PatchAudit, Side
 from goldthread.models.broker import FeeActivity
 from goldthread.models.hot import RunStatus
-from goldthread.patches.fee_patch import day_fees, patch_fees
+from goldthread.models.warehouse import row_id_for
+from goldthread.patches import fee_patch
+from goldthread.patches.fee_patch import DayFees, day_fees, order_owners, owned_legs, patch_fees
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import run_loop
 from goldthread.pipeline.runs import list_runs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import DS, SESSION, UTC, Clock, Factory, rows
 
@@ -272,3 +279,137 @@ def test_canary_trades_are_never_patched(ctx: Context, make: Factory) -> None:
     report = patch_fees(ctx, DS)
     assert report.changes == [] and audits(ctx) == []
     assert trades(ctx)["pos-a"].fee_finalized is False
+
+
+# --- one order, one fee ----------------------------------------------------------------------------
+
+
+def legacy_copy(ctx: Context, position_id: str, of: str) -> FactTrade:
+    """A second row naming ``of``'s orders, as Loop A wrote them before orders were claimed."""
+    (row,) = [t for t in trades(ctx).values() if t.position_id == of]
+    copy = FactTrade(**{**row.model_dump(), "row_id": row_id_for("fact_trades", position_id),
+                        "position_id": position_id})
+    ctx.warehouse.insert_rows(FactTrade, [copy])
+    return copy
+
+
+def test_an_order_named_by_two_legacy_trades_is_charged_once(ctx: Context, make: Factory) -> None:
+    make.closed_trade("pos-a", qty=D(10), broker_entry=D(100), broker_exit=D(110))
+    run_loop(ctx, "trades", DS)
+    legacy_copy(ctx, "pos-0", of="pos-a")  # sorts before pos-a
+    for leg in ("entry", "exit"):  # a warehouse loaded before claims: nobody holds them
+        ctx.hot.delete(CLAIMS, f"pos-a-{leg}")
+
+    report = patch_fees(ctx, DS)
+
+    # pos-a's orders alone on DS: REG 1100 x 0.0000278 -> 0.04, TAF 10 x 0.000166 -> 0.01, CAT 20 x 0.000035
+    # -> 0.01: 0.06, charged to the first trade by position_id, never to both
+    by_id = trades(ctx)
+    assert (by_id["pos-0"].fee_finalized, by_id["pos-0"].actual_fee_usd) == (True, D("0.06"))
+    assert (by_id["pos-a"].fee_finalized, by_id["pos-a"].actual_fee_usd) == (False, None)
+    assert report.unfinalised == [{"position_id": "pos-a", "why": (
+        "entry order pos-a-entry backs position pos-0, which gets its fee; "
+        "exit order pos-a-exit backs position pos-0, which gets its fee")}]
+    posted = sum(posted_usd(a) for a in ctx.broker.get_fee_activities(DS))
+    assert posted == D("0.06")
+    assert sum(t.actual_fee_usd or D(0) for t in by_id.values()) == posted
+
+
+def test_the_claim_holder_gets_the_fee_of_its_order(ctx: Context, make: Factory) -> None:
+    make.closed_trade("pos-a", qty=D(10), broker_entry=D(100), broker_exit=D(110))
+    run_loop(ctx, "trades", DS)  # pos-a claims its two orders
+    legacy_copy(ctx, "pos-0", of="pos-a")
+
+    report = patch_fees(ctx, DS)
+
+    by_id = trades(ctx)
+    assert (by_id["pos-a"].actual_fee_usd, by_id["pos-0"].actual_fee_usd) == (D("0.06"), None)
+    assert [u["position_id"] for u in report.unfinalised] == ["pos-0"]
+    assert "backs position pos-a" in report.unfinalised[0]["why"]
+
+
+def test_a_patch_that_would_write_an_invalid_row_fails_naming_it(
+    ctx: Context, make: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make.closed_trade("pos-a", qty=D(10), broker_entry=D(100), broker_exit=D(110))
+    run_loop(ctx, "trades", DS)
+    before = rows(ctx, "fact_trades")
+    # a fee beyond the warehouse's 38 digits: the rebuilt row cannot be valid
+    monkeypatch.setattr(fee_patch, "day_fees", lambda ctx_, day, schedule: DayFees(
+        day, posted=True, allocations={"pos-a-entry": D("1e30"), "pos-a-exit": D(0)}))
+
+    with pytest.raises(RecordValidationError, match="FactTrade 'pos-a'"):
+        patch_fees(ctx, DS)
+
+    assert rows(ctx, "fact_trades") == before and audits(ctx) == []
+    (run,) = list_runs(ctx, "patch_fees")
+    assert run.status is RunStatus.FAILED and run.error is not None and "pos-a" in run.error
+
+
+# --- property: every posted cent is allocated once -----------------------------------------------------
+
+DAYS = (DS, NEXT)
+SCHEDULE = FeeSchedule()
+
+
+@st.composite
+def fills_and_trades(draw: st.DrawFn) -> tuple[list[Fill], list[tuple[str, str, str]], dict[str, str]]:
+    """Orders filled on two days (equity, option, crypto), trades naming them (several may name one order,
+    a trade may name one order twice), and claims on some orders (by a trade naming it, or a stale one)."""
+    fills = []
+    for i in range(draw(st.integers(min_value=1, max_value=8))):
+        kind = draw(st.sampled_from(["equity", "option", "crypto"]))
+        symbol = {"equity": "AAPL", "option": "AAPL240119C00190000"}.get(kind) or draw(
+            st.sampled_from(["BTC/USD", "ETHUSD"]))
+        qty = (draw(st.decimals(min_value=D("0.0001"), max_value=D(50), places=4)) if kind == "crypto"
+               else D(draw(st.integers(min_value=1, max_value=5000))))
+        price = draw(st.decimals(min_value=D("0.01"), max_value=D(70000), places=2))
+        fills.append(Fill(key=f"o{i}", symbol=symbol, asset_class=kind, side=draw(st.sampled_from(["buy", "sell"])),
+                          qty=qty, price=price, day=draw(st.sampled_from(DAYS))))
+    ids = [f.key for f in fills]
+    naming = [(f"p{j}", draw(st.sampled_from(ids)), draw(st.sampled_from(ids)))
+              for j in range(draw(st.integers(min_value=1, max_value=8)))]
+    for order_id in ids:  # every fill belongs to some trade (the patch only sees fills its trades name)
+        if not any(order_id in t[1:] for t in naming):
+            naming.append((f"p{len(naming)}", order_id, draw(st.sampled_from(ids))))
+    positions = [t[0] for t in naming] + ["p-stale"]
+    claims = {oid: draw(st.sampled_from(positions)) for oid in ids if draw(st.booleans())}
+    return fills, naming, claims
+
+
+def posted_by_day_and_kind(activities: list[FeeActivity]) -> dict[tuple[dt.date, FeeType], D]:
+    """What the broker posted, per day and fee kind, in USD (an asset CFEE at its price, to 9 places)."""
+    out: dict[tuple[dt.date, FeeType], D] = {}
+    for a in activities:
+        kind = fee_type_of(a)
+        assert kind is not None
+        usd = -a.net_amount if a.net_amount else (-(a.qty or 0) * (a.price or 0)).quantize(D("0.000000001"))
+        out[(a.date, kind)] = out.get((a.date, kind), D(0)) + usd
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(fills_and_trades())
+def test_property_fees_charged_to_trades_equal_the_postings_per_day_and_kind(
+    case: tuple[list[Fill], list[tuple[str, str, str]], dict[str, str]],
+) -> None:
+    fills, naming, claims = case
+    activities = [a for day in DAYS for a in daily_fee_activities([f for f in fills if f.day == day], day, SCHEDULE)]
+    allocation = allocate_fees(activities, fills, SCHEDULE)
+    assert allocation.unallocated == ()
+    owners = order_owners(naming, claims)
+    charged: dict[tuple[dt.date, FeeType], D] = {}
+    for position_id, entry, exit_ in naming:
+        legs, _ = owned_legs(position_id, entry, exit_, owners)
+        for _, order_id in legs:
+            for pool in allocation.details:
+                if order_id in pool.shares:
+                    key = (pool.day, pool.fee_type)
+                    charged[key] = charged.get(key, D(0)) + pool.shares[order_id]
+    posted = posted_by_day_and_kind(activities)
+    assert {k: v for k, v in charged.items() if v} == {k: v for k, v in posted.items() if v}
+    # and each order is charged to exactly one trade: a trade naming it and, if that trade holds its claim, that one
+    for order_id, owner in owners.items():
+        naming_it = {p for p, e, x in naming if order_id in (e, x)}
+        assert owner in naming_it
+        assert owner == (claims[order_id] if claims.get(order_id) in naming_it else min(naming_it))

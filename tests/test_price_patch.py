@@ -17,7 +17,7 @@ from decimal import Decimal as D
 from typing import Any
 
 import pytest
-from goldthread.errors import WarehouseWriteError
+from goldthread.errors import RecordValidationError, WarehouseWriteError
 from goldthread.loops.base import parse_time
 from goldthread.models import FactTrade, PatchAudit
 from goldthread.models.hot import RunStatus
@@ -151,16 +151,20 @@ def test_an_archived_trade_is_corrected_in_the_warehouse(ctx: Context, make: Fac
     assert {k[2] for k in trail if k[0] == "fact_trades"} == {
         "entry_price", "exit_price", "broker_entry_price", "broker_exit_price", "broker_entry_qty",
         "broker_exit_qty", "entry_discrepancy_bps", "exit_discrepancy_bps", "gross_pnl_usd", "net_pnl_usd",
-        "return_pct",
+        "return_pct", "price_discrepancy_flagged",
     }
+    assert trail[("fact_trades", "pos-sat", "price_discrepancy_flagged")] == (None, "False")  # now comparable: 0 bps
 
 
 def test_an_archived_trade_with_a_corrected_quantity(ctx: Context, make: Factory, clock: Clock) -> None:
-    make.closed_trade("pos-q", qty=D(5), opened_at=PRE_OPEN, broker_entry=D(20), broker_exit=D(22), fee=D(0))
-    ctx.hot.update(POSITIONS, "pos-q", {"qty": "4"})  # the bot recorded 4 of the 5 shares filled
+    make.closed_trade("pos-q", qty=D(5), opened_at=SATURDAY, closed_at=SATURDAY + dt.timedelta(hours=2),
+                      broker_entry=D(20), broker_exit=D(22), fee=D(0))
+    ctx.hot.update(POSITIONS, "pos-q", {"qty": "4"})  # the bot recorded 4 of the 5 shares the broker fills
     clock.set(SUNDAY)
-    run_loop(ctx, "trades", DS)
-    assert (trade(ctx, "pos-q").qty, trade(ctx, "pos-q").gross_pnl_usd) == (D(4), D(8))
+    # archived while the broker reports nothing filled yet (Monday's open): no filled quantity to compare
+    run_loop(ctx, "trades", SATURDAY.date())
+    assert (trade(ctx, "pos-q").qty, trade(ctx, "pos-q").gross_pnl_usd) == (D(4), None)
+    clock.set(MONDAY_OPEN + dt.timedelta(hours=1))
 
     patch_prices(ctx)
 
@@ -268,3 +272,36 @@ def test_open_positions_and_invalid_documents(ctx: Context, make: Factory) -> No
     assert doc(ctx, "pos-open")["exit_filled_avg_price"] is None
     assert price(doc(ctx, "pos-bad")["entry_filled_avg_price"]) == 0
     assert report.run is not None and report.run.status is RunStatus.SUCCEEDED
+
+
+def test_a_position_its_orders_contradict_is_not_repaired_from_them(ctx: Context, make: Factory) -> None:
+    base = make.closed_trade("pos-base", broker_entry=D(10), broker_exit=D(11))
+    # written by a buggy bot: AAPL's orders copied under its own ids, but the position says MSFT
+    make.raw_position("pos-msft", base, symbol="MSFT", entry_filled_avg_price="0")
+    before = doc(ctx, "pos-msft")
+
+    report = patch_prices(ctx)
+
+    assert report.changes == [] and doc(ctx, "pos-msft") == before  # never given AAPL's price
+    (found,) = report.mismatched
+    assert found["position_id"] == "pos-msft"
+    assert [(e["loc"], e["bot"], e["broker"]) for e in found["errors"]] == [("symbol", "MSFT", "AAPL")] * 2
+    assert report.run is not None and report.run.details["mismatched"] == 1
+
+
+def test_a_corrected_row_that_is_invalid_fails_the_run_naming_it(ctx: Context, make: Factory, clock: Clock) -> None:
+    # filled on Monday at prices whose P&L, 100 x (2e27 - 1e27) = 1e29, is beyond the warehouse's 38 digits
+    make.closed_trade("pos-huge", opened_at=SATURDAY, closed_at=SATURDAY + dt.timedelta(hours=2), qty=D(100),
+                      broker_entry=D("1e27"), broker_exit=D("2e27"))
+    clock.set(SUNDAY)
+    assert run_loop(ctx, "trades", SATURDAY.date()).loaded == 1  # prices unknown yet: a valid row
+    before_rows, before_doc = rows(ctx, "fact_trades"), doc(ctx, "pos-huge")
+    clock.set(MONDAY_OPEN + dt.timedelta(hours=1))
+
+    with pytest.raises(RecordValidationError, match="FactTrade 'pos-huge'"):
+        patch_prices(ctx)
+
+    assert rows(ctx, "fact_trades") == before_rows and doc(ctx, "pos-huge") == before_doc
+    assert rows(ctx, "patch_audit") == []
+    (run,) = list_runs(ctx, "patch_prices")
+    assert run.status is RunStatus.FAILED and run.error is not None and "pos-huge" in run.error

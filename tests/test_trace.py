@@ -64,7 +64,7 @@ def test_a_dead_lettered_then_replayed_position(ctx: Context, make: Factory) -> 
     base = make.closed_trade("pos-ok")
     make.raw_position("pos-bad", base, qty="-2")
     first = run_loop(ctx, "trades", DS)
-    fixed = LivePosition.model_validate({**make.position_doc("pos-bad"), "qty": "2"})
+    fixed = LivePosition.model_validate({**make.position_doc("pos-bad"), "qty": "3"})  # the qty the broker filled
     HotWriter(ctx.hot).save_position(fixed)
     replayed = replay(ctx, ids=["pos-bad"]).run
     assert replayed is not None

@@ -17,6 +17,7 @@ import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from goldthread.errors import ConfigError
@@ -52,6 +53,11 @@ class Settings:
     moonshot_threshold_pct: str = "10"
     max_signal_lifetime: dt.timedelta = dt.timedelta(days=31)
     bars_file: Path | None = None
+    fill_time_tolerance: dt.timedelta = dt.timedelta(seconds=300)
+    """How much earlier than the bot's ``opened_at``/``closed_at`` the broker may report the fill (clocks
+    differ; the bot stamps after the order returns) before Loop A calls it a mismatch."""
+    price_tolerance_bps: Decimal = Decimal(50)
+    """Bot-versus-broker fill price discrepancy (basis points) beyond which a trade row is flagged."""
     extra: Mapping[str, str] = field(default_factory=dict)
     warehouse_wait: dt.timedelta = dt.timedelta(minutes=10)
     """How long a local command waits for the embedded warehouse while another process holds it."""
@@ -146,8 +152,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         min_backoff = float(_env(env, "RETRY_MIN_BACKOFF_SECONDS", "10"))
         max_backoff = float(_env(env, "RETRY_MAX_BACKOFF_SECONDS", "600"))
         lifetime = float(_env(env, "MAX_SIGNAL_LIFETIME_DAYS", "31"))
-    except ValueError as exc:
+        fill_tolerance = float(_env(env, "FILL_TIME_TOLERANCE_SECONDS", "300"))
+        price_tolerance = Decimal(_env(env, "PRICE_TOLERANCE_BPS", "50"))
+    except (ValueError, InvalidOperation) as exc:
         raise ConfigError(f"a numeric GOLDTHREAD_* setting is not a number: {exc}") from exc
+    if not 0 <= fill_tolerance < 86400:
+        raise ConfigError("GOLDTHREAD_FILL_TIME_TOLERANCE_SECONDS must be between 0 and 86400")
+    if not price_tolerance.is_finite() or price_tolerance < 0:
+        raise ConfigError("GOLDTHREAD_PRICE_TOLERANCE_BPS must be a number >= 0")
     if not 5 <= attempts <= 100:
         raise ConfigError("GOLDTHREAD_MAX_DELIVERY_ATTEMPTS must be between 5 and 100 (Pub/Sub's range)")
     if not 0 <= min_backoff <= max_backoff <= 600 or warehouse_wait < 0:
@@ -177,4 +189,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         warehouse_wait=dt.timedelta(seconds=warehouse_wait),
         retry_min_backoff=dt.timedelta(seconds=min_backoff),
         retry_max_backoff=dt.timedelta(seconds=max_backoff),
+        fill_time_tolerance=dt.timedelta(seconds=fill_tolerance),
+        price_tolerance_bps=price_tolerance,
     )

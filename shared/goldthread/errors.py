@@ -92,6 +92,26 @@ class BrokerRequestError(PermanentError):
     reason_code = "BROKER_REJECTED"
 
 
+class BrokerMismatchError(PermanentError):
+    """A position contradicts its broker orders (symbol, side, filled quantity, status or fill times).
+
+    Each error names the position field (``loc``), the bot's value (``bot``) and the broker's (``broker``),
+    with ``type`` ``broker_mismatch``; every mismatching field is listed, not only the first.
+    """
+
+    reason_code = "BROKER_MISMATCH"
+
+
+class OrderClaimedError(PermanentError):
+    """A position names a broker order that already backs another position: one order, one position.
+
+    Each error names the field (``entry_order_id`` / ``exit_order_id``), the order (``order_id``) and the
+    position holding it (``claimed_by``), with ``type`` ``order_claimed``.
+    """
+
+    reason_code = "ORDER_CLAIMED"
+
+
 class WarehouseWriteError(TransientError):
     """The warehouse refused a write in a way that may succeed later."""
 

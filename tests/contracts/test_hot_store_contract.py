@@ -79,6 +79,20 @@ def test_create_only_if_absent_and_delete(hot_store: HotStore) -> None:
     assert hot_store.get("job_metadata", "r1") is None
 
 
+def test_create_many_keeps_the_first_writer_and_reads_every_document_back(hot_store: HotStore) -> None:
+    assert hot_store.create("order_claims", "o1", {"position_id": "p-first", "n": 1}) is True
+    got = hot_store.create_many("order_claims", {"o1": {"position_id": "p-second", "n": 2},
+                                                  "o2": {"position_id": "p-second", "n": 3}})
+    assert got == {"o1": {"position_id": "p-first", "n": 1}, "o2": {"position_id": "p-second", "n": 3}}
+    assert hot_store.get("order_claims", "o1") == {"position_id": "p-first", "n": 1}  # never overwritten
+    assert hot_store.get("order_claims", "o2") == {"position_id": "p-second", "n": 3}
+    again = hot_store.create_many("order_claims", {"o2": {"position_id": "p-third", "n": 4}})
+    assert again == {"o2": {"position_id": "p-second", "n": 3}}  # a repeat reads the holder, changes nothing
+    assert hot_store.create_many("order_claims", {}) == {}
+    many = {f"x{i:03d}": {"position_id": f"p{i}"} for i in range(450)}  # beyond one chunk / transaction
+    assert hot_store.create_many("order_claims", many) == many
+
+
 def test_get_many_leaves_out_missing_ids(hot_store: HotStore) -> None:
     seed(hot_store, 5)
     got = hot_store.get_many("live_signals", ["s001", "s004", "nope", "s001"])

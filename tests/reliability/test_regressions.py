@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -69,7 +70,7 @@ def test_a_record_dead_lettered_by_two_overlapping_runs_is_replayed_once(ctx: Co
     first, second = dispatch(ctx, "trades", DS), dispatch(ctx, "trades", DS)  # the first still in flight
     deliver(ctx)
     assert len([d for d in rows(ctx, "dead_letters") if d["doc_id"] == "pos-bad"]) == 2
-    fixed = {**make.position_doc("pos-bad"), "qty": "1", "dead_lettered_run_id": None}
+    fixed = {**make.position_doc("pos-bad"), "qty": "3", "dead_lettered_run_id": None}  # the qty filled
     HotWriter(ctx.hot).save_position(SchemaGuardian.validate(LivePosition, fixed, "pos-bad"))
     report = replay(ctx)
     assert len(report.would_pass) == 2 and report.run is not None and report.run.published == 1
@@ -179,7 +180,8 @@ def test_a_deeply_nested_body_is_malformed_not_a_poison_pill(ctx: Context, make:
 def test_numbers_too_large_for_nine_places_are_validation_errors(ctx: Context, make: Factory) -> None:
     good = make.closed_trade("pos-good")
     make.raw_position("pos-float", good, qty=1e300)
-    make.raw_position("pos-huge", good, qty="99999999999999999999999999999", multiplier="1e20")
+    # the broker filled that many, so only the computed P&L is out of range
+    make.closed_trade("pos-huge", qty=Decimal("99999999999999999999999999999"), multiplier=Decimal("1e20"))
     run = run_loop(ctx, "trades", DS)
     found = letters(ctx)
     assert locs(found["pos-float"]) == ["qty"] and found["pos-float"]["reason_code"] == "VALIDATION"

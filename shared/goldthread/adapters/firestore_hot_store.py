@@ -264,6 +264,29 @@ class FirestoreHotStore(HotStore):
                 return False
         return True
 
+    def create_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Create the absent documents and return every stored one, a transaction per chunk: each chunk is
+        read in the transaction and only the absent documents are created, so a concurrent creator of the
+        same id makes the SDK retry the transaction, which then reads the other's document."""
+        ids = list(docs)
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(ids), _TX_CHUNK):
+            refs = [self._ref(collection, d) for d in ids[i : i + _TX_CHUNK]]
+
+            def _create(tx: Any, refs: list[Any] = refs) -> dict[str, dict[str, Any]]:
+                got: dict[str, dict[str, Any]] = {}
+                for snap in self._client.get_all(refs, transaction=tx, **self._rt):
+                    if snap.exists:
+                        got[snap.id] = from_firestore(snap.to_dict() or {})
+                for ref in refs:
+                    if ref.id not in got:
+                        tx.create(ref, to_firestore(dict(docs[ref.id])))
+                        got[ref.id] = dict(docs[ref.id])
+                return got
+
+            out.update(self._transactional(_create, "create_many"))
+        return out
+
     def delete(self, collection: str, doc_id: str) -> None:
         """Remove a document if it exists."""
         with vendor_errors("delete"):

@@ -1,60 +1,38 @@
 """Loop A: archive CLOSED positions into ``fact_trades`` with the broker's fills and the strategy version.
 
-For each position: validate it (SchemaGuardian), fetch its entry and exit orders from the broker and
-record the broker's fill price and quantity beside the bot's (with the discrepancy in basis points),
-resolve the strategy version in force when its signal was created (``dim_strategy``, SCD type 2), and
-compute gross and net P&L, return and holding time. The actual fee is unknown until the broker posts
-it (T+1); the row carries the estimate and ``fee_finalized = false`` until the fee patch runs.
+For each position: validate it (SchemaGuardian), resolve the strategy version in force when its signal
+was created (``dim_strategy``, SCD type 2), fetch its entry and exit orders from the broker and check
+the position against them (``broker_checks``: symbol, side, filled quantity, status, fill times; a
+mismatch is dead-lettered as ``BROKER_MISMATCH``), build the row (``trade_rows.build_fact_trade``: the
+broker's fill beside the bot's with the discrepancy in basis points, flagged beyond the tolerance; gross
+and net P&L, return and holding time), and last claim its two orders (``order_claims``: an order
+already backing another position dead-letters this one as ``ORDER_CLAIMED``). The actual fee is unknown
+until the broker posts it (T+1); the row carries the estimate and ``fee_finalized = false`` until the
+fee patch runs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from pydantic import ValidationError
-
 from goldthread.errors import BrokerRequestError, PermanentError, RecordValidationError, TransientError
-from goldthread.loops.base import BuildResult, LoopSpec, check_record_id, day_bounds, unbuildable
+from goldthread.loops.base import BuildResult, LoopSpec, check_record_id, day_bounds
+from goldthread.loops.broker_checks import FillRules, check_orders
+from goldthread.loops.order_claims import Claimant, claim_orders
 from goldthread.loops.strategies import Version, resolve_version, sync_dim_strategy
+from goldthread.loops.trade_rows import LegFill, RowMeta, build_fact_trade, discrepancy_bps, effective_price, trade_pnl
 from goldthread.models import LivePosition, LiveSignal, SchemaGuardian
 from goldthread.models.broker import BrokerOrder
-from goldthread.models.hot import PositionStatus, Side
-from goldthread.models.types import quantize9
-from goldthread.models.warehouse import FactTrade, row_id_for
+from goldthread.models.hot import PositionStatus
+from goldthread.models.warehouse import FactTrade
 from goldthread.models.work_items import Loop, WorkItem
 from goldthread.pipeline.context import Context
 
-_BPS = Decimal(10000)
-
-
-def discrepancy_bps(bot: Decimal | None, broker: Decimal | None) -> Decimal | None:
-    """(bot - broker) / broker in basis points, when both prices are known and positive."""
-    if not bot or not broker:
-        return None
-    return quantize9((bot - broker) / broker * _BPS)
-
-
-def effective_price(bot: Decimal | None, order: BrokerOrder | None) -> Decimal | None:
-    """The real fill: the broker's when it reports one, else the bot's if positive, else unknown."""
-    if order is not None and order.is_filled:
-        return order.filled_avg_price
-    return bot if bot else None
-
-
-def trade_pnl(
-    side: Side, qty: Decimal, multiplier: Decimal, entry: Decimal | None, exit_: Decimal | None, fee: Decimal
-) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
-    """Gross P&L, net P&L (gross - fee) and return in percent of entry notional; None if a price is unknown."""
-    if entry is None or exit_ is None:
-        return None, None, None
-    direction = 1 if side is Side.LONG else -1
-    gross = quantize9((exit_ - entry) * qty * multiplier * direction)
-    net = quantize9(gross - fee)
-    notional = entry * qty * multiplier
-    return gross, net, quantize9(net / notional * 100) if notional else None
+__all__ = ["TradesLoop", "discrepancy_bps", "effective_price", "trade_pnl"]  # the row helpers live in trade_rows
 
 
 class TradesLoop(LoopSpec):
@@ -91,6 +69,16 @@ class TradesLoop(LoopSpec):
 
     def build(self, ctx: Context, items: Sequence[WorkItem]) -> BuildResult:
         """Rows for a batch: hot documents, signals and orders are each fetched once for the batch."""
+        return self._build(ctx, items, dry_run=False)
+
+    def check(self, ctx: Context, item: WorkItem) -> PermanentError | None:
+        """Would ``item`` pass now? Builds without writing anything: order claims are only read."""
+        outcome = self._build(ctx, [item], dry_run=True).get(item.item_id)
+        if isinstance(outcome, TransientError):
+            raise outcome
+        return outcome if isinstance(outcome, PermanentError) else None
+
+    def _build(self, ctx: Context, items: Sequence[WorkItem], dry_run: bool) -> BuildResult:
         docs, results = self.load_docs(ctx, items)
         positions: dict[str, tuple[WorkItem, LivePosition]] = {}
         for item in items:
@@ -122,14 +110,20 @@ class TradesLoop(LoopSpec):
             results.update({item_id: exc for item_id in versions})
             return results
         now = ctx.now()
+        rules = FillRules.of(ctx.settings)
+        rows: dict[str, FactTrade] = {}
         for item_id, version in versions.items():
             item, position = positions[item_id]
             try:
-                results[item_id] = self._row(item, position, version, orders, now)
+                rows[item_id] = self._row(item, position, version, orders, now, rules, ctx.settings.price_tolerance_bps)
             except PermanentError as exc:
                 results[item_id] = exc
-            except (ValidationError, ArithmeticError) as exc:
-                results[item_id] = unbuildable("FactTrade", item.doc_id, exc)
+        # Last, the orders: claimed only by positions that passed everything else (canaries never claim).
+        claimants = {item_id: Claimant(positions[item_id][1], positions[item_id][0].run_id)
+                     for item_id in rows if not positions[item_id][1].is_canary}
+        refused = claim_orders(ctx, claimants, dry_run=dry_run)
+        for item_id, row in rows.items():
+            results[item_id] = refused.get(item_id, row)
         return results
 
     def _version(self, ctx: Context, p: LivePosition, signal_doc: Mapping[str, Any] | str | None) -> Version:
@@ -147,8 +141,10 @@ class TradesLoop(LoopSpec):
         return resolve_version(ctx, p.strategy_id, p.strategy_version, signal.created_at)
 
     def _row(
-        self, item: WorkItem, p: LivePosition, version: Version, orders: dict[str, BrokerOrder], now: dt.datetime
+        self, item: WorkItem, p: LivePosition, version: Version, orders: dict[str, BrokerOrder], now: dt.datetime,
+        rules: FillRules, tolerance_bps: Decimal,
     ) -> FactTrade:
+        """The position's row once its orders exist and agree with it (``BrokerMismatchError`` if not)."""
         assert p.exit_order_id is not None and p.closed_at is not None
         missing = [oid for oid in (p.entry_order_id, p.exit_order_id) if oid not in orders]
         if missing:
@@ -158,24 +154,7 @@ class TradesLoop(LoopSpec):
                   "msg": f"order {m} unknown to the broker", "type": "broker_unknown_order"} for m in missing],
             )
         entry_order, exit_order = orders[p.entry_order_id], orders[p.exit_order_id]
-        entry = effective_price(p.entry_filled_avg_price, entry_order)
-        exit_ = effective_price(p.exit_filled_avg_price, exit_order)
-        gross, net, ret = trade_pnl(p.side, p.qty, p.multiplier, entry, exit_, p.est_fee_usd)
-        return FactTrade(  # constructing the model validates the row (SchemaGuardian on the way out)
-            row_id=row_id_for("fact_trades", p.position_id),
-            ds=p.closed_at.date(), run_id=item.run_id, loaded_at=now, is_canary=p.is_canary,
-            position_id=p.position_id, signal_id=p.signal_id, strategy_id=p.strategy_id,
-            strategy_version=p.strategy_version, strategy_sk=version.strategy_sk, symbol=p.symbol,
-            asset_class=p.asset_class, side=p.side, qty=p.qty, multiplier=p.multiplier,
-            entry_order_id=p.entry_order_id, exit_order_id=p.exit_order_id,
-            entry_price=p.entry_filled_avg_price or None, exit_price=p.exit_filled_avg_price or None,
-            broker_entry_price=entry_order.filled_avg_price if entry_order.is_filled else None,
-            broker_exit_price=exit_order.filled_avg_price if exit_order.is_filled else None,
-            broker_entry_qty=entry_order.filled_qty if entry_order.is_filled else None,
-            broker_exit_qty=exit_order.filled_qty if exit_order.is_filled else None,
-            entry_discrepancy_bps=discrepancy_bps(p.entry_filled_avg_price, entry_order.filled_avg_price),
-            exit_discrepancy_bps=discrepancy_bps(p.exit_filled_avg_price, exit_order.filled_avg_price),
-            opened_at=p.opened_at, closed_at=p.closed_at,
-            holding_seconds=int((p.closed_at - p.opened_at).total_seconds()),
-            gross_pnl_usd=gross, est_fee_usd=p.est_fee_usd, net_pnl_usd=net, return_pct=ret,
-        )
+        # the canary references two standing orders on every run: their fill times are checked by nothing
+        check_orders(p, entry_order, exit_order, replace(rules, check_times=False) if p.is_canary else rules)
+        return build_fact_trade(p, LegFill.of(entry_order), LegFill.of(exit_order),
+                                RowMeta(item.run_id, now, version.strategy_sk), tolerance_bps)

@@ -136,6 +136,10 @@ class FactTrade(FactRow):
     fee_finalized: bool = False
     net_pnl_usd: Money | None = Field(default=None, description="gross - actual fee, or estimated fee.")
     return_pct: Money | None = Field(default=None, description="net P&L / entry notional x 100.")
+    price_discrepancy_flagged: bool | None = Field(
+        default=None,
+        description="A leg's |discrepancy| beyond GOLDTHREAD_PRICE_TOLERANCE_BPS; null if no leg comparable.",
+    )
 
     @model_validator(mode="after")
     def _check_times(self) -> Self:

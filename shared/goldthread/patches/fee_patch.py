@@ -5,7 +5,13 @@ CFEE activities in the asset received. For each trading day the patch needs, it 
 activities, rebuilds the day's fills from the positions opened or closed that day (prices and
 quantities from the broker's orders), and allocates every posted cent to the fills by the rule that
 generated it (``goldthread.analytics.fees.allocate_fees``: largest remainder, so the parts add up to the
-posted total exactly). A trade's actual fee is its entry leg's share plus its exit leg's share.
+posted total exactly). Allocations are per broker order, and each order's allocation goes to exactly one
+trade (``order_owners``): the position holding the order's claim (``order_claims``, taken by Loop A), or,
+in a warehouse loaded before claims existed where two trades name the same order, the first by
+``position_id``; any other trade naming that order is left unfinalised with the reason. So the fees of
+a day's trades never add up to more than the day's postings. A trade's actual fee is its entry leg's
+share plus its exit leg's share. Finalised rows are rebuilt by Loop A's own builder
+(``trade_rows.build_fact_trade``), validated; an invalid one fails the run with the record named.
 
 A trade is finalised only when both of its days are posted and fully allocated; otherwise it is left
 unfinalised and reported, never guessed, and the next run picks it up (a fee posted late, at T+2, is
@@ -17,6 +23,7 @@ nothing and writes no audit rows.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -26,8 +33,10 @@ from pydantic import ValidationError
 from goldthread.analytics.fees import FeeSchedule, Fill, allocate_fees
 from goldthread.logs import get_logger
 from goldthread.loops.base import day_bounds
+from goldthread.loops.broker_checks import MAX_FILL_DELAY
+from goldthread.loops.order_claims import claim_holders
+from goldthread.loops.trade_rows import FeeState, rebuild
 from goldthread.models.hot import AssetClass, JobMetadata
-from goldthread.models.types import quantize9
 from goldthread.models.warehouse import FactTrade, PatchAudit
 from goldthread.patches.audit import audit_rows, changed_values, flatten
 from goldthread.pipeline import runs
@@ -66,9 +75,9 @@ class FeePatchReport:
     run: JobMetadata | None = None
 
 
-FILL_LOOKBACK = dt.timedelta(days=4)
+FILL_LOOKBACK = MAX_FILL_DELAY
 """How far before a day to look for positions whose order filled that day (weekend and holiday orders
-fill at the next open, days after the bot recorded them)."""
+fill at the next open, days after the bot recorded them); Loop A refuses a fill later than that."""
 
 
 def _asset_class(raw: object, symbol: str) -> AssetClass:
@@ -118,13 +127,51 @@ def day_fees(ctx: Context, day: dt.date, schedule: FeeSchedule) -> DayFees:
     )
 
 
-def _finalised(trade: FactTrade, fee: Decimal) -> FactTrade:
-    net = quantize9(trade.gross_pnl_usd - fee) if trade.gross_pnl_usd is not None else None
-    entry = trade.broker_entry_price or trade.entry_price
-    notional = entry * trade.qty * trade.multiplier if entry else None
-    ret = quantize9(net / notional * 100) if net is not None and notional else None
-    return trade.model_copy(update={"actual_fee_usd": quantize9(fee), "fee_finalized": True, "net_pnl_usd": net,
-                                    "return_pct": ret})
+def order_owners(naming: Iterable[tuple[str, str, str]], claims: Mapping[str, str]) -> dict[str, str]:
+    """Each order id -> the one position whose trade gets the order's fees.
+
+    ``naming`` holds ``(position_id, entry_order_id, exit_order_id)`` of every trade naming the orders (any
+    fee state); ``claims`` the position holding each order's claim. The claim holder owns the order when it
+    has a trade among ``naming``; otherwise (orders loaded before claims existed) the first trade by
+    ``position_id`` does.
+    """
+    positions: dict[str, set[str]] = {}
+    for position_id, *order_ids in naming:
+        for order_id in order_ids:
+            positions.setdefault(order_id, set()).add(position_id)
+    return {oid: claims[oid] if claims.get(oid) in named else min(named) for oid, named in positions.items()}
+
+
+def owned_legs(position_id: str, entry_order_id: str, exit_order_id: str, owners: Mapping[str, str]
+               ) -> tuple[list[tuple[str, str]], list[str]]:
+    """The legs (leg, order id) whose fees a trade gets, and why it gets no fee from the others: an order
+    owned by another position (``order_owners``), or named twice by the trade (counted once)."""
+    legs: list[tuple[str, str]] = []
+    refused: list[str] = []
+    for leg, order_id in (("entry", entry_order_id), ("exit", exit_order_id)):
+        owner = owners.get(order_id, position_id)
+        if owner != position_id:
+            refused.append(f"{leg} order {order_id} backs position {owner}, which gets its fee")
+        elif all(order_id != seen for _, seen in legs):
+            legs.append((leg, order_id))
+    return legs, refused
+
+
+def _naming(ctx: Context, order_ids: list[str]) -> list[tuple[str, str, str]]:
+    """(position, entry order, exit order) of every real trade naming one of ``order_ids``, finalised or not."""
+    if not order_ids:
+        return []
+    found = ctx.warehouse.query(
+        "SELECT DISTINCT position_id, entry_order_id, exit_order_id FROM fact_trades WHERE is_canary = FALSE "
+        "AND (entry_order_id IN UNNEST(@ids) OR exit_order_id IN UNNEST(@ids))",
+        {"ids": order_ids},
+    )
+    return [(r["position_id"], r["entry_order_id"], r["exit_order_id"]) for r in found]
+
+
+def _finalised(trade: FactTrade, fee: Decimal, tolerance_bps: Decimal) -> FactTrade:
+    """The trade rebuilt with its actual fee: net P&L and return follow (Loop A's builder, validated)."""
+    return rebuild(trade, tolerance_bps, fee=FeeState(actual_fee_usd=fee, fee_finalized=True))
 
 
 def patch_fees(ctx: Context, ds: dt.date, dry_run: bool = False, schedule: FeeSchedule | None = None) -> FeePatchReport:
@@ -146,11 +193,13 @@ def patch_fees(ctx: Context, ds: dt.date, dry_run: bool = False, schedule: FeeSc
         updated: list[FactTrade] = []
         audits = []
         now = ctx.now()
-        orders = ctx.broker.get_orders([o for t in trades for o in (t.entry_order_id, t.exit_order_id)])
+        order_ids = list(dict.fromkeys(o for t in trades for o in (t.entry_order_id, t.exit_order_id)))
+        orders = ctx.broker.get_orders(order_ids)
+        owners = order_owners(_naming(ctx, order_ids), claim_holders(ctx, order_ids))
         for trade in trades:
             fee = Decimal(0)
-            missing = []
-            for leg, order_id in (("entry", trade.entry_order_id), ("exit", trade.exit_order_id)):
+            legs, missing = owned_legs(trade.position_id, trade.entry_order_id, trade.exit_order_id, owners)
+            for leg, order_id in legs:
                 order = orders.get(order_id)
                 if order is None or order.filled_at is None:
                     missing.append(f"{leg} order {order_id} not filled at the broker yet")
@@ -166,7 +215,7 @@ def patch_fees(ctx: Context, ds: dt.date, dry_run: bool = False, schedule: FeeSc
             if missing:
                 report.unfinalised.append({"position_id": trade.position_id, "why": "; ".join(missing)})
                 continue
-            new = _finalised(trade, fee)
+            new = _finalised(trade, fee, ctx.settings.price_tolerance_bps)
             changes = changed_values(trade.model_dump(), {c: getattr(new, c) for c in UPDATED_COLUMNS})
             if not changes:
                 report.unchanged += 1

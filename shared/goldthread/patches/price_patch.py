@@ -4,21 +4,28 @@ Alpaca reports ``filled_avg_price`` 0 (or null) until an order placed outside ma
 processed, so a bot may record a position without its real price. The patch finds positions whose entry
 (or, once closed, exit) price is missing or zero, asks the broker for the order, and writes the broker's
 ``filled_avg_price`` (and ``filled_qty`` as the position's quantity, if it differs) back to the hot
-document. Orders the broker still reports unfilled are left alone and counted. A position already
-archived also gets its ``fact_trades`` row corrected in the same run (prices, the broker's fills, quantity,
-discrepancies and P&L recomputed from the same functions Loop A uses), before its hot document, so a run
-that fails half-way is completed by the next. Every changed value gets a ``patch_audit`` row.
+document. Orders the broker still reports unfilled are left alone and counted. A position its orders
+contradict (``broker_checks``: another symbol's order, the wrong side, another filled quantity ...) is not
+repaired from them: it is reported in ``mismatched`` and left to Loop A's dead letter. A position already
+archived also gets its ``fact_trades`` row rebuilt in the same run by Loop A's own builder
+(``trade_rows.build_fact_trade``: prices, the broker's fills, quantity, discrepancies, their flag and P&L,
+validated), before its hot document, so a run that fails half-way is completed by the next. A rebuilt
+row that is invalid fails the run with the record named; nothing is written. Every changed value gets a
+``patch_audit`` row.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from goldthread.errors import RecordValidationError
 from goldthread.logs import get_logger
-from goldthread.loops.trades import discrepancy_bps, effective_price, trade_pnl
+from goldthread.loops.broker_checks import FillRules, mismatches
+from goldthread.loops.trade_rows import LegFill, rebuild
 from goldthread.models import LivePosition, SchemaGuardian
+from goldthread.models.broker import BrokerOrder
 from goldthread.models.hot import JobMetadata
 from goldthread.models.warehouse import FactTrade, PatchAudit, row_id_for
 from goldthread.patches.audit import audit_rows, changed_values
@@ -32,7 +39,7 @@ POSITIONS = "live_positions"
 _ZEROES = ["0", "0.0", "0.00", "0E-9", "0.000000000"]
 TRADE_COLUMNS = ("qty", "entry_price", "exit_price", "broker_entry_price", "broker_exit_price", "broker_entry_qty",
                  "broker_exit_qty", "entry_discrepancy_bps", "exit_discrepancy_bps", "gross_pnl_usd", "net_pnl_usd",
-                 "return_pct")
+                 "return_pct", "price_discrepancy_flagged")
 
 
 @dataclass
@@ -41,6 +48,7 @@ class PricePatchReport:
 
     changes: list[dict[str, Any]] = field(default_factory=list)
     unfilled: list[str] = field(default_factory=list)
+    mismatched: list[dict[str, Any]] = field(default_factory=list)
     warehouse_rows: int = 0
     run: JobMetadata | None = None
 
@@ -74,6 +82,7 @@ def patch_prices(ctx: Context, dry_run: bool = False) -> PricePatchReport:
         trades: list[FactTrade] = []
         fixes: list[tuple[str, dict[str, Any]]] = []
         run_id = run.run_id if run else "dry-run"
+        rules = FillRules.of(ctx.settings)
         for doc_id, p in sorted(positions.items()):
             fix: dict[str, Any] = {}
             for leg, order_id, price in (("entry", p.entry_order_id, p.entry_filled_avg_price),
@@ -90,10 +99,17 @@ def patch_prices(ctx: Context, dry_run: bool = False) -> PricePatchReport:
             changes = changed_values(p.model_dump(), fix)
             if not changes:
                 continue
+            fixed = SchemaGuardian.validate(LivePosition, {**p.model_dump(), **fix}, doc_id)
+            contradicted = _contradictions(fixed, orders, rules)
+            if contradicted:  # never "repair" a position from orders that are not its own: Loop A dead-letters it
+                report.mismatched.append({"position_id": doc_id, "errors": contradicted})
+                log.warning("price patch skips position %s: its broker orders contradict it (%s)", doc_id,
+                            "; ".join(e["msg"] for e in contradicted)[:500])
+                continue
             report.changes.append({"position_id": doc_id, **{k: str(v[1]) for k, v in changes.items()}})
             audits.extend(audit_rows(PATCH, run_id, POSITIONS, doc_id, changes, now))
             if p.archived_run_id:
-                trade = _corrected_trade(ctx, p.model_copy(update=fix), orders)
+                trade = _corrected_trade(ctx, fixed, orders, ctx.settings.price_tolerance_bps)
                 if trade is not None:
                     old, new = trade
                     trade_changes = changed_values(old.model_dump(), {c: getattr(new, c) for c in TRADE_COLUMNS})
@@ -112,7 +128,8 @@ def patch_prices(ctx: Context, dry_run: bool = False) -> PricePatchReport:
             ctx.hot.update(POSITIONS, doc_id, fix)
         runs.record_outcomes(ctx, run.run_id, {c["position_id"]: "loaded" for c in report.changes})
         runs.finish_dispatch(ctx, run.run_id, len(report.changes),
-                             {"unfilled": len(report.unfilled), "fact_trades_corrected": len(trades)})
+                             {"unfilled": len(report.unfilled), "fact_trades_corrected": len(trades),
+                              "mismatched": len(report.mismatched)})
         report.run = runs.get_run(ctx, run.run_id)
         return report
     except Exception as exc:
@@ -121,30 +138,30 @@ def patch_prices(ctx: Context, dry_run: bool = False) -> PricePatchReport:
         raise
 
 
-def _corrected_trade(ctx: Context, p: LivePosition, orders: dict[str, Any]) -> tuple[FactTrade, FactTrade] | None:
+def _contradictions(p: LivePosition, orders: dict[str, BrokerOrder], rules: FillRules) -> list[dict[str, Any]]:
+    """Loop A's broker checks on the position as it stands (the entry leg alone while OPEN)."""
+    entry = orders.get(p.entry_order_id)
+    if entry is None:
+        return []
+    exit_ = orders.get(p.exit_order_id) if p.exit_order_id else None
+    if p.exit_order_id and exit_ is None:
+        return []  # the broker does not know it: Loop A dead-letters the position with that reason
+    return mismatches(p, entry, exit_, rules)
+
+
+def _corrected_trade(
+    ctx: Context, p: LivePosition, orders: dict[str, BrokerOrder], tolerance_bps: Decimal
+) -> tuple[FactTrade, FactTrade] | None:
+    """The archived row of ``p`` and the row Loop A's builder makes from the corrected position: the broker's
+    legs as it reports them now (the row's own where an order is still unfilled), the row's run, version
+    and fee state kept. Raises ``RecordValidationError`` naming the position if that row is invalid."""
     rows = ctx.warehouse.get_rows(FactTrade, [row_id_for("fact_trades", p.position_id)])
     if not rows:
         return None
     old = FactTrade.model_validate(rows[0])
-    entry_order, exit_order = orders.get(p.entry_order_id), orders.get(p.exit_order_id or "")
-    entry = effective_price(p.entry_filled_avg_price, entry_order)
-    exit_ = effective_price(p.exit_filled_avg_price, exit_order)
-    fee = old.actual_fee_usd if old.fee_finalized and old.actual_fee_usd is not None else old.est_fee_usd
-    gross, net, ret = trade_pnl(old.side, p.qty, old.multiplier, entry, exit_, fee)
-    broker: dict[str, Any] = {}  # the broker's fills as Loop A records them, now that the broker reports them
-    for leg, order in (("entry", entry_order), ("exit", exit_order)):
-        if order is not None and order.is_filled:
-            broker[f"broker_{leg}_price"], broker[f"broker_{leg}_qty"] = order.filled_avg_price, order.filled_qty
-        else:
-            broker[f"broker_{leg}_price"], broker[f"broker_{leg}_qty"] = (getattr(old, f"broker_{leg}_price"),
-                                                                          getattr(old, f"broker_{leg}_qty"))
-    new = old.model_copy(update={
-        **broker, "qty": p.qty,
-        "entry_price": p.entry_filled_avg_price or None, "exit_price": p.exit_filled_avg_price or None,
-        "entry_discrepancy_bps": discrepancy_bps(p.entry_filled_avg_price, broker["broker_entry_price"]),
-        "exit_discrepancy_bps": discrepancy_bps(p.exit_filled_avg_price, broker["broker_exit_price"]),
-        "gross_pnl_usd": gross, "net_pnl_usd": net, "return_pct": ret,
-    })
-    return old, new
-
-
+    legs: dict[str, LegFill] = {}
+    for leg, order_id in (("entry", p.entry_order_id), ("exit", p.exit_order_id or "")):
+        order = orders.get(order_id)
+        legs[leg] = (LegFill.of(order) if order is not None and order.is_filled
+                     else LegFill(getattr(old, f"broker_{leg}_price"), getattr(old, f"broker_{leg}_qty")))
+    return old, rebuild(old, tolerance_bps, p=p, entry=legs["entry"], exit_=legs["exit"])

@@ -21,7 +21,7 @@ Op = Literal["==", "<", "<=", ">", ">=", "in", "not-in"]
 NOT_IN_LIMIT = 10
 """Most values a ``not-in`` filter may list (Firestore's limit, held by every store alike)."""
 
-COLLECTIONS = ("live_signals", "rejected_signals", "live_positions", "strategies", "job_metadata")
+COLLECTIONS = ("live_signals", "rejected_signals", "live_positions", "strategies", "job_metadata", "order_claims")
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,22 @@ class HotStore(ABC):
     @abstractmethod
     def create(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> bool:
         """Create a document only if absent; True if this call created it."""
+
+    def create_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Create each document of ``docs`` that is absent (atomically per document) and return, for every id,
+        the document the store now holds: this call's, or the one that was already there.
+
+        The claim of a key by the first writer (Loop A's ``order_claims``): whoever reads back its own
+        document holds the key. Stores override this to do it in a few round trips; this default makes one
+        ``create`` (and, when taken, one ``get``) per document.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for doc_id, data in docs.items():
+            while doc_id not in out:  # a document deleted between the two calls is created again
+                stored = dict(data) if self.create(collection, doc_id, data) else self.get(collection, doc_id)
+                if stored is not None:
+                    out[doc_id] = stored
+        return out
 
     @abstractmethod
     def delete(self, collection: str, doc_id: str) -> None:

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS fact_trades (
     actual_fee_usd DECIMAL(38,9),
     fee_finalized BOOLEAN NOT NULL,
     net_pnl_usd DECIMAL(38,9),
-    return_pct DECIMAL(38,9)
+    return_pct DECIMAL(38,9),
+    price_discrepancy_flagged BOOLEAN
 );
 
 CREATE TABLE IF NOT EXISTS fact_rejected_signals (

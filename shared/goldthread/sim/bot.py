@@ -15,10 +15,12 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from goldthread.adapters.sim_broker import SimulatedBroker, in_regular_session
 from goldthread.adapters.synthetic_market_data import CRYPTO_UNIVERSE, EQUITY_UNIVERSE, SyntheticMarketData
 from goldthread.analytics.fees import FeeSchedule, Fill, total_estimated_fees
+from goldthread.loops.base import parse_time
 from goldthread.models import AssetClass, LivePosition, LiveSignal, Side, SignalStatus, Strategy
 from goldthread.models.broker import OrderSide
 from goldthread.models.hot import PositionStatus
@@ -194,22 +196,42 @@ class SimBot:
         self.writer.close_position(p.position_id, order_id, price, entry.close_at)
         self.open.remove(entry)
 
+    def _with_own_orders(self, doc: dict[str, Any], qty: Decimal | None = None) -> dict[str, Any]:
+        """A copy of a CLOSED position's document with entry and exit orders of its own at the broker, placed
+        at its times (``qty``, else the document's): a buggy record is still a trade of its own, never a
+        second claim on another position's orders (which Loop A would refuse as ORDER_CLAIMED)."""
+        out = dict(doc)
+        qty = qty if qty is not None else Decimal(str(doc["qty"]))
+        entry_side = OrderSide.BUY if doc.get("side") == Side.LONG.value else OrderSide.SELL
+        exit_side = OrderSide.SELL if entry_side is OrderSide.BUY else OrderSide.BUY
+        for leg, side, time_field in (("entry", entry_side, "opened_at"), ("exit", exit_side, "closed_at")):
+            moment = parse_time(doc.get(time_field))
+            if moment is None:
+                continue
+            order_id = self._next_id("ord", moment.date())
+            price = self.broker.submit_market_order(order_id, str(doc["symbol"]), side, qty, moment,
+                                                    str(doc["asset_class"]))
+            out[f"{leg}_order_id"], out[f"{leg}_filled_avg_price"] = order_id, price
+        return out
+
     def break_some_documents(self, day: dt.date) -> list[str]:
         """Write documents the way a buggy bot would (bypassing the writer API); returns their ids."""
         base = dt.datetime.combine(day, dt.time(16), dt.UTC)
         closed = [d for _, d in self.hot.query(POSITIONS) if d.get("status") == "CLOSED"][:3]
         broken = []
         if closed:
-            bad = dict(closed[0], position_id="pos-broken-qty", qty="-5", **_UNMARKED)
+            bad = dict(self._with_own_orders(closed[0], Decimal(5)), position_id="pos-broken-qty", qty="-5",
+                       **_UNMARKED)
             self.hot.put(POSITIONS, "pos-broken-qty", bad)
             broken.append("pos-broken-qty")
         if len(closed) > 1:
-            bad = dict(closed[1], position_id="pos-broken-time", **_UNMARKED,
+            bad = dict(self._with_own_orders(closed[1]), position_id="pos-broken-time", **_UNMARKED,
                        closed_at=(base - dt.timedelta(days=30)).isoformat())
             self.hot.put(POSITIONS, "pos-broken-time", bad)
             broken.append("pos-broken-time")
         if len(closed) > 2:
-            bad = dict(closed[2], position_id="pos-wrong-version", strategy_version="0.9", **_UNMARKED)
+            bad = dict(self._with_own_orders(closed[2]), position_id="pos-wrong-version", strategy_version="0.9",
+                       **_UNMARKED)
             self.hot.put(POSITIONS, "pos-wrong-version", bad)
             broken.append("pos-wrong-version")
         rejected = [d for _, d in self.hot.query(REJECTED)][:1]
