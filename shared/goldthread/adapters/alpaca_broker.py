@@ -1,4 +1,5 @@
-"""Alpaca broker adapter: orders, account, option Greeks and fee activities through alpaca-py.
+"""Alpaca broker adapter: orders, account, option Greeks, fee activities and portfolio history through
+alpaca-py.
 
 This module also holds the plumbing both Alpaca adapters share (``alpaca_market_data`` imports it):
 
@@ -51,7 +52,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from goldthread.errors import BrokerRequestError, BrokerUnavailableError, ConfigError
-from goldthread.models.broker import BrokerAccount, BrokerOrder, FeeActivity, OptionPosition
+from goldthread.models.broker import (
+    BrokerAccount,
+    BrokerOrder,
+    EquityPoint,
+    FeeActivity,
+    OptionPosition,
+    new_york_midnight,
+)
 from goldthread.ports.broker import Broker
 
 if TYPE_CHECKING:
@@ -75,6 +83,9 @@ ACTIVITY_PAGE_SIZE = 100
 """The largest page the account activities endpoint returns."""
 
 FEE_TYPES = ("FEE", "CFEE")
+
+HISTORY_SERIES = ("timestamp", "equity", "profit_loss", "profit_loss_pct")
+"""The parallel arrays of a portfolio history response, one entry per point."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -589,7 +600,74 @@ class AlpacaBroker(Broker):
             f"{what}: activity {activity_id}",
         )
 
+    def get_portfolio_history(self, start: dt.date, end: dt.date) -> list[EquityPoint]:
+        """The account's daily equity for the New York trading days ``start`` to ``end``
+        (``GET /v2/account/portfolio/history``).
+
+        Called through the client's own ``get`` rather than ``TradingClient.get_portfolio_history``: that
+        method parses into alpaca-py's ``PortfolioHistory``, whose ``equity`` is a list of floats that
+        refuses the nulls Alpaca sends for days without data, and whose floats would lose the cents' exact
+        value; the raw JSON numbers are read here through their shortest repr into exact decimals.
+        Query: ``timeframe=1D``, ``start`` and ``end`` as RFC 3339 (midnight New York of ``start``, of the
+        day after ``end``), ``intraday_reporting=continuous`` (crypto moves the equity outside the
+        session), ``pnl_reset=no_reset``. Points whose equity is null are left out, as are points outside
+        the asked days. Arrays of different lengths or a missing array are a permanent error.
+        """
+        what = f"portfolio history {start.isoformat()}..{end.isoformat()}"
+        params = {
+            "timeframe": "1D",
+            "start": new_york_midnight(start).isoformat().replace("+00:00", "Z"),
+            "end": new_york_midnight(end + dt.timedelta(days=1)).isoformat().replace("+00:00", "Z"),
+            "intraday_reporting": "continuous",
+            "pnl_reset": "no_reset",
+        }
+        fetch = functools.partial(self._trading.get, "/account/portfolio/history", params)
+        return parse_portfolio_history(_as_dict(self._caller.call(fetch, what), what), start, end, what)
+
     def close(self) -> None:
         """Close the HTTP sessions of both clients."""
         for client in (self._trading, self._options):
             client._session.close()
+
+
+def parse_portfolio_history(body: Mapping[str, Any], start: dt.date, end: dt.date, what: str) -> list[EquityPoint]:
+    """``EquityPoint``s from Alpaca's portfolio history JSON (parallel arrays ``timestamp`` in Unix seconds,
+    ``equity``, ``profit_loss``, ``profit_loss_pct``; ``base_value``, ``base_value_asof``), oldest first.
+
+    A point whose equity is null is left out (no data that day); one whose New York day is outside
+    ``start``..``end`` too (Alpaca appends today's value to a 1D chart). ``base_value_asof`` may be absent
+    (no prior non-zero close), and so may ``profit_loss`` and ``profit_loss_pct``. A missing timestamp or
+    equity array, arrays of different lengths, or a timestamp that is not Unix seconds are a permanent error.
+    """
+    stamps = body.get("timestamp")
+    if not isinstance(stamps, list):
+        raise BrokerRequestError(f"{what}: Alpaca's response has no 'timestamp' array")
+
+    def column(key: str, required: bool) -> list[Any]:
+        values = body.get(key)
+        if values is None and not required:
+            return [None] * len(stamps)
+        if not isinstance(values, list) or len(values) != len(stamps):
+            raise BrokerRequestError(f"{what}: Alpaca's {key!r} is not an array as long as 'timestamp'")
+        return values
+
+    equity, pnl, pnl_pct = column("equity", True), column("profit_loss", False), column("profit_loss_pct", False)
+    asof = body.get("base_value_asof") or None
+    points: list[EquityPoint] = []
+    for i, stamp in enumerate(stamps):
+        if equity[i] is None:
+            continue
+        try:
+            if isinstance(stamp, bool) or not isinstance(stamp, int | float):
+                raise TypeError(stamp)
+            moment = dt.datetime.fromtimestamp(stamp, dt.UTC)
+        except (TypeError, OverflowError, OSError, ValueError) as exc:
+            raise BrokerRequestError(f"{what}: timestamp {stamp!r} is not Unix seconds") from exc
+        point = build_model(EquityPoint, {
+            "timestamp": moment, "equity": equity[i], "profit_loss": pnl[i], "profit_loss_pct": pnl_pct[i],
+            "base_value": body.get("base_value"), "base_value_asof": asof,
+        }, f"{what}: point {moment.isoformat()}")
+        if start <= point.trading_day <= end:
+            points.append(point)
+    points.sort(key=lambda p: p.timestamp)
+    return points
