@@ -210,7 +210,7 @@ def test_demo_with_loops_a_and_d(home: Path, out: io.StringIO, monkeypatch: pyte
     ctx, result = demo.run_demo(load_settings(), days=5, end=end, console=Console(file=io.StringIO()))
     try:
         assert result.steps == [(job, result.start + dt.timedelta(days=i)) for i in range(5)
-                                for job in ("trades", "accounts")]
+                                for job in ("accounts", "trades")]  # D at the day's close, A the night after
         assert {"pos-broken-qty", "pos-broken-time", "pos-wrong-version"} <= set(result.broken)
         runs = list_runs(ctx)
         assert {r.loop for r in runs} <= {"trades", "accounts", "replay"}
