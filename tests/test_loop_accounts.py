@@ -349,3 +349,28 @@ def test_a_history_point_gone_at_build_retries_then_dead_letters(ctx: Context, c
     clock.set(LATER)
     old = spec.build(ctx, [item])[item.item_id]
     assert isinstance(old, PermanentError) and old.errors[0]["loc"] == "ds"
+
+
+def test_the_row_contract_keeps_a_snapshot_on_its_day_and_its_source_honest() -> None:
+    """``SnapshotAccount`` refuses a moment off its day, a live row missing a figure, a history row
+    claiming one the past cannot give, and a new row without a source."""
+    from goldthread.models.warehouse import SnapshotAccount
+    from pydantic import ValidationError
+
+    live = dict(
+        row_id="r", ds=DS, run_id="run", loaded_at=DS_CLOSE, account_id="A", source="live_account",
+        snapshot_at=DS_CLOSE, equity=D(1), last_equity=D(1), daily_pnl=D(0), cash=D(1), buying_power=D(2),
+        initial_margin=D(0), maintenance_margin=D(0), long_market_value=D(0), short_market_value=D(0),
+        option_positions=0, delta=D(0), gamma=D(0), theta=D(0), vega=D(0),
+    )
+    past = {**live, "source": "portfolio_history", **dict.fromkeys(UNKNOWN_IN_THE_PAST)}
+    assert SnapshotAccount(**live).source == "live_account"
+    assert SnapshotAccount(**past).delta is None
+    for bad, reason in (
+        ({**live, "snapshot_at": DS_CLOSE + dt.timedelta(hours=3)}, "is not on ds 2024-03-05"),
+        ({**live, "delta": None}, "a live_account snapshot needs delta"),
+        ({**past, "cash": D(5)}, "a portfolio_history snapshot cannot know cash"),
+        ({**live, "source": None}, "source is required"),
+    ):
+        with pytest.raises(ValidationError, match=reason):
+            SnapshotAccount(**bad)
