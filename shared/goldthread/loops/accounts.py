@@ -5,8 +5,9 @@ the day asked for, compared with today (UTC, by the context's clock):
 
 * **today**: the live account (equity, last equity, cash, buying power, margins, market values) and the
   portfolio Greeks at the moment the subscriber builds the row (``source`` live_account). A run before
-  the close records the account as of then; a later run for the same day stores a newer revision of the
-  same row (row id: account and day), so the day ends with the last run's figures.
+  the close records the account as of then, not as of the close; a later run for the same day builds the
+  same row (row id: account and day) with newer figures, which the subscriber keeps as the row's newer
+  revision, so the day ends with the last run's figures (production runs at 17:00 New York).
 * **a past day**: the broker's daily portfolio history (timeframe 1D): the equity the day closed with,
   last equity the previous trading day's point (else the history's base value), ``snapshot_at`` midnight
   New York of the day, which is how Alpaca labels a 1D point (``source`` portfolio_history). The past
