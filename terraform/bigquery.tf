@@ -37,7 +37,7 @@ locals {
       require_partition_filter = false
     }
     snapshot_accounts = {
-      description              = "Daily account snapshot: equity, margin and portfolio Greeks. Loop D."
+      description              = "Daily account snapshot as of snapshot_at: equity, margin and portfolio Greeks (live account), or equity only (portfolio history of a past day). Loop D."
       partition_field          = "ds"
       clustering               = ["account_id"]
       require_partition_filter = false

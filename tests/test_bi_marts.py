@@ -29,6 +29,7 @@ from goldthread.models.warehouse import (
     FactTrade,
     JobRun,
     SnapshotAccount,
+    SnapshotSource,
     WarehouseRow,
 )
 from goldthread.ports.warehouse import Warehouse
@@ -106,15 +107,27 @@ def expired(key: str, mfe: str | None, moonshot: bool | None, canary: bool = Fal
     )
 
 
-def snapshot(day: int, equity: str, last: str, account: str = "ACC", canary: bool = False) -> SnapshotAccount:
-    """An end-of-day account snapshot."""
+def snapshot(
+    day: int, equity: str, last: str, account: str = "ACC", canary: bool = False, history: bool = False
+) -> SnapshotAccount:
+    """An account snapshot: the live account at 21:00 UTC, or (``history``) a past day from the portfolio
+    history, which has the equity only (the marts must take its null margins and Greeks)."""
+    common: dict = dict(
+        row_id=f"a-{account}-{day}", ds=D(2024, 1, day), run_id="acc-run", loaded_at=LOADED, is_canary=canary,
+        account_id=account, equity=Decimal(equity), last_equity=Decimal(last),
+        daily_pnl=Decimal(equity) - Decimal(last),
+    )
+    if history:
+        return SnapshotAccount(
+            **common, source=SnapshotSource.PORTFOLIO_HISTORY, snapshot_at=at(day, 5), cash=None,
+            buying_power=None, initial_margin=None, maintenance_margin=None, long_market_value=None,
+            short_market_value=None, option_positions=None, delta=None, gamma=None, theta=None, vega=None,
+        )
     zero = Decimal(0)
     return SnapshotAccount(
-        row_id=f"a-{account}-{day}", ds=D(2024, 1, day), run_id="acc-run", loaded_at=LOADED, is_canary=canary,
-        account_id=account, snapshot_at=at(day + 1, 3), equity=Decimal(equity), last_equity=Decimal(last),
-        cash=Decimal(equity), buying_power=zero, initial_margin=zero, maintenance_margin=zero,
-        long_market_value=zero, short_market_value=zero, daily_pnl=Decimal(equity) - Decimal(last),
-        option_positions=0, delta=zero, gamma=zero, theta=zero, vega=zero,
+        **common, source=SnapshotSource.LIVE_ACCOUNT, snapshot_at=at(day, 21), cash=Decimal(equity),
+        buying_power=zero, initial_margin=zero, maintenance_margin=zero, long_market_value=zero,
+        short_market_value=zero, option_positions=0, delta=zero, gamma=zero, theta=zero, vega=zero,
     )
 
 
@@ -150,8 +163,8 @@ BASE: dict[type[WarehouseRow], list[Any]] = {
     ],
     FactSignalExpired: [expired("E1", "12.5", True), expired("E2", "3", False), expired("E3", None, None),
                         expired("E4", "12.5", True)],
-    SnapshotAccount: [snapshot(1, "1000", "1000"), snapshot(2, "1100", "1000"), snapshot(3, "990", "1100"),
-                      snapshot(4, "1210", "990")],
+    SnapshotAccount: [snapshot(1, "1000", "1000", history=True), snapshot(2, "1100", "1000"),
+                      snapshot(3, "990", "1100"), snapshot(4, "1210", "990")],
     JobRun: [
         job_run("trades-a", "trades", D(2024, 1, 2), "PARTIAL", at(3, 3), 30, published=3, loaded=2, dead=1),
         job_run("trades-b", "trades", D(2024, 1, 2), "SUCCEEDED", at(3, 5), 10, published=1, loaded=1),

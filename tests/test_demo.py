@@ -204,3 +204,14 @@ def test_the_goldthread_demo_command_exits_0(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "all finished runs reconcile" in done.stdout
     assert (tmp_path / "home" / "warehouse.duckdb").exists()
+
+
+def test_loop_d_snapshots_each_day_live_at_its_close(demo: tuple[Context, DemoResult]) -> None:
+    """As scheduled in production (17:00 New York, the day itself): one live snapshot a day, weekends too,
+    with the option book's Greeks, each describing 22:00 UTC of its own day."""
+    ctx, result = demo
+    snapshots = [SnapshotAccount.model_validate(r) for r in query(ctx, "SELECT * FROM snapshot_accounts")]
+    assert sorted(s.ds for s in snapshots) == [result.start + dt.timedelta(days=i) for i in range(DAYS)]
+    for s in snapshots:
+        assert s.source == "live_account" and s.snapshot_at == dt.datetime.combine(s.ds, dt.time(22), dt.UTC)
+        assert s.option_positions and s.delta is not None

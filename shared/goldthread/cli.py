@@ -115,10 +115,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     """Run one loop for every day from --start to --end, with a progress bar."""
-    from goldthread.errors import NotReadyError
+    from goldthread.errors import FutureDayError, NotReadyError
+    from goldthread.loops import get_loop
     from goldthread.pipeline.local_runtime import run_loop
 
     ctx = _context()
+    try:  # a range reaching a day the loop refuses for good (a future day) starts no run at all
+        get_loop(args.loop).check_ready(ctx, args.end)
+    except FutureDayError:
+        raise
+    except NotReadyError:
+        pass  # not ready yet: reported day by day below
     days = [args.start + dt.timedelta(days=i) for i in range((args.end - args.start).days + 1)]
     statuses: dict[str, int] = {}
     with Progress(console=console) as progress:

@@ -77,7 +77,8 @@ def build_demo_context(settings: Settings, start: dt.date) -> tuple[Context, Sim
 
 
 def scheduled_jobs(day: dt.date, start: dt.date, settings: Settings) -> list[tuple[str, dt.date]]:
-    """The jobs the scheduler runs in the night after ``day`` (as in ``terraform/``)."""
+    """The jobs the scheduler runs for ``day`` (as in ``terraform/``): Loop D at the day's US close, on the
+    day itself, and the others in the night after it."""
     jobs: list[tuple[str, dt.date]] = [
         (Loop.TRADES.value, day),
         (Loop.ACCOUNTS.value, day),
@@ -140,20 +141,32 @@ def run_demo(
             day = start + dt.timedelta(days=offset)
             clock.set(dt.datetime.combine(day, dt.time(), dt.UTC))
             bot.trade_day(day)
+            jobs = scheduled_jobs(day, start, settings)
+            # Loop D snapshots the live account on the day itself, after the US close (17:00 New York, as
+            # scheduled); the other jobs run in the night after the day
+            clock.set(dt.datetime.combine(day, dt.time(22), dt.UTC))
+            run_jobs(ctx, [j for j in jobs if j[0] == Loop.ACCOUNTS.value], job_runner, result, console)
             if offset == days // 2:
                 clock.set(dt.datetime.combine(day, dt.time(23, 30), dt.UTC))
                 result.broken = bot.break_some_documents(day)
             clock.set(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(3), dt.UTC))
-            for job, ds in scheduled_jobs(day, start, settings):
-                try:
-                    job_runner(ctx, job, ds)
-                    result.steps.append((job, ds))
-                except NotReadyError as exc:
-                    console.print(f"[yellow]{job} {ds}: {exc}")
+            run_jobs(ctx, [j for j in jobs if j[0] != Loop.ACCOUNTS.value], job_runner, result, console)
             progress.advance(task)
     revision = correct_after_archiving(ctx, scheduled_jobs(end, start, settings), job_runner)
     result.extras["notes"] = fix_and_replay(ctx, result) + revision + patch_notes(ctx)
     return ctx, result
+
+
+def run_jobs(
+    ctx: Context, jobs: list[tuple[str, dt.date]], job_runner: JobRunner, result: DemoResult, console: Console
+) -> None:
+    """Run scheduled jobs in order, recording each that ran; a day not ready yet is reported and skipped."""
+    for job, ds in jobs:
+        try:
+            job_runner(ctx, job, ds)
+            result.steps.append((job, ds))
+        except NotReadyError as exc:
+            console.print(f"[yellow]{job} {ds}: {exc}")
 
 
 def correct_after_archiving(ctx: Context, last_jobs: list[tuple[str, dt.date]], job_runner: JobRunner) -> list[str]:

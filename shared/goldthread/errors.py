@@ -120,6 +120,10 @@ class NotReadyError(GoldthreadError):
     """The data a run needs does not exist yet (a window not passed, fees not posted)."""
 
 
+class FutureDayError(NotReadyError):
+    """The day asked for has not begun (UTC): no run may record it, and the command line refuses it."""
+
+
 class HopFailedError(GoldthreadError):
     """The Golden Thread canary found a broken or slow hop; ``hop`` names it."""
 

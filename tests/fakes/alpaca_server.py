@@ -6,6 +6,9 @@ base URL) and the adapters run their production code paths. Endpoints::
     GET /v2/orders/{id}               an order, 404 {"code": 40410000, ...} for an unknown id
     GET /v2/account                   the account
     GET /v2/positions                 open positions
+    GET /v2/account/portfolio/history ?timeframe=1D &start &end (RFC 3339, inclusive): parallel arrays
+                                      timestamp (Unix seconds), equity, profit_loss, profit_loss_pct,
+                                      with base_value, base_value_asof, timeframe
     GET /v2/account/activities        ?activity_types=FEE,CFEE &date | &after &until, direction,
                                       page_size (<= 100), page_token (the last id of the previous page)
     GET /v1beta1/options/snapshots    ?symbols=...  {"snapshots": {...}, "next_page_token": ...}
@@ -37,6 +40,7 @@ import json
 import threading
 import time
 import uuid
+import zoneinfo
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +49,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 Json = dict[str, Any]
+NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,8 @@ class FakeAlpaca:
         self.snapshots: dict[str, Json] = {}
         self.activities: list[Json] = []
         self.bars: dict[tuple[str, str | None], list[Json]] = {}
+        self.history: list[Json] = []
+        self.history_base: Json = {}
         self.requests: list[RecordedRequest] = []
         self._faults: list[Fault] = []
         self._counts: Counter[str] = Counter()
@@ -288,6 +295,25 @@ class FakeAlpaca:
         with self._lock:
             self.bars.setdefault((symbol, timeframe), []).extend(bars)
 
+    def add_history_point(
+        self, day: dt.date, equity: float | None, *, label: dt.time = dt.time(), profit_loss: float | None = None,
+        profit_loss_pct: float | None = None,
+    ) -> Json:
+        """Add a 1D portfolio history point for ``day``, labelled at ``label`` New York time (Alpaca's
+        documented label is midnight); ``equity=None`` is a day without data (Alpaca sends null)."""
+        stamp = int(dt.datetime.combine(day, label, NEW_YORK).timestamp())
+        point: Json = {"timestamp": stamp, "equity": equity, "profit_loss": profit_loss,
+                       "profit_loss_pct": profit_loss_pct}
+        with self._lock:
+            self.history.append(point)
+            self.history.sort(key=lambda p: p["timestamp"])
+        return point
+
+    def set_history_base(self, base_value: float | None, base_value_asof: dt.date | None = None) -> None:
+        """The response's ``base_value`` and ``base_value_asof`` (None: left out of the response)."""
+        with self._lock:
+            self.history_base = {"base_value": base_value, "base_value_asof": base_value_asof}
+
     @staticmethod
     def bar(t: dt.datetime, close: float, *, volume: float = 1000.0) -> Json:
         """A bar in Alpaca's shape opening at ``t``, with open/high/low around ``close``."""
@@ -381,6 +407,8 @@ class FakeAlpaca:
                 return 200, dict(self.account)
             if path == "/v2/positions":
                 return 200, list(self.positions)
+            if path == "/v2/account/portfolio/history":
+                return self._portfolio_history(q)
             if path.startswith("/v2/account/activities"):
                 return 200, self._activities(path, q)
             if path == "/v1beta1/options/snapshots":
@@ -407,6 +435,23 @@ class FakeAlpaca:
             rows = rows[start:]
         size = min(int(q.get("page_size") or 100), 100)
         return rows[:size]
+
+    def _portfolio_history(self, q: dict[str, str]) -> tuple[int, Json]:
+        if q.get("timeframe", "1D") != "1D":
+            return 422, {"code": 42210000, "message": "this fake serves timeframe 1D only"}
+        start = _parse_time(q["start"]).timestamp() if "start" in q else float("-inf")
+        end = _parse_time(q["end"]).timestamp() if "end" in q else float("inf")
+        points = [p for p in self.history if start <= p["timestamp"] <= end]
+        series = ("timestamp", "equity", "profit_loss", "profit_loss_pct")
+        body: Json = {key: [p[key] for p in points] for key in series}
+        base = self.history_base.get("base_value")
+        if base is None:  # Alpaca: the earliest non-zero point when no earlier close exists
+            base = next((p["equity"] for p in points if p["equity"]), 0)
+        body["base_value"] = base
+        if self.history_base.get("base_value_asof") is not None:
+            body["base_value_asof"] = self.history_base["base_value_asof"].isoformat()
+        body["timeframe"] = "1D"
+        return 200, body
 
     def _page(self, items: list[tuple[str, Any]], q: dict[str, str], server_size: int) -> tuple[list[Any], str | None]:
         size = min(int(q.get("limit") or server_size), server_size)

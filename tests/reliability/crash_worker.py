@@ -216,7 +216,8 @@ def _replay(ctx: Context) -> None:
 
 STEPS: list[tuple[str, Callable[[Context], Any]]] = [
     ("loop_trades", lambda ctx: run_loop(ctx, "trades", LAST_DAY)),
-    ("loop_accounts", lambda ctx: run_loop(ctx, "accounts", LAST_DAY)),
+    # a past day is read from the portfolio history, which has no Saturday: the last weekday, Friday
+    ("loop_accounts", lambda ctx: run_loop(ctx, "accounts", LAST_DAY - dt.timedelta(days=1))),
     ("loop_expired", lambda ctx: run_loop(ctx, "expired_signals", LAST_DAY)),
     ("loop_rejected", lambda ctx: run_loop(ctx, "rejected_signals", LAST_DAY)),
     ("fix", _fix),

@@ -146,7 +146,7 @@ def seed_alpaca(alpaca: FakeAlpaca, broker: SimulatedBroker, market: SyntheticMa
                 order_ids: list[str], days: list[dt.date], symbols: list[str],
                 bars_from: dt.datetime, bars_to: dt.datetime) -> None:
     """Make the local Alpaca answer exactly what the simulator knows now: orders, account, option book,
-    posted fee activities and minute bars."""
+    posted fee activities, the daily portfolio history and minute bars."""
     for order in broker.get_orders(order_ids).values():
         alpaca.add_order(
             order_id=order.order_id, symbol=order.symbol, side=order.side.value, qty=str(order.filled_qty),
@@ -169,6 +169,11 @@ def seed_alpaca(alpaca: FakeAlpaca, broker: SimulatedBroker, market: SyntheticMa
                                             ("price", activity.price)) if v is not None}
             alpaca.add_activity(activity.activity_type, activity.date, str(activity.net_amount),
                                 activity_id=activity.activity_id, description=activity.description, **extra)
+    history = broker.get_portfolio_history(days[0] - dt.timedelta(days=14), days[-1])  # Loop D's past days
+    for point in history:
+        alpaca.add_history_point(point.trading_day, float(point.equity))
+    if history and history[0].base_value is not None:
+        alpaca.set_history_base(float(history[0].base_value), history[0].base_value_asof)
     bars = market.get_bars(symbols, "1Min", bars_from, bars_to)
     for symbol, b in bars.items():
         alpaca.add_bars(symbol, [

@@ -1,4 +1,5 @@
-"""Alpaca broker adapter: orders, account, option Greeks and fee activities through alpaca-py.
+"""Alpaca broker adapter: orders, account, option Greeks, fee activities and portfolio history through
+alpaca-py.
 
 This module also holds the plumbing both Alpaca adapters share (``alpaca_market_data`` imports it):
 
@@ -51,7 +52,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from goldthread.errors import BrokerRequestError, BrokerUnavailableError, ConfigError
-from goldthread.models.broker import BrokerAccount, BrokerOrder, FeeActivity, OptionPosition
+from goldthread.models.broker import (
+    BrokerAccount,
+    BrokerOrder,
+    EquityPoint,
+    FeeActivity,
+    OptionPosition,
+    new_york_midnight,
+)
 from goldthread.ports.broker import Broker
 
 if TYPE_CHECKING:
@@ -589,7 +597,34 @@ class AlpacaBroker(Broker):
             f"{what}: activity {activity_id}",
         )
 
+    def get_portfolio_history(self, start: dt.date, end: dt.date) -> list[EquityPoint]:
+        """The account's daily equity for the New York trading days ``start`` to ``end``
+        (``GET /v2/account/portfolio/history``).
+
+        Called through the client's own ``get`` rather than ``TradingClient.get_portfolio_history``: that
+        method parses into alpaca-py's ``PortfolioHistory``, whose ``equity`` is a list of floats that
+        refuses the nulls Alpaca sends for days without data, and whose floats would lose the cents' exact
+        value; the raw JSON numbers are read here through their shortest repr into exact decimals.
+        Query: ``timeframe=1D``, ``start`` and ``end`` as RFC 3339 (midnight New York of ``start``, of the
+        day after ``end``), ``intraday_reporting=continuous`` (crypto moves the equity outside the
+        session), ``pnl_reset=no_reset``. Points whose equity is null are left out, as are points outside
+        the asked days. Arrays of different lengths or a missing array are a permanent error.
+        """
+        what = f"portfolio history {start.isoformat()}..{end.isoformat()}"
+        params = {
+            "timeframe": "1D",
+            "start": new_york_midnight(start).isoformat().replace("+00:00", "Z"),
+            "end": new_york_midnight(end + dt.timedelta(days=1)).isoformat().replace("+00:00", "Z"),
+            "intraday_reporting": "continuous",
+            "pnl_reset": "no_reset",
+        }
+        from goldthread.adapters.alpaca_history import parse_portfolio_history
+
+        fetch = functools.partial(self._trading.get, "/account/portfolio/history", params)
+        return parse_portfolio_history(_as_dict(self._caller.call(fetch, what), what), start, end, what)
+
     def close(self) -> None:
         """Close the HTTP sessions of both clients."""
         for client in (self._trading, self._options):
             client._session.close()
+

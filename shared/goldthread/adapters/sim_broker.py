@@ -4,7 +4,14 @@
   regular session reports ``filled_avg_price`` 0 until the next session opens (as Alpaca does).
 * Fees are not on the order: regulatory FEE and crypto CFEE activities are posted after the day ends
   (usually T+1, sometimes T+2), computed by the same fee model goldthread uses for estimates.
-* The account (equity, last equity, cash, margins) is derived from the ledger as of the clock.
+* The account (equity, last equity, cash, margins) is derived from the ledger as of the clock; last equity
+  is the equity at the close (21:00 UTC) of the last weekday before today, as Alpaca's is the previous
+  trading day's.
+* The portfolio history (timeframe 1D) is recomputed from the same ledger: one point per weekday (Alpaca's
+  1D history holds only days the market was open) from ``opened_on``, worth the account's equity at that
+  day's 21:00 UTC close (today's point: the equity now), labelled at midnight New York as Alpaca labels
+  1D points. So a day's point is exactly what the live account said at that day's close, and the
+  previous point is what it called ``last_equity``.
 * Option positions carry Greeks that drift deterministically by day.
 
 The ledger lives in its own SQLite file so a bot, the loops and the patches (in separate processes)
@@ -23,7 +30,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from goldthread.adapters.synthetic_market_data import SyntheticMarketData, is_crypto
-from goldthread.models.broker import BrokerAccount, BrokerOrder, FeeActivity, OptionPosition, OrderSide
+from goldthread.models.broker import (
+    BrokerAccount,
+    BrokerOrder,
+    EquityPoint,
+    FeeActivity,
+    OptionPosition,
+    OrderSide,
+    new_york_midnight,
+)
 from goldthread.models.types import quantize9
 from goldthread.ports.broker import Broker
 
@@ -51,6 +66,19 @@ def in_regular_session(moment: dt.datetime) -> bool:
     return moment.weekday() < 5 and 14 * 60 + 30 <= minutes < 21 * 60
 
 
+def session_close(day: dt.date) -> dt.datetime:
+    """The simulator's close of ``day``: 21:00 UTC."""
+    return dt.datetime.combine(day, dt.time(21), dt.UTC)
+
+
+def previous_weekday(day: dt.date) -> dt.date:
+    """The last weekday strictly before ``day``."""
+    day -= dt.timedelta(days=1)
+    while day.weekday() >= 5:
+        day -= dt.timedelta(days=1)
+    return day
+
+
 def next_session_open(moment: dt.datetime) -> dt.datetime:
     """The next 14:30 UTC weekday open after ``moment``."""
     day = moment.date()
@@ -62,7 +90,8 @@ def next_session_open(moment: dt.datetime) -> dt.datetime:
 
 
 class SimulatedBroker(Broker):
-    """The embedded broker (default). ``clock`` is the simulator's "now"."""
+    """The embedded broker (default). ``clock`` is the simulator's "now"; ``opened_on`` the day the account
+    was opened, before which it has no history (None: it always existed)."""
 
     name: ClassVar[str] = "sim"
 
@@ -74,6 +103,7 @@ class SimulatedBroker(Broker):
         account_id: str = "SIM-ACCOUNT-1",
         initial_cash: Decimal = Decimal("100000"),
         seed: int = 7,
+        opened_on: dt.date | None = None,
     ) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +116,7 @@ class SimulatedBroker(Broker):
         self.account_id = account_id
         self.initial_cash = initial_cash
         self.seed = seed
+        self.opened_on = opened_on
         self.calls: dict[str, int] = {}
         self.fail_next: list[Exception] = []  # fault injection for tests: raised by the next calls
 
@@ -165,12 +196,10 @@ class SimulatedBroker(Broker):
         return out
 
     def get_account(self) -> BrokerAccount:
-        """Balances derived from the ledger as of the clock; last_equity at the previous 21:00 UTC close."""
+        """Balances derived from the ledger as of the clock; last_equity at the close of the previous weekday."""
         self._count("get_account")
         now = self.clock()
-        prev_close = dt.datetime.combine(now.date(), dt.time(21), dt.UTC)
-        if prev_close >= now:
-            prev_close -= dt.timedelta(days=1)
+        prev_close = session_close(previous_weekday(now.date()))
         cash, long_mv, short_mv = self._balances(now)
         equity = cash + long_mv + short_mv
         last_cash, last_long, last_short = self._balances(prev_close)
@@ -187,6 +216,39 @@ class SimulatedBroker(Broker):
             long_market_value=quantize9(long_mv),
             short_market_value=quantize9(short_mv),
         )
+
+    def _equity(self, moment: dt.datetime) -> Decimal:
+        cash, long_mv, short_mv = self._balances(moment)
+        return quantize9(cash + long_mv + short_mv)
+
+    def _existed(self, day: dt.date) -> bool:
+        return self.opened_on is None or day >= self.opened_on
+
+    def get_portfolio_history(self, start: dt.date, end: dt.date) -> list[EquityPoint]:
+        """Daily equity from the ledger: each weekday's equity at its 21:00 UTC close (today's: now), for the
+        weekdays from ``start`` to ``end`` whose New York day has begun and on which the account existed.
+
+        ``base_value`` is the close of the weekday before ``start`` when the account existed then
+        (``base_value_asof``), else the first point's equity, as Alpaca does.
+        """
+        self._count("get_portfolio_history")
+        now = self.clock()
+        days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+        days = [d for d in days if d.weekday() < 5 and self._existed(d) and new_york_midnight(d) <= now]
+        equities = [(d, self._equity(min(session_close(d), now))) for d in days]
+        before = previous_weekday(start)
+        base_asof: dt.date | None = None
+        base = equities[0][1] if equities else None
+        if self._existed(before) and (prior := self._equity(session_close(before))) != 0:
+            base, base_asof = prior, before
+        return [
+            EquityPoint(
+                timestamp=new_york_midnight(d), equity=equity, base_value=base, base_value_asof=base_asof,
+                profit_loss=quantize9(equity - base) if base is not None else None,
+                profit_loss_pct=quantize9(equity / base - 1) if base else None,
+            )
+            for d, equity in equities
+        ]
 
     def _balances(self, moment: dt.datetime) -> tuple[Decimal, Decimal, Decimal]:
         cash = self.initial_cash

@@ -132,9 +132,14 @@ _ROWS: tuple[tuple[str, str, str, str, bool], ...] = (
     # mart_equity_curve
     ("mart_equity_curve", "account_id", "id", "Broker account.", True),
     ("mart_equity_curve", "ds", "date", "Snapshot day.", True),
-    ("mart_equity_curve", "snapshot_at", "timestamp", "When Loop D took the snapshot.", True),
-    ("mart_equity_curve", "equity", "USD", "Account equity at the snapshot.", False),
-    ("mart_equity_curve", "last_equity", "USD", "Equity at the previous close (the broker's last_equity).", False),
+    ("mart_equity_curve", "snapshot_at", "timestamp",
+     "The moment the figures describe, on ds: when Loop D read the live account (a run on the day), or "
+     "midnight New York of ds, the label of the broker's daily history point (a past day).", True),
+    ("mart_equity_curve", "equity", "USD",
+     "Account equity at snapshot_at (live account), or the equity ds closed with (portfolio history).", False),
+    ("mart_equity_curve", "last_equity", "USD",
+     "Equity at the previous trading day's close (the broker's last_equity, or the history's previous point).",
+     False),
     ("mart_equity_curve", "daily_pnl", "USD", "equity - last_equity.", False),
     ("mart_equity_curve", "daily_return_pct", "%", "(equity - last_equity) / last_equity x 100.", False),
     ("mart_equity_curve", "running_peak", "USD", "Highest equity of the account up to and including the day.", False),

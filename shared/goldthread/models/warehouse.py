@@ -233,31 +233,75 @@ class FactSignalExpired(SignalFields):
     )
 
 
+class SnapshotSource(StrEnum):
+    """Where a ``snapshot_accounts`` row's figures came from."""
+
+    LIVE_ACCOUNT = "live_account"
+    """The broker's account and option positions at ``snapshot_at`` (a run on the day itself)."""
+    PORTFOLIO_HISTORY = "portfolio_history"
+    """The broker's daily portfolio history (a past day): equity only."""
+
+
+HISTORY_UNKNOWN = ("cash", "buying_power", "initial_margin", "maintenance_margin", "long_market_value",
+                   "short_market_value", "option_positions", "delta", "gamma", "theta", "vega")
+"""The figures only the live account has: null on a row from the portfolio history."""
+
+
 class SnapshotAccount(FactRow):
-    """End-of-day account state and portfolio Greeks (Loop D)."""
+    """The account as of ``snapshot_at``, on the day ``ds`` (Loop D).
+
+    A run on the day itself reads the live account, option positions and Greeks at that moment
+    (``source`` live_account); a past day is read from the broker's daily portfolio history, which keeps
+    only the equity, so the margins, market values, option count and Greeks of such a row are null
+    (``source`` portfolio_history). ``snapshot_at`` always falls on ``ds`` (UTC).
+    """
 
     __table__ = "snapshot_accounts"
-    __description__ = "Daily account snapshot: equity, margin and portfolio Greeks. Loop D."
+    __description__ = ("Daily account snapshot as of snapshot_at: equity, margin and portfolio Greeks (live "
+                       "account), or equity only (portfolio history of a past day). Loop D.")
     __cluster__ = ("account_id",)
     __volatile__ = (*FactRow.__volatile__, "snapshot_at")
 
     account_id: Identifier
-    snapshot_at: UtcDatetime
+    source: SnapshotSource | None = Field(
+        description="Where the figures came from: live_account (the account, positions and Greeks at "
+        "snapshot_at) or portfolio_history (a past day's closing equity from the broker's 1D history; the "
+        "margins, market values, option count and Greeks are then null). Null only on rows loaded before "
+        "the column existed (so the table gains it in place); every new row has one."
+    )
+    snapshot_at: UtcDatetime = Field(
+        description="The moment the figures describe, on ds: when the live account was read, or the portfolio "
+        "history point's label (midnight New York of ds) for its closing equity."
+    )
     equity: Money
-    last_equity: Money
-    cash: Money
-    buying_power: Money
-    initial_margin: Money
-    maintenance_margin: Money
-    long_market_value: Money
-    short_market_value: Money
+    last_equity: Money = Field(description="Equity at the previous trading day's close.")
+    cash: Money | None
+    buying_power: Money | None
+    initial_margin: Money | None
+    maintenance_margin: Money | None
+    long_market_value: Money | None
+    short_market_value: Money | None
     daily_pnl: Money = Field(description="equity - last_equity.")
     daily_return_pct: Money | None = Field(default=None, description="daily_pnl / last_equity x 100.")
-    option_positions: int = Field(ge=0)
-    delta: Money = Field(description="Sum of qty x multiplier x contract delta.")
-    gamma: Money
-    theta: Money
-    vega: Money
+    option_positions: int | None = Field(ge=0)
+    delta: Money | None = Field(description="Sum of qty x multiplier x contract delta.")
+    gamma: Money | None
+    theta: Money | None
+    vega: Money | None
+
+    @model_validator(mode="after")
+    def _check_as_of(self) -> Self:
+        if self.snapshot_at.date() != self.ds:
+            raise ValueError(f"snapshot_at {self.snapshot_at.isoformat()} is not on ds {self.ds} (UTC)")
+        if self.source is None:
+            raise ValueError("source is required: live_account or portfolio_history")
+        missing = [f for f in HISTORY_UNKNOWN if getattr(self, f) is None]
+        if self.source is SnapshotSource.LIVE_ACCOUNT and missing:
+            raise ValueError(f"a live_account snapshot needs {', '.join(missing)}")
+        if self.source is SnapshotSource.PORTFOLIO_HISTORY and len(missing) != len(HISTORY_UNKNOWN):
+            known = [f for f in HISTORY_UNKNOWN if getattr(self, f) is not None]
+            raise ValueError(f"a portfolio_history snapshot cannot know {', '.join(known)}")
+        return self
 
 
 class DimStrategy(WarehouseRow):
