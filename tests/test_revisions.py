@@ -168,3 +168,58 @@ def test_a_rejected_signal_corrected_after_archiving_is_a_new_revision(
     assert json.loads(kept["changed_columns"]) == ["rejection_reason"]
     (cost,) = ctx.warehouse.query("SELECT rejection_reason FROM mart_rejection_cost")
     assert cost["rejection_reason"] == "MAX_DRAWDOWN"
+
+
+def test_a_later_run_the_same_day_replaces_the_intraday_account_snapshot(ctx: Context, clock: Clock) -> None:
+    from tests.test_loop_accounts import DS_CLOSE, expected_equity, fills
+
+    fills(ctx)
+    midday = SESSION + dt.timedelta(hours=1)
+    clock.set(midday)
+    first = run_loop(ctx, "accounts", DS)
+    clock.set(DS_CLOSE)
+    second = run_loop(ctx, "accounts", DS)
+
+    assert (first.loaded, second.loaded, second.duplicates) == (1, 1, 0)
+    (row,) = rows(ctx, "snapshot_accounts")
+    assert (row["revision"], row["run_id"], row["source"]) == (2, second.run_id, "live_account")
+    assert row["equity"] == expected_equity(ctx, DS_CLOSE) and row["snapshot_at"] == DS_CLOSE
+    (kept,) = revisions(ctx, "snapshot_accounts")
+    old = json.loads(kept["row_json"])
+    assert D(old["equity"]) == expected_equity(ctx, midday) and old["snapshot_at"] == midday.isoformat()
+    assert "equity" in json.loads(kept["changed_columns"])
+
+
+def test_a_backfill_of_a_past_day_never_replaces_its_live_snapshot(ctx: Context, clock: Clock) -> None:
+    from tests.test_loop_accounts import DS_CLOSE, fills
+
+    fills(ctx)
+    clock.set(DS_CLOSE)
+    live = run_loop(ctx, "accounts", DS)
+    clock.set(DS_CLOSE + 3 * DAY)  # days later the day is past: its figures would come from the history
+    backfill = run_loop(ctx, "accounts", DS)
+
+    assert (backfill.published, backfill.loaded, backfill.duplicates) == (1, 0, 1)
+    (row,) = rows(ctx, "snapshot_accounts")
+    assert (row["run_id"], row["source"], row["revision"]) == (live.run_id, "live_account", 1)
+    assert row["delta"] is not None and row["cash"] is not None  # the live figures the history cannot give
+    assert revisions(ctx, "snapshot_accounts") == []
+
+
+def test_a_row_an_older_version_wrote_is_kept_whole_when_a_revision_replaces_it(
+    ctx: Context, make: Factory, clock: Clock
+) -> None:
+    archive_two_trades(ctx, make)
+    row_id = row_id_for("fact_trades", "pos-1")
+    # as an older version left it: no revision yet (null), no price flag
+    ctx.warehouse.query("UPDATE fact_trades SET revision = NULL, price_discrepancy_flagged = NULL "
+                        "WHERE row_id = @r", {"r": row_id})
+    make.writer.save_position(_corrected(make, "pos-1", est_fee_usd=D("0.65")))
+    clock.advance(DAY)
+    run = run_loop(ctx, "trades", DS + DAY)
+
+    assert (run.loaded, run.duplicates, run.dead_lettered) == (1, 0, 0)
+    row = trade(ctx, "pos-1")
+    assert (row["revision"], row["est_fee_usd"]) == (2, D("0.65"))
+    (kept,) = revisions(ctx)
+    assert kept["revision"] == 1 and json.loads(kept["row_json"])["revision"] is None

@@ -14,9 +14,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Mapping
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -73,8 +74,9 @@ class FactRow(WarehouseRow):
     run_id: Identifier = Field(description="Run that loaded the row (job_metadata).")
     loaded_at: UtcDatetime = Field(description="When the row was written (UTC).")
     is_canary: bool = Field(default=False, description="Golden Thread canary row; excluded from marts.")
-    revision: int = Field(
-        default=1, ge=1, description="Revision of the source record: 1 when first archived, +1 per correction."
+    revision: int | None = Field(
+        default=1, ge=1, description="Revision of the source record: 1 when first archived, +1 per correction "
+        "(null on rows written before revisions existed, read as 1; nullable so the column is added in place)."
     )
 
     def content_digest(self) -> str:
@@ -83,12 +85,23 @@ class FactRow(WarehouseRow):
         Two builds of the same record from the same facts have the same digest, whatever run built them;
         a record corrected after archiving gives another digest, which makes its row a new revision.
         """
-        skip = {*self.__volatile__, *self.__patched__}
-        content = {k: _canonical(v) for k, v in self.__dict__.items() if k not in skip}
+        return self.digest_of(self.__dict__)
+
+    @classmethod
+    def digest_of(cls, row: Mapping[str, Any]) -> str:
+        """``content_digest`` of a row as a mapping: a built row's fields, or a row read back from the
+        warehouse (decimals at 9 places, enums as text), which give the same digest for the same content."""
+        skip = {*cls.__volatile__, *cls.__patched__}
+        content = {k: canonical_value(v) for k, v in row.items() if k not in skip and k in cls.model_fields}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
+    def may_replace(self, stored: Mapping[str, Any]) -> bool:
+        """Whether this row may become a new revision of ``stored``; a table whose rows come from sources
+        of different rank overrides it (``SnapshotAccount``)."""
+        return True
 
-def _canonical(value: object) -> object:
+
+def canonical_value(value: object) -> object:
     """A value as the same text however it was stored: ``185.12`` and ``185.120000000`` are one price."""
     if isinstance(value, Decimal):
         return format(value.normalize(), "f")
@@ -288,6 +301,12 @@ class SnapshotAccount(FactRow):
     gamma: Money | None
     theta: Money | None
     vega: Money | None
+
+    def may_replace(self, stored: Mapping[str, Any]) -> bool:
+        """A past day's portfolio-history row (equity only) never replaces the live account's row of that day
+        (equity, margins, Greeks): a backfill over a day the scheduled run snapshotted keeps the live row."""
+        return not (self.source is SnapshotSource.PORTFOLIO_HISTORY
+                    and stored.get("source") == SnapshotSource.LIVE_ACCOUNT.value)
 
     @model_validator(mode="after")
     def _check_as_of(self) -> Self:

@@ -21,8 +21,6 @@ is idempotent, so nothing is lost and nothing is doubled.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import traceback
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -34,11 +32,12 @@ from goldthread.errors import MalformedMessageError, PermanentError, TransientEr
 from goldthread.logs import get_logger
 from goldthread.loops import get_loop
 from goldthread.loops.base import unbuildable
-from goldthread.models.warehouse import FactRow, RowRevision, row_id_for
+from goldthread.models.warehouse import FactRow
 from goldthread.models.work_items import WorkItem
 from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dead_letters import route_permanent, route_permanent_many
+from goldthread.pipeline.revisions import write_revisions
 from goldthread.ports.bus import BusMessage, message_from_event
 
 log = get_logger("subscriber")
@@ -157,63 +156,6 @@ def _write_rows(
     if seen:
         duplicates = [*duplicates, *ctx.warehouse.insert_rows(model, seen).duplicates]
     return duplicates
-
-
-def write_revisions(
-    ctx: Context, model: type[FactRow], good: Sequence[tuple[int, WorkItem, FactRow]], duplicates: set[str]
-) -> tuple[set[str], set[str]]:
-    """Settle the rows whose key the warehouse already held: a redelivery, or a new revision of the record.
-
-    For each such row, the stored copy (its latest revision) decides:
-
-    * written by the same run: a redelivery of this run's own write, counted as loaded (``row_id|run_id``
-      in the first set returned);
-    * the same content (``FactRow.content_digest``): a duplicate, left as it is;
-    * other content: the record was corrected after it was archived. The stored row is copied to
-      ``row_revisions`` first, then replaced by the new row with ``revision`` + 1 (one upsert). A crash in
-      between repeats both steps on redelivery (each is keyed); a redelivery after the upsert finds this
-      run's own write.
-
-    Returns (own earlier writes, keys written as a new revision).
-    """
-    stored = {row["row_id"]: row for row in ctx.warehouse.get_rows(model, sorted(duplicates))}
-    own: set[str] = set()
-    revisions: dict[str, tuple[WorkItem, FactRow, FactRow]] = {}
-    for _, item, row in good:
-        old_data = stored.get(row.row_id)
-        if old_data is None or row.row_id in revisions:
-            continue
-        if old_data.get("run_id") == item.run_id:
-            own.add(f"{row.row_id}|{item.run_id}")
-            continue
-        old = model.model_validate(old_data)
-        if old.content_digest() != row.content_digest():
-            new = model.model_validate({**row.model_dump(), "revision": old.revision + 1})  # validated, never copied
-            revisions[row.row_id] = (item, old, new)
-    if not revisions:
-        return own, set()
-    now = ctx.now()
-    ctx.warehouse.insert_rows(RowRevision, [revision_record(old, new, item.run_id, now)
-                                            for item, old, new in revisions.values()])
-    replaced = [new for _, _, new in revisions.values()]
-    ctx.warehouse.upsert_rows(model, replaced, [c for c in model.model_fields if c != model.__key__])
-    for item, old, new in revisions.values():
-        log.info("%s %s: revision %d replaces revision %d", model.__table__, item.doc_id, new.revision, old.revision,
-                 extra={"run_id": item.run_id, "loop": item.loop.value, "doc_id": item.doc_id})
-    return own, set(revisions)
-
-
-def revision_record(old: FactRow, new: FactRow, run_id: str, now: dt.datetime) -> RowRevision:
-    """The ``row_revisions`` row keeping ``old``'s values when ``new`` replaces it."""
-    skip = set(type(old).__volatile__)
-    changed = sorted(k for k, v in new.__dict__.items() if k not in skip and old.__dict__.get(k) != v)
-    table = type(old).__table__
-    return RowRevision(
-        row_id=row_id_for("row_revisions", table, old.row_id, str(old.revision)),
-        ds=now.date(), table_name=table, record_row_id=old.row_id, revision=old.revision,
-        superseded_by_revision=new.revision, superseded_by_run_id=run_id, superseded_at=now,
-        changed_columns=json.dumps(changed), row_json=old.model_dump_json(),
-    )
 
 
 def _process_loop(
