@@ -900,7 +900,8 @@ def test_alert_policies_cover_dead_letters_function_errors_and_runs() -> None:
     assert 'starts_with(\\"${var.name_prefix}-\\")' in errors["filter"].replace('"', '\\"')
 
     runs = one(one(policies["runs_not_succeeded"]["conditions"])["condition_threshold"])
-    assert "logging.googleapis.com/user/${time_sleep.log_metrics_visible.triggers[\"runs_not_succeeded\"]}" in runs["filter"]
+    wait_ref = '${time_sleep.log_metrics_visible.triggers["runs_not_succeeded"]}'
+    assert f"logging.googleapis.com/user/{wait_ref}" in runs["filter"]
     wait = config().resource("time_sleep", "log_metrics_visible")
     assert wait["triggers"]["runs_not_succeeded"] == "${google_logging_metric.runs_not_succeeded.name}"
     assert runs["comparison"] == "COMPARISON_GT" and runs["threshold_value"] == 0
@@ -1009,7 +1010,8 @@ def test_canary_alert_matches_the_log_line_of_a_broken_hop(ctx: Context) -> None
 
     policy = config().resource("google_monitoring_alert_policy", "canary_broken")
     condition = one(one(policy["conditions"])["condition_threshold"])
-    assert "logging.googleapis.com/user/${time_sleep.log_metrics_visible.triggers[\"canary_broken\"]}" in condition["filter"]
+    wait_ref = '${time_sleep.log_metrics_visible.triggers["canary_broken"]}'
+    assert f"logging.googleapis.com/user/{wait_ref}" in condition["filter"]
     assert config().resource("time_sleep", "log_metrics_visible")["triggers"]["canary_broken"] == (
         "${google_logging_metric.canary_broken.name}"
     )

@@ -131,7 +131,10 @@ def test_functions_are_refused_until_the_alpaca_secrets_have_a_version() -> None
 
 def test_first_deploy_steps_in_the_docs_match_the_gate() -> None:
     docs = DEPLOY_MD.read_text()
-    step = "terraform apply -parallelism=1 -target=google_secret_manager_secret.alpaca -target=google_firestore_index.composite"
+    step = (
+        "terraform apply -parallelism=1 -target=google_secret_manager_secret.alpaca"
+        " -target=google_firestore_index.composite"
+    )
     assert step in docs
     assert step in one(one(config().resource("terraform_data", "alpaca_versions")["lifecycle"])["precondition"])[
         "error_message"

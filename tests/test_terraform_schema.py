@@ -167,7 +167,8 @@ def test_beta_only_resources_name_the_beta_provider() -> None:
             for kind, named in block.items():
                 for name, body in named.items():
                     if kind.startswith("google_") and kind not in ga.resources:
-                        assert body.get("provider", "").strip("${}") == "google-beta", f"{kind}.{name} needs provider = google-beta"
+                        beta = body.get("provider", "").strip("${}") == "google-beta"
+                        assert beta, f"{kind}.{name} needs provider = google-beta"
 
 
 # -- the check itself catches mistakes ------------------------------------------------------------
@@ -247,8 +248,9 @@ output "o" {
   value = google_cloudfunctions2_function.f.service_config[0].urix
 }
 """
+    where = "google_cloudfunctions2_function.f.service_config.secret_environment_variables"
     assert check({"f.tf": parse(text)}) == [
-        "google_cloudfunctions2_function.f.service_config.secret_environment_variables: missing required argument 'version'",
-        "google_cloudfunctions2_function.f.service_config.secret_environment_variables: unsupported argument 'versoin'",
+        f"{where}: missing required argument 'version'",
+        f"{where}: unsupported argument 'versoin'",
         "reference google_cloudfunctions2_function.f.service_config.urix: no attribute 'service_config.urix'",
     ]

@@ -26,10 +26,15 @@ META_ARGUMENTS = {"count", "for_each", "depends_on", "provider", "lifecycle", "p
 
 # Built into Terraform itself (no provider package): terraform_data's arguments and attributes.
 BUILTIN_RESOURCES = {
-    "terraform_data": {"arguments": {"input": False, "triggers_replace": False}, "attributes": {"id", "input", "output"}},
+    "terraform_data": {
+        "arguments": {"input": False, "triggers_replace": False},
+        "attributes": {"id", "input", "output"},
+    },
 }
 
-_LINK = re.compile(r"registry\.terraform\.io/providers/hashicorp/([\w-]+)/(\d+\.\d+\.\d+)/docs(?:/(resources|data-sources)/\S+ (\w+))?")
+_LINK = re.compile(
+    r"registry\.terraform\.io/providers/hashicorp/([\w-]+)/(\d+\.\d+\.\d+)/docs(?:/(resources|data-sources)/\S+ (\w+))?"
+)
 _ANCHOR = re.compile(r"#(\w+) \w+#\1\}")
 
 
