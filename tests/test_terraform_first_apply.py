@@ -190,3 +190,44 @@ def test_docs_no_longer_describe_the_fixed_dataset_gap() -> None:
     assert "Known gap" not in docs
     source = (REPO / "shared" / "goldthread" / "adapters" / "bigquery_warehouse.py").read_text()
     assert "self._client.get_dataset(ds.reference" in source, "ensure_tables looks the dataset up before creating"
+
+
+# -- the waits add no cycle -----------------------------------------------------------------------
+
+
+def _graph() -> dict[str, set[str]]:
+    """Resource-level dependency graph (what ``terraform graph`` builds): resources, data sources and
+    locals, with an edge to everything a body refers to or names in ``depends_on``."""
+    from tests.support.tf_schema import references
+
+    nodes: dict[str, Any] = {f"local.{k}": v for k, v in config().locals.items()}
+    nodes |= {f"{kind}.{name}": body for kind, named in config().resources.items() for name, body in named.items()}
+    nodes |= {
+        f"data.{kind}.{name}": body for kind, named in config().data.items() for name, body in named.items()
+    }
+    graph: dict[str, set[str]] = {}
+    for node, body in nodes.items():
+        edges = {f"{'data.' if is_data else ''}{kind}.{name}" for is_data, kind, name, _ in references(body)}
+        edges |= {f"local.{m}" for m in re.findall(r"\blocal\.(\w+)", repr(body))}
+        if isinstance(body, dict):
+            edges |= _depends_on(body)
+        graph[node] = {e for e in edges if e in nodes and e != node}
+    return graph
+
+
+def test_the_dependency_graph_has_no_cycle() -> None:
+    graph = _graph()
+    assert "time_sleep.runtime_grants" in graph["google_cloudfunctions2_function.fn"]
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        if state.get(node) == 2:
+            return
+        assert state.get(node) != 1, "dependency cycle: " + " -> ".join([*path, node])
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            visit(nxt, [*path, node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        visit(node, [])
