@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+CHECKOV_VENV ?= .venv-checkov
 
 .PHONY: demo test test-fast fuzz lint schema bench clean audit
 
@@ -42,12 +43,21 @@ fuzz: $(VENV)/.dev
 test-fast: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -m "not slow and not emulator and not browser"
 
-## lint: ruff, mypy on shared/, generated files fresh, terraform fmt
-lint: $(VENV)/.dev
+## lint: ruff, mypy on shared/, generated files fresh, terraform fmt, checkov over terraform/ (offline; the
+## accepted findings and their reasons are in terraform/.checkov.yaml)
+lint: $(VENV)/.dev $(CHECKOV_VENV)/.installed
 	$(BIN)/ruff check shared functions tests bench
 	$(BIN)/mypy
 	$(BIN)/goldthread schema check
 	terraform fmt -check -recursive terraform
+	$(CHECKOV_VENV)/bin/checkov --config-file terraform/.checkov.yaml
+
+# checkov in its own virtualenv: its pins conflict with the runtime's (requirements-checkov.txt).
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install -q -r requirements-checkov.txt
+	touch $@
 
 ## schema: regenerate BigQuery schema files, DuckDB DDL and docs/schema.md from the models
 schema: $(VENV)/.runtime

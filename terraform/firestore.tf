@@ -3,6 +3,11 @@
 # The indexes are defined once, in firestore.indexes.json at the repository root (the Firebase CLI
 # format, also what the emulator reads); Terraform declares one google_firestore_index per entry of
 # its "indexes" list. ("fieldOverrides" are not used.)
+#
+# Firestore refuses concurrent index creations in one database ("409 too much contention"), and a
+# for_each cannot chain its own instances. So indexes are created one at a time on a first deploy by
+# a targeted apply with -parallelism=1 (docs/deploy.md, "First deploy", step 1; the alpaca_versions
+# gate in secrets.tf says so too); later plans add an index or two at most.
 
 locals {
   firestore_database     = "(default)"

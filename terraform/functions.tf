@@ -169,14 +169,35 @@ resource "google_storage_bucket" "source" {
   # Holds only build inputs; every object can be rebuilt from git.
   force_destroy = true
 
+  # The archive the functions are built from must stay: Cloud Functions rebuilds from it (a
+  # configuration change that needs a build, a runtime update), and rolling back re-uses its name.
+  # An archive stops being live when Terraform replaces it with a new one (the object is deleted):
+  # versioning keeps it as a noncurrent version, and only noncurrent versions older than 90 days are
+  # deleted, so the rule can never touch the live object, however old it is.
+  versioning {
+    enabled = true
+  }
+
   lifecycle_rule {
     condition {
-      age = 90
+      with_state                 = "ARCHIVED"
+      days_since_noncurrent_time = 90
     }
     action {
       type = "Delete"
     }
   }
+
+  depends_on = [google_project_service.api]
+}
+
+# The functions' images: their own repository (instead of the project-wide gcf-artifacts), so the
+# builder's push right is granted on this repository alone (iam.tf).
+resource "google_artifact_registry_repository" "functions" {
+  location      = var.region
+  repository_id = "${var.name_prefix}-functions"
+  description   = "Images of the ${var.name_prefix} Cloud Functions, built by Cloud Build from the source bucket."
+  format        = "DOCKER"
 
   depends_on = [google_project_service.api]
 }
@@ -197,9 +218,10 @@ resource "google_cloudfunctions2_function" "fn" {
   description = each.value.description
 
   build_config {
-    runtime         = local.python_runtime
-    entry_point     = each.key
-    service_account = google_service_account.sa["builder"].id
+    runtime           = local.python_runtime
+    entry_point       = each.key
+    service_account   = google_service_account.sa["builder"].id
+    docker_repository = google_artifact_registry_repository.functions.id
 
     source {
       storage_source {
@@ -231,9 +253,11 @@ resource "google_cloudfunctions2_function" "fn" {
     }
   }
 
+  # The builder's and the runtime accounts' grants must be in effect before the first build and the
+  # first instance start (iam.tf); the Alpaca secrets must have a version to mount (secrets.tf).
   depends_on = [
     google_project_service.api,
-    google_project_iam_member.builder,
-    google_secret_manager_secret_iam_member.alpaca,
+    time_sleep.runtime_grants,
+    terraform_data.alpaca_versions,
   ]
 }

@@ -27,7 +27,8 @@
 #   scheduler   OIDC identity of the Cloud Scheduler jobs: run.invoker on the scheduled functions.
 #   pubsub_push OIDC identity of the push subscriptions: run.invoker on the Pub/Sub-pushed functions.
 #   builder     Cloud Build identity that builds the function images (instead of the default
-#               compute service account).
+#               compute service account): reads the source bucket, pushes to the functions'
+#               repository, writes logs; nothing else.
 
 locals {
   runtime_roles = {
@@ -174,9 +175,72 @@ resource "google_cloud_run_v2_service_iam_member" "operator_invoker" {
 }
 
 # -- build identity -------------------------------------------------------------------------------
+#
+# Cloud Build builds every function as the builder account, which needs exactly three things: read
+# the source archive (object viewer on the source bucket), push the image (writer on the functions'
+# own Artifact Registry repository) and write its build log (log writer). Not
+# roles/cloudbuild.builds.builder on the project, which would let it read and write every bucket and
+# repository of the project.
 
 resource "google_project_iam_member" "builder" {
   project = var.project_id
-  role    = "roles/cloudbuild.builds.builder"
+  role    = "roles/logging.logWriter"
   member  = "serviceAccount:${google_service_account.sa["builder"].email}"
+}
+
+resource "google_storage_bucket_iam_member" "builder_source" {
+  bucket = google_storage_bucket.source.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.sa["builder"].email}"
+}
+
+resource "google_artifact_registry_repository_iam_member" "builder_images" {
+  project    = var.project_id
+  location   = google_artifact_registry_repository.functions.location
+  repository = google_artifact_registry_repository.functions.name
+  role       = "roles/artifactregistry.writer"
+  member     = "serviceAccount:${google_service_account.sa["builder"].email}"
+}
+
+# -- waiting for IAM ------------------------------------------------------------------------------
+#
+# A grant takes effect a while after the API accepts it (usually within a minute, sometimes several).
+# On a fresh project the first build, the first instance start (secrets) or the first push would run
+# into a grant that is not in effect yet and fail. These waits sit between the grants and what needs
+# them. They wait on create only, and again whenever the set of grants changes (triggers).
+
+resource "time_sleep" "runtime_grants" {
+  create_duration = "120s"
+
+  triggers = {
+    builder   = join(",", [google_project_iam_member.builder.role, google_storage_bucket_iam_member.builder_source.role, google_artifact_registry_repository_iam_member.builder_images.role])
+    project   = join(",", sort(keys(local.runtime_project_grants)))
+    publisher = join(",", sort(keys(local.topic_publishers)))
+    secrets   = join(",", sort(keys(local.secret_accessors)))
+  }
+
+  depends_on = [
+    google_project_iam_member.builder,
+    google_storage_bucket_iam_member.builder_source,
+    google_artifact_registry_repository_iam_member.builder_images,
+    google_project_iam_member.runtime,
+    google_bigquery_dataset_iam_member.runtime_editor,
+    google_pubsub_topic_iam_member.publisher,
+    google_secret_manager_secret_iam_member.alpaca,
+  ]
+}
+
+resource "time_sleep" "invoker_grants" {
+  create_duration = "120s"
+
+  triggers = {
+    scheduler = join(",", sort(local.scheduled_functions))
+    push      = join(",", sort(local.pushed_functions))
+  }
+
+  depends_on = [
+    google_cloud_run_v2_service_iam_member.scheduler_invoker,
+    google_cloud_run_v2_service_iam_member.push_invoker,
+    google_service_account_iam_member.agent_push_token_creator,
+  ]
 }

@@ -150,6 +150,19 @@ resource "google_logging_metric" "runs_not_succeeded" {
   depends_on = [google_project_service.api]
 }
 
+# A new log-based metric becomes visible to Cloud Monitoring minutes after it is created (up to ten,
+# says the API), and an alert policy on it is refused with a 404 until then (a known provider issue,
+# hashicorp/terraform-provider-google#11102). The two log-based alerts read the metric names through
+# this wait, so they are created after it; a renamed or new metric waits again (triggers).
+resource "time_sleep" "log_metrics_visible" {
+  create_duration = "300s"
+
+  triggers = {
+    runs_not_succeeded = google_logging_metric.runs_not_succeeded.name
+    canary_broken      = google_logging_metric.canary_broken.name
+  }
+}
+
 resource "google_monitoring_alert_policy" "runs_not_succeeded" {
   display_name          = "${var.name_prefix}: runs not SUCCEEDED"
   combiner              = "OR"
@@ -159,7 +172,7 @@ resource "google_monitoring_alert_policy" "runs_not_succeeded" {
   conditions {
     display_name = "A run finished PARTIAL, failed or stalled"
     condition_threshold {
-      filter          = "resource.type = \"cloud_run_revision\" AND metric.type = \"logging.googleapis.com/user/${google_logging_metric.runs_not_succeeded.name}\""
+      filter          = "resource.type = \"cloud_run_revision\" AND metric.type = \"logging.googleapis.com/user/${time_sleep.log_metrics_visible.triggers["runs_not_succeeded"]}\""
       comparison      = "COMPARISON_GT"
       threshold_value = 0
       duration        = "0s"
@@ -226,7 +239,7 @@ resource "google_monitoring_alert_policy" "canary_broken" {
   conditions {
     display_name = "The canary found a broken or slow hop"
     condition_threshold {
-      filter          = "resource.type = \"cloud_run_revision\" AND metric.type = \"logging.googleapis.com/user/${google_logging_metric.canary_broken.name}\""
+      filter          = "resource.type = \"cloud_run_revision\" AND metric.type = \"logging.googleapis.com/user/${time_sleep.log_metrics_visible.triggers["canary_broken"]}\""
       comparison      = "COMPARISON_GT"
       threshold_value = 0
       duration        = "0s"

@@ -6,14 +6,27 @@ terraform {
   # 1.9+: variable validations refer to other variables (retry backoff bounds).
   required_version = ">= 1.9.0, < 2.0.0"
 
+  # Each lower bound is the provider release tests/test_terraform_schema.py checks this configuration
+  # against, offline (the cdktf-cdktf-provider-* packages pinned in requirements-dev.txt carry its
+  # schema). Raise the bound and the package together.
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.0, < 7.0"
+      version = ">= 6.50.0, < 7.0.0"
+    }
+    # Only for google_project_service_identity (pubsub.tf), which the GA provider does not have in 6.x.
+    google-beta = {
+      source  = "hashicorp/google-beta"
+      version = ">= 6.50.0, < 7.0.0"
     }
     archive = {
       source  = "hashicorp/archive"
-      version = ">= 2.4, < 3.0"
+      version = ">= 2.7.1, < 3.0.0"
+    }
+    # time_sleep: waits for what Google makes visible only after a delay (IAM grants, log-based metrics).
+    time = {
+      source  = "hashicorp/time"
+      version = ">= 0.13.1, < 1.0.0"
     }
   }
 }
@@ -24,8 +37,10 @@ provider "google" {
   default_labels = local.labels
 }
 
-data "google_project" "this" {
-  project_id = var.project_id
+provider "google-beta" {
+  project        = var.project_id
+  region         = var.region
+  default_labels = local.labels
 }
 
 locals {

@@ -22,7 +22,8 @@ locals {
     { dead_letters = "${var.name_prefix}-dead-letters" },
   )
 
-  pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  # The Pub/Sub service agent (service-<project number>@gcp-sa-pubsub.iam.gserviceaccount.com).
+  pubsub_service_agent = google_project_service_identity.pubsub.member
 }
 
 resource "google_pubsub_topic" "topic" {
@@ -73,7 +74,8 @@ resource "google_pubsub_subscription" "loop" {
     }
   }
 
-  depends_on = [google_cloud_run_v2_service_iam_member.push_invoker]
+  # The first push must find its run.invoker and token-creator grants in effect.
+  depends_on = [time_sleep.invoker_grants]
 }
 
 # The dead-letter topic's retained subscription: nothing consumes it automatically, so its backlog
@@ -121,10 +123,23 @@ resource "google_pubsub_subscription" "dead_letter_sink" {
     }
   }
 
-  depends_on = [google_cloud_run_v2_service_iam_member.push_invoker]
+  # The first push must find its run.invoker and token-creator grants in effect.
+  depends_on = [time_sleep.invoker_grants]
 }
 
 # -- the Pub/Sub service agent ---------------------------------------------------------------------
+
+# Google creates a service agent lazily: right after the API is enabled it may not exist yet, and a
+# grant to it fails ("Service account ... does not exist"). Asking for its identity creates it, and
+# every grant below refers to it, so none is attempted before it exists.
+resource "google_project_service_identity" "pubsub" {
+  provider = google-beta
+
+  project = var.project_id
+  service = "pubsub.googleapis.com"
+
+  depends_on = [google_project_service.api]
+}
 
 # Forwarding to the dead-letter topic is done by the service agent, which must be able to publish
 # there ...

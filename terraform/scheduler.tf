@@ -118,5 +118,5 @@ resource "google_cloud_scheduler_job" "job" {
     }
   }
 
-  depends_on = [google_cloud_run_v2_service_iam_member.scheduler_invoker]
+  depends_on = [time_sleep.invoker_grants]
 }

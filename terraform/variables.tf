@@ -46,6 +46,12 @@ variable "git_hash" {
   }
 }
 
+variable "alpaca_versions_added" {
+  type        = bool
+  description = "Both Alpaca secrets (secrets.tf) have a version, added by hand. False on a first deploy: the functions are refused at plan time, with the steps to take, until the secrets exist and hold the keys."
+  default     = false
+}
+
 variable "enable_apis" {
   type        = bool
   description = "Enable the Google APIs Golden Thread uses (providers.tf). Turn off when a platform team manages APIs."

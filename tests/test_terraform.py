@@ -432,7 +432,9 @@ def test_dead_letter_topic_has_a_retained_subscription_and_a_sink() -> None:
 
 def test_pubsub_service_agent_can_dead_letter() -> None:
     agent = config().locals["pubsub_service_agent"]
-    assert agent == "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+    assert agent == "${google_project_service_identity.pubsub.member}"
+    identity = config().resource("google_project_service_identity", "pubsub")
+    assert identity["service"] == "pubsub.googleapis.com" and identity["provider"] == "google-beta"
     publisher = config().resource("google_pubsub_topic_iam_member", "agent_dead_letter_publisher")
     assert publisher["topic"] == '${google_pubsub_topic.topic["dead_letters"].name}'
     assert publisher["role"] == "roles/pubsub.publisher" and publisher["member"] == "${local.pubsub_service_agent}"
@@ -760,7 +762,10 @@ def test_no_secret_is_a_plain_variable_default() -> None:
             assert spec.get("default") is None, f"variable {name} looks like a credential and has a default"
             assert spec.get("sensitive") is True, f"variable {name} looks like a credential and is not sensitive"
     assert "google_secret_manager_secret_version" not in config().resources, "secret values never go through Terraform"
-    assert "secret_data" not in config().text
+    # The plan looks at the latest versions' metadata only: never their value.
+    versions = config().data["google_secret_manager_secret_version"]["alpaca"]
+    assert versions["fetch_secret_data"] is False
+    assert not re.search(r"(?<!fetch_)secret_data(_wo)?\s*=", config().text), "no secret value in the configuration"
 
 
 def test_alpaca_keys_come_from_secret_manager_for_the_roles_that_call_alpaca() -> None:
@@ -895,7 +900,10 @@ def test_alert_policies_cover_dead_letters_function_errors_and_runs() -> None:
     assert 'starts_with(\\"${var.name_prefix}-\\")' in errors["filter"].replace('"', '\\"')
 
     runs = one(one(policies["runs_not_succeeded"]["conditions"])["condition_threshold"])
-    assert "logging.googleapis.com/user/${google_logging_metric.runs_not_succeeded.name}" in runs["filter"]
+    wait_ref = '${time_sleep.log_metrics_visible.triggers["runs_not_succeeded"]}'
+    assert f"logging.googleapis.com/user/{wait_ref}" in runs["filter"]
+    wait = config().resource("time_sleep", "log_metrics_visible")
+    assert wait["triggers"]["runs_not_succeeded"] == "${google_logging_metric.runs_not_succeeded.name}"
     assert runs["comparison"] == "COMPARISON_GT" and runs["threshold_value"] == 0
     for policy in policies.values():
         assert policy["notification_channels"] == "${local.notification_channels}"
@@ -1001,7 +1009,11 @@ def test_canary_alert_matches_the_log_line_of_a_broken_hop(ctx: Context) -> None
 
     policy = config().resource("google_monitoring_alert_policy", "canary_broken")
     condition = one(one(policy["conditions"])["condition_threshold"])
-    assert "logging.googleapis.com/user/${google_logging_metric.canary_broken.name}" in condition["filter"]
+    wait_ref = '${time_sleep.log_metrics_visible.triggers["canary_broken"]}'
+    assert f"logging.googleapis.com/user/{wait_ref}" in condition["filter"]
+    assert config().resource("time_sleep", "log_metrics_visible")["triggers"]["canary_broken"] == (
+        "${google_logging_metric.canary_broken.name}"
+    )
     assert condition["comparison"] == "COMPARISON_GT" and condition["threshold_value"] == 0
     assert one(condition["aggregations"])["group_by_fields"] == ["metric.labels.hop"]
 
