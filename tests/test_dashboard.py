@@ -23,8 +23,8 @@ from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
 from goldthread.bi.dashboard import QUERIES, build_dashboard, dashboard_data, embed_json, make_server
 from goldthread.bi.marts import MART_NAMES, ensure_marts
 from goldthread.models.warehouse import JobRun, WarehouseRow
-from plotly.offline import get_plotlyjs
 from goldthread.ports.warehouse import InsertResult, Warehouse
+from plotly.offline import get_plotlyjs
 from rich.console import Console
 
 from tests.real.conftest import bigquery_emulator  # noqa: F401 - the session's bqemulator
