@@ -90,14 +90,14 @@ def test_a_run_with_nothing_to_do_is_on_time_and_a_missing_or_failed_one_is_not(
     late_prices = [r for r in on_time if r["job"] != "patch_prices"] + [
         run("patch_prices", dt.datetime(2024, 3, 12, 14, 15, tzinfo=UTC), loaded=7)]  # yesterday's run only
     assert verdicts(late_prices, canary)["patch_prices"] == "late"
-    failed = on_time[:-1] + [run("patch_prices", dt.datetime(2024, 3, 13, 14, 16, tzinfo=UTC), "FAILED")]
+    failed = [*on_time[:-1], run("patch_prices", dt.datetime(2024, 3, 13, 14, 16, tzinfo=UTC), "FAILED")]
     assert verdicts(failed, canary)["patch_prices"] == "failed"
     assert verdicts(on_time)["canary"] == "never run"
 
 
 def test_a_run_still_within_its_grace_is_not_late() -> None:
     # the 16:05 canary fired 1 h 55 min before NOW: within GRACE the 15:05 one is what is due
-    assert GRACE == dt.timedelta(hours=2)
+    assert dt.timedelta(hours=2) == GRACE
     canary = [{"started_at": "2024-03-13T15:05:30Z", "status": "SUCCEEDED", "ds": "2024-03-13"}]
     assert verdicts([], canary)["canary"] == "on time"
     stale = [{"started_at": "2024-03-13T12:05:30Z", "status": "SUCCEEDED", "ds": "2024-03-13"}]
