@@ -221,3 +221,28 @@ def test_marts_exist_wherever_the_tables_do(tmp_path: Path) -> None:
     views = {r["view_name"] for r in wh.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")}
     assert set(MART_NAMES) <= views
     assert ensure_marts(wh) == list(MART_NAMES), "re-creating them is harmless"
+
+
+NULLABLE_SNAPSHOT = ("cash", "buying_power", "initial_margin", "maintenance_margin", "long_market_value",
+                     "short_market_value", "option_positions", "delta", "gamma", "theta", "vega")
+"""The snapshot columns Loop D may leave NULL (a snapshot rebuilt from portfolio history knows only equity)."""
+
+
+def snapshots_without_positions(wh: DuckDbWarehouse) -> None:
+    """Let ``snapshot_accounts`` hold NULLs as the nullable schema does, and add two snapshots knowing only equity."""
+    for column in NULLABLE_SNAPSHOT:
+        wh.execute_script(f"ALTER TABLE snapshot_accounts ALTER COLUMN {column} DROP NOT NULL")
+    for day, equity, last in ((5, 1250, 1210), (6, 1230, 1250)):
+        wh.execute_script(
+            "INSERT INTO snapshot_accounts (row_id, ds, run_id, loaded_at, is_canary, revision, account_id, "
+            f"snapshot_at, equity, last_equity, daily_pnl) VALUES ('a-ACC-{day}', DATE '2024-01-0{day}', 'acc-run', "
+            f"TIMESTAMPTZ '2024-01-0{day + 1} 03:00:00+00', FALSE, 1, 'ACC', "
+            f"TIMESTAMPTZ '2024-01-0{day + 1} 03:00:00+00', {equity}, {last}, {equity - last})")
+
+
+def test_snapshots_with_unknown_cash_and_positions_still_chart(warehouse: DuckDbWarehouse, tmp_path: Path) -> None:
+    snapshots_without_positions(warehouse)
+    rows = embedded(build_dashboard(warehouse, tmp_path / "d.html", now=NOW).read_text())["equity_curve"]
+    assert [(r["ds"], r["equity"], r["cash"], r["positions_market_value"]) for r in rows[-3:]] == [
+        ("2024-01-04", 1210.0, 1210.0, 0.0), ("2024-01-05", 1250.0, None, None), ("2024-01-06", 1230.0, None, None)]
+    assert rows[-1]["running_peak"] == 1250.0 and rows[-1]["drawdown_usd"] == 20.0

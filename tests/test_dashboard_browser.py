@@ -13,14 +13,14 @@ recorded ``data-errors`` (window.onerror, unhandled rejections, console.error) a
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
-
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from goldthread import cli
@@ -130,7 +130,7 @@ def test_every_chart_renders_with_data_and_the_page_logs_no_error(demo_dashboard
     for chart, axis in value_axes.items():
         values = [tick_value(label) for label in tick_labels(drawn[chart], axis)]
         assert len(values) >= 2, f"{chart}: no value ticks"
-        steps = {b - a for a, b in zip(values, values[1:], strict=False)}
+        steps = {b - a for a, b in itertools.pairwise(values)}
         assert len(steps) == 1 and is_round_step(steps.pop()), f"{chart}: ticks {values} are not round"
         assert all(v == v.to_integral_value() for v in values) or chart in ("drawdown", "rejection"), (chart, values)
     for chart in ("equity", "drawdown", "pnl_by_day", "fees", "fee_backlog", "runs_grid", "dead_letters"):
@@ -161,3 +161,25 @@ def test_the_strategy_filter_narrows_the_charts(demo_dashboard: Path, tmp_path: 
     assert narrowed["pnl_by_day"] == len(days) < everything["pnl_by_day"]
     assert narrowed["versions"] == len(versions) < everything["versions"]
     assert narrowed["equity"] == everything["equity"], "the account is not per strategy"
+
+
+def test_snapshots_without_cash_or_positions_draw_and_say_what_is_unknown(tmp_path: Path) -> None:
+    """Loop D may store a snapshot knowing only equity: the page still draws and says the positions are unknown."""
+    from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
+    from goldthread.bi.dashboard import build_dashboard
+
+    from tests.test_bi_marts import BASE, load
+    from tests.test_dashboard import NOW, snapshots_without_positions
+
+    wh = DuckDbWarehouse(tmp_path / "w.duckdb")
+    wh.ensure_tables()
+    load(wh, BASE)
+    snapshots_without_positions(wh)
+    page = build_dashboard(wh, tmp_path / "d.html", now=NOW)
+    wh.close()
+    dom = run_browser(page.as_uri(), tmp_path / "profile", "--dump-dom")
+    root = re.search(r"<html[^>]*>", dom)
+    assert root and 'data-ready="1"' in root.group(0) and 'data-errors="0"' in root.group(0), dom[:300]
+    counts = rendered(dom)
+    assert counts["equity"] > 0 and counts["drawdown"] > 0
+    assert re.search(r'data-row="positions"><td>[^<]*unknown for some snapshots', dom)
