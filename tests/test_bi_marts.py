@@ -6,7 +6,9 @@ The data set (all in January 2024):
 * strategy ``alpha`` v1 (trades T1..T5), v2 (T6); ``beta`` v1 never trades; the canary's own strategy;
 * T1 +100.50 net (fee finalised 1.50 vs 2.00 estimated), T2 -50 (not finalised), T3 -100 (finalised at its
   estimate), T4 +50, T5 unpriced (no fill price yet), T6 +30; entry notional 1000 USD each;
-* canary rows in every fact table (one under ``alpha`` itself), which must change nothing.
+* dead letters L1, L2 (the 2nd; L1 replayed) and L3 (the 3rd);
+* canary rows in every fact table (one under ``alpha`` itself) and a canary dead letter, which must change
+  nothing.
 """
 
 from __future__ import annotations
