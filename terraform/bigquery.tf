@@ -104,13 +104,14 @@ locals {
   # The leading comment of each mart's SQL (goldthread.bi.marts.MART_DESCRIPTIONS; the test compares).
   bi_view_descriptions = {
     mart_daily_pnl            = "One row per closing day (ds) and strategy. Canary rows excluded; each trade counted once."
-    mart_strategy_performance = "One row per strategy version of dim_strategy (versions without trades too). Canary rows and the canary's own strategy are excluded. Ratios are FLOAT64; sums of money stay exact."
-    mart_rejection_cost       = "One row per rejection reason: what the risk filter saved (negative sums) or cost."
-    mart_missed_moonshots     = "Every expired (never executed) signal, ranked by its maximum favourable excursion."
-    mart_equity_curve         = "One row per account and day from the end-of-day snapshots."
+    mart_strategy_performance = "One row per strategy version of dim_strategy (versions without trades too). Canary rows and the canary's own strategy are excluded. Ratios are FLOAT64; sums of money stay exact. A ratio below its minimum sample (goldthread.bi.metrics.RATIOS) is NULL."
+    mart_rejection_cost       = "One row per rejection day (ds) and reason: what the risk filter saved (negative sums) or cost. Sum the rows of a date range for its total (the dashboard does)."
+    mart_missed_moonshots     = "Every expired (never executed) signal, ranked within its day by its maximum favourable excursion."
+    mart_equity_curve         = "One row per account and day from the end-of-day snapshots (cash and market values may be NULL where the snapshot could not know them)."
     mart_fee_drift            = "Estimated vs actual (broker-posted) fees per closing day and asset class, with the finalisation backlog (trades still waiting for their posted fee)."
-    mart_pipeline_health      = "One row per job and day (the run's ds) from job_runs (synced from job_metadata). The canary's own runs are not here: they are in mart_golden_thread."
-    mart_golden_thread        = "One row per Golden Thread canary run, with its hop timings and the canary trade it archived. The ONLY mart that shows canary rows, and it shows nothing else."
+    mart_pipeline_health      = "One row per job and day (the run's ds) from job_runs (synced from job_metadata). The canary's own runs are not here: they are in mart_golden_thread. Whether a job is late is judged against its schedule (goldthread.bi.schedules), not here."
+    mart_dead_letters         = "One row per day dead-lettered (ds), loop and reason: letters, how many were replayed and how many are still open. Open = not replayed, the definition of `goldthread dead-letters list`. Canary letters excluded."
+    mart_golden_thread        = "One row per Golden Thread canary run, with its hop timings and the canary trade it archived (same run and day). The ONLY mart that shows canary rows, and it shows nothing else."
   }
 }
 

@@ -24,6 +24,7 @@ from goldthread.bi.dashboard import QUERIES, build_dashboard, dashboard_data, em
 from goldthread.bi.marts import MART_NAMES, ensure_marts
 from goldthread.models.warehouse import JobRun, WarehouseRow
 from goldthread.ports.warehouse import InsertResult, Warehouse
+from plotly.offline import get_plotlyjs
 from rich.console import Console
 
 from tests.real.conftest import bigquery_emulator  # noqa: F401 - the session's bqemulator
@@ -78,20 +79,28 @@ def warehouse(tmp_path: Path) -> DuckDbWarehouse:
     return wh
 
 
+def without_library(page: str) -> str:
+    """The page with the embedded plotly.js removed, after checking it is plotly's own bundle, embedded once."""
+    bundle = get_plotlyjs()
+    assert page.count(bundle) == 1, "plotly.js is embedded exactly once, unchanged"
+    return page.replace(bundle, "")
+
+
 def test_one_self_contained_page_with_every_section(warehouse: DuckDbWarehouse, tmp_path: Path) -> None:
     path = build_dashboard(warehouse, tmp_path / "out" / "dash.html", now=NOW)
     assert path == (tmp_path / "out" / "dash.html").resolve() and list(path.parent.iterdir()) == [path]
     page = path.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
+    own = without_library(page)
     for forbidden in ("<script src", "<link", "<iframe", "<img", "@import", "url(", "fetch(", "XMLHttpRequest",
-                      "WebSocket", "https://", "import("):
-        assert forbidden not in page, f"the page must not load anything: found {forbidden!r}"
-    assert re.findall(r'https?://[^"\s]+', page) == ["http://www.w3.org/2000/svg"], "only the SVG namespace"
+                      "WebSocket", "import(", "src=", "href=\"http"):
+        assert forbidden not in own, f"the page must not load anything: found {forbidden!r}"
     assert "default-src 'none'" in page, "a CSP forbids every network load"
-    for section in SECTIONS:
-        assert f'<section id="{section}">' in page
+    assert "Plotly.react(" in own and "<svg" not in own, "charts are drawn by the library, not by hand"
     for chart in CHARTS:
         assert f'data-chart="{chart}"' in page
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in page
     assert 'id="f-from"' in page and 'id="f-to"' in page and 'id="f-strategy"' in page
 
 
@@ -116,17 +125,33 @@ def test_the_dashboard_reads_only_the_marts(warehouse: DuckDbWarehouse) -> None:
         assert tables and tables <= set(MART_NAMES), f"reads more than the marts: {tables}"
 
 
+def test_the_page_references_no_external_url(warehouse: DuckDbWarehouse, tmp_path: Path) -> None:
+    """Outside the embedded library the page names no URL at all (the SVG namespaces plotly.js needs are inside it).
+
+    The library's own strings name map-tile and CDN addresses of trace types the page never draws; the CSP
+    (``default-src 'none'``) refuses them should anything try, and the browser test counts a refusal as an error.
+    """
+    page = build_dashboard(warehouse, tmp_path / "d.html", now=NOW).read_text()
+    own = without_library(page)
+    assert re.findall(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", own, re.I) == [], "the page names an external URL"
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', own)
+    assert csp and "default-src 'none'" in csp.group(1) and "http" not in csp.group(1)
+    assert "securitypolicyviolation" in own, "a refused load is counted as a page error"
+
+
 def test_every_string_is_escaped(warehouse: DuckDbWarehouse, tmp_path: Path) -> None:
     warehouse.insert_rows(JobRun, [job_run("canary-z", "canary", dt.date(2024, 1, 31), "FAILED", at(31, 12), 1,
                                            error=HOSTILE, details={"broken_hop": HOSTILE})])
     page = build_dashboard(warehouse, tmp_path / "d.html", title=HOSTILE, now=NOW).read_text()
-    assert page.count("</script>") == 3, "only the page's own three script elements end"
+    assert page.count("</script>") == 4, "only the page's own four script elements end (hooks, plotly.js, data, page)"
     assert "<!--" not in page and "alert('x')</script>" not in page
     assert f"<title>{html.escape(HOSTILE)}</title>" in page
     latest = embedded(page)["golden_thread"][0]
     assert (latest["error"], latest["broken_hop"]) == (HOSTILE, HOSTILE), "the text survives, escaped"
     assert "\\u003c/script\\u003e" in embed_json({"e": HOSTILE}) and "\\u2028" in embed_json({"e": HOSTILE})
-    assert ".innerHTML" not in page and "document.write" not in page, "the script never writes HTML"
+    own = without_library(page)
+    assert ".innerHTML" not in own and "document.write" not in own, "the page's script never writes HTML"
+    assert "esc(r.last_error)" in own, "free text reaches plotly.js (which reads some tags in labels) as entities"
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -144,8 +169,6 @@ def test_same_page_data_from_either_engine(
 
         def comparable(w: Warehouse) -> dict[str, Any]:
             data = dashboard_data(w, NOW)
-            for row in data["pipeline_health"]:
-                row.pop("freshness_hours")
             return json.loads(json.dumps(data, sort_keys=True))
 
         got, want = comparable(wh), comparable(reference)
@@ -198,3 +221,28 @@ def test_marts_exist_wherever_the_tables_do(tmp_path: Path) -> None:
     views = {r["view_name"] for r in wh.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")}
     assert set(MART_NAMES) <= views
     assert ensure_marts(wh) == list(MART_NAMES), "re-creating them is harmless"
+
+
+NULLABLE_SNAPSHOT = ("cash", "buying_power", "initial_margin", "maintenance_margin", "long_market_value",
+                     "short_market_value", "option_positions", "delta", "gamma", "theta", "vega")
+"""The snapshot columns Loop D may leave NULL (a snapshot rebuilt from portfolio history knows only equity)."""
+
+
+def snapshots_without_positions(wh: DuckDbWarehouse) -> None:
+    """Let ``snapshot_accounts`` hold NULLs as the nullable schema does, and add two snapshots knowing only equity."""
+    for column in NULLABLE_SNAPSHOT:
+        wh.execute_script(f"ALTER TABLE snapshot_accounts ALTER COLUMN {column} DROP NOT NULL")
+    for day, equity, last in ((5, 1250, 1210), (6, 1230, 1250)):
+        wh.execute_script(
+            "INSERT INTO snapshot_accounts (row_id, ds, run_id, loaded_at, is_canary, revision, account_id, "
+            f"snapshot_at, equity, last_equity, daily_pnl) VALUES ('a-ACC-{day}', DATE '2024-01-0{day}', 'acc-run', "
+            f"TIMESTAMPTZ '2024-01-0{day + 1} 03:00:00+00', FALSE, 1, 'ACC', "
+            f"TIMESTAMPTZ '2024-01-0{day + 1} 03:00:00+00', {equity}, {last}, {equity - last})")
+
+
+def test_snapshots_with_unknown_cash_and_positions_still_chart(warehouse: DuckDbWarehouse, tmp_path: Path) -> None:
+    snapshots_without_positions(warehouse)
+    rows = embedded(build_dashboard(warehouse, tmp_path / "d.html", now=NOW).read_text())["equity_curve"]
+    assert [(r["ds"], r["equity"], r["cash"], r["positions_market_value"]) for r in rows[-3:]] == [
+        ("2024-01-04", 1210.0, 1210.0, 0.0), ("2024-01-05", 1250.0, None, None), ("2024-01-06", 1230.0, None, None)]
+    assert rows[-1]["running_peak"] == 1250.0 and rows[-1]["drawdown_usd"] == 20.0

@@ -7,7 +7,7 @@ WITH trades AS (
   WHERE
     NOT is_canary
   QUALIFY
-    ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY revision DESC, loaded_at DESC) = 1
+    ROW_NUMBER() OVER (PARTITION BY ds, row_id ORDER BY revision DESC, loaded_at DESC) = 1
 )
 SELECT
   ds,

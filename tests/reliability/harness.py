@@ -71,7 +71,8 @@ OPEN_DEAD_LETTERS = (  # which records wait in the dead letters, and why (not wh
     "SELECT DISTINCT d.loop, d.doc_id, d.reason_code, d.errors_json FROM dead_letters d "
     "WHERE NOT EXISTS (SELECT 1 FROM dead_letter_replays r WHERE r.dead_letter_id = d.row_id)"
 )
-RUN_MARTS = {"mart_pipeline_health", "mart_golden_thread"}
+RUN_MARTS = {"mart_pipeline_health", "mart_golden_thread", "mart_dead_letters"}
+"""Marts about runs, not records: a dead letter is one per run and item, so their counts depend on the runs."""
 
 
 def canonical(value: Any) -> Any:

@@ -306,23 +306,36 @@ def _check_row(ctx: Context, run_id: str, position: LivePosition) -> str:
     return f"fact_trades row {row.row_id} (run {row.run_id})"
 
 
-def _check_marts(ctx: Context, position_id: str) -> str:
+def _check_marts(ctx: Context, position_id: str, ds: dt.date) -> str:
+    """Every mart answers for the canary's day, reading only that day's partitions where the mart prunes.
+
+    A prunable mart is queried with ``WHERE ds = @ds``; the history-wide ones are queried for the canary's
+    own strategy (``mart_strategy_performance``, clustered by strategy) or day (``mart_equity_curve``, one
+    small snapshot row per account and day).
+    """
     from goldthread.bi.marts import CANARY_MART, MART_NAMES
 
+    day: dict[str, Any] = {"ds": ds}
     for mart in MART_NAMES:
+        sql, params = f"SELECT COUNT(*) AS n FROM {mart} WHERE ds = @ds", day
+        if mart == "mart_strategy_performance":
+            sql, params = f"SELECT COUNT(*) AS n FROM {mart} WHERE strategy_id = @s", {"s": STRATEGY_ID}
         try:
-            ctx.warehouse.query(f"SELECT COUNT(*) AS n FROM {mart}")
+            ctx.warehouse.query(sql, params)
         except GoldthreadError as exc:
             raise _Broken("mart_visibility", f"mart {mart} does not answer: {exc}"[:1000]) from exc
-    shown = ctx.warehouse.query(f"SELECT COUNT(*) AS n FROM {CANARY_MART} WHERE position_id = @p", {"p": position_id})
+    shown = ctx.warehouse.query(f"SELECT COUNT(*) AS n FROM {CANARY_MART} WHERE ds = @ds AND position_id = @p",
+                                {**day, "p": position_id})
     if not shown[0]["n"]:
         raise _Broken("mart_visibility", f"the canary row is not visible in {CANARY_MART}")
-    for mart in ("mart_daily_pnl", "mart_strategy_performance"):
-        leaked = ctx.warehouse.query(f"SELECT COUNT(*) AS n FROM {mart} WHERE strategy_id = @s", {"s": STRATEGY_ID})
+    for mart, where in (("mart_daily_pnl", "ds = @ds AND "), ("mart_strategy_performance", "")):
+        leaked = ctx.warehouse.query(f"SELECT COUNT(*) AS n FROM {mart} WHERE {where}strategy_id = @s",
+                                     {**(day if where else {}), "s": STRATEGY_ID})
         if leaked[0]["n"]:
             raise _Broken("mart_visibility", f"canary rows leaked into {mart}")
-    counted = ctx.warehouse.query("SELECT SUM(trades) AS n FROM mart_fee_drift")[0]["n"] or 0
-    real = ctx.warehouse.query("SELECT COUNT(DISTINCT row_id) AS n FROM fact_trades WHERE NOT is_canary")[0]["n"]
+    counted = ctx.warehouse.query("SELECT SUM(trades) AS n FROM mart_fee_drift WHERE ds = @ds", day)[0]["n"] or 0
+    real = ctx.warehouse.query("SELECT COUNT(DISTINCT row_id) AS n FROM fact_trades WHERE ds = @ds AND NOT is_canary",
+                               day)[0]["n"]
     if int(counted) != int(real):
         raise _Broken("mart_visibility", f"mart_fee_drift counts {counted} trades, fact_trades holds {real} real ones")
     return f"in {CANARY_MART}; excluded from the {len(MART_NAMES) - 1} business marts"
@@ -400,7 +413,7 @@ def run_canary(
             assert position is not None
             hop.detail = _check_row(ctx, run.run_id, position)
         with _Timer(result, "mart_visibility", budgets.get("mart_visibility"), clock) as hop:
-            hop.detail = _check_marts(ctx, result.position_id)
+            hop.detail = _check_marts(ctx, result.position_id, run.ds)
     except _Broken as broken:
         last = result.hops[-1] if result.hops else None
         if last is None or last.hop != broken.hop or last.ok is not False:

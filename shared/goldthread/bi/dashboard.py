@@ -1,15 +1,20 @@
 """The dashboard: ONE self-contained HTML file built from the marts only, readable offline.
 
 ``build_dashboard`` queries each mart (nothing else: the same file can be built from DuckDB or BigQuery),
-embeds the rows as JSON in the page, and the page's small inline script draws every chart as SVG and
-re-draws them when the date-range or strategy filter changes. No CDN, no font, no fetch: the file works
-from a USB stick. Every string reaches the page escaped: the title through ``html.escape``, the data as
-JSON with ``<``, ``>``, ``&`` and line separators escaped (so no value can close the script element), and
-the script only ever sets ``textContent`` and SVG attributes, never HTML.
+embeds the rows as JSON in the page together with plotly.js (from the ``plotly`` package, embedded once, never
+fetched), and the page's inline script draws every chart with plotly.js (true date axes, round ticks, values on
+hover, zoom, a range selector on the equity chart) and re-draws them when the date-range or strategy filter
+changes. No CDN, no font, no fetch: the file works from a USB stick, and its Content-Security-Policy refuses
+any load (a refused load is counted as a page error). Every string reaches the page escaped: the title
+through ``html.escape``, the data as JSON with ``<``, ``>``, ``&`` and line separators escaped (so no value
+can close the script element), and the page's own script only sets ``textContent``, never HTML.
+
+Freshness is judged here, at build time, against the deployed schedules (``goldthread.bi.schedules``), from
+the rows of ``mart_pipeline_health`` and ``mart_golden_thread``.
 
 The page records its own health for the browser test: ``data-errors`` on ``<html>`` counts errors
-(``window.onerror``, unhandled rejections, ``console.error``) and each chart's ``data-rendered`` holds the
-number of marks it drew.
+(``window.onerror``, unhandled rejections, ``console.error``, CSP violations) and each chart's
+``data-rendered`` holds the number of marks plotly.js drew (bars, markers, lines).
 """
 
 from __future__ import annotations
@@ -26,24 +31,27 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from goldthread.bi.figures import RATIOS
 from goldthread.bi.marts import MART_DESCRIPTIONS
+from goldthread.bi.schedules import judge_freshness
 from goldthread.pipeline.context import Context
 from goldthread.ports.warehouse import Warehouse
 
 TEMPLATE = Path(__file__).resolve().parent / "dashboard.html"
-_PLACEHOLDER = re.compile(r"\{\{(TITLE|GENERATED|DATA)\}\}")
+_PLACEHOLDER = re.compile(r"\{\{(TITLE|GENERATED|DATA|PLOTLYJS|PLOTLY_VERSION)\}\}")
 
 QUERIES: dict[str, str] = {
     "daily_pnl": "SELECT ds, strategy_id, trades, priced_trades, winning_trades, gross_pnl_usd, net_pnl_usd, "
                  "est_fee_usd, actual_fee_usd, fee_usd FROM mart_daily_pnl ORDER BY ds, strategy_id",
     "strategy_performance": "SELECT * FROM mart_strategy_performance ORDER BY strategy_id, valid_from",
-    "rejection_cost": "SELECT * FROM mart_rejection_cost ORDER BY rejection_reason",
+    "rejection_cost": "SELECT * FROM mart_rejection_cost ORDER BY ds, rejection_reason",
     "moonshots": "SELECT signal_id, ds, strategy_id, strategy_version, symbol, side, max_mfe_pct, max_mfe_r, "
                  "take_profit_hit, is_missed_moonshot, moonshot_threshold_pct, mfe_rank "
                  "FROM mart_missed_moonshots ORDER BY mfe_rank, signal_id",
     "equity_curve": "SELECT * FROM mart_equity_curve ORDER BY account_id, ds",
     "fee_drift": "SELECT * FROM mart_fee_drift ORDER BY ds, asset_class",
     "pipeline_health": "SELECT * FROM mart_pipeline_health ORDER BY job, ds",
+    "dead_letters": "SELECT * FROM mart_dead_letters ORDER BY ds, loop, reason_code",
     "golden_thread": "SELECT * FROM mart_golden_thread ORDER BY started_at DESC NULLS LAST, run_id DESC LIMIT 50",
 }
 """What the page shows, query by query: every one reads a single mart."""
@@ -64,13 +72,25 @@ def _json_value(value: Any) -> Any:
 
 def dashboard_data(warehouse: Warehouse, now: dt.datetime | None = None) -> dict[str, Any]:
     """The rows the page embeds: one list per ``QUERIES`` entry, JSON-ready."""
+    moment = now or dt.datetime.now(dt.UTC)
     data: dict[str, Any] = {
-        "generated_at": _json_value(now or dt.datetime.now(dt.UTC)),
+        "generated_at": _json_value(moment),
         "marts": MART_DESCRIPTIONS,
+        "ratio_minimums": {r.column: r.minimum for r in RATIOS if r.mart == "mart_strategy_performance"},
     }
     for key, sql in QUERIES.items():
         data[key] = [{k: _json_value(v) for k, v in row.items()} for row in warehouse.query(sql)]
+    data["freshness"] = judge_freshness(data["pipeline_health"], data["golden_thread"], moment)
     return data
+
+
+@functools.lru_cache(maxsize=1)
+def plotly_js() -> tuple[str, str]:
+    """plotly.js as shipped inside the ``plotly`` package (source, version): embedded once per page."""
+    from plotly import offline
+    from plotly.offline.offline import get_plotlyjs_version
+
+    return offline.get_plotlyjs(), get_plotlyjs_version()
 
 
 def embed_json(data: Any) -> str:
@@ -84,10 +104,13 @@ def embed_json(data: Any) -> str:
 
 def render_html(data: dict[str, Any], title: str = "Golden Thread") -> str:
     """The complete page for ``data``."""
+    source, version = plotly_js()
     values = {
         "TITLE": html.escape(title),
         "GENERATED": html.escape(str(data.get("generated_at", ""))),
         "DATA": embed_json(data),
+        "PLOTLYJS": source,
+        "PLOTLY_VERSION": html.escape(version),
     }
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], TEMPLATE.read_text(encoding="utf-8"))
 

@@ -1,19 +1,19 @@
 -- mart_golden_thread: one row per Golden Thread canary run, with its hop timings and the canary trade it
--- archived. The ONLY mart that shows canary rows, and it shows nothing else.
+-- archived (same run and day). The ONLY mart that shows canary rows, and it shows nothing else.
 WITH runs AS (
   SELECT * FROM job_runs
   WHERE job = 'canary'
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY synced_at DESC) = 1
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY ds, row_id ORDER BY synced_at DESC) = 1
 ),
 canary_trades AS (
   SELECT run_id, ds, position_id, signal_id, loaded_at
   FROM fact_trades
   WHERE is_canary
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY revision DESC, loaded_at DESC) = 1
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY ds, row_id ORDER BY revision DESC, loaded_at DESC) = 1
 )
 SELECT
-  COALESCE(r.run_id, t.run_id) AS run_id,
-  COALESCE(r.ds, t.ds) AS ds,
+  r.run_id,
+  r.ds,
   r.status,
   r.started_at,
   r.finished_at,
@@ -31,4 +31,27 @@ SELECT
   t.signal_id,
   t.loaded_at AS row_loaded_at
 FROM runs r
-FULL OUTER JOIN canary_trades t ON t.run_id = r.run_id
+LEFT JOIN canary_trades t ON t.ds = r.ds AND t.run_id = r.run_id
+UNION ALL
+SELECT
+  t.run_id,
+  t.ds,
+  CAST(NULL AS STRING) AS status,
+  CAST(NULL AS TIMESTAMP) AS started_at,
+  CAST(NULL AS TIMESTAMP) AS finished_at,
+  CAST(NULL AS NUMERIC) AS duration_seconds,
+  CAST(NULL AS STRING) AS error,
+  CAST(NULL AS STRING) AS broken_hop,
+  CAST(NULL AS FLOAT64) AS signal_write_ms,
+  CAST(NULL AS FLOAT64) AS position_write_ms,
+  CAST(NULL AS FLOAT64) AS dispatch_ms,
+  CAST(NULL AS FLOAT64) AS delivery_ms,
+  CAST(NULL AS FLOAT64) AS validation_ms,
+  CAST(NULL AS FLOAT64) AS warehouse_write_ms,
+  CAST(NULL AS FLOAT64) AS mart_visibility_ms,
+  t.position_id,
+  t.signal_id,
+  t.loaded_at AS row_loaded_at
+FROM canary_trades t
+LEFT JOIN runs r ON r.ds = t.ds AND r.run_id = t.run_id
+WHERE r.run_id IS NULL

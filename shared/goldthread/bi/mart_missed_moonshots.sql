@@ -1,8 +1,9 @@
--- mart_missed_moonshots: every expired (never executed) signal, ranked by its maximum favourable excursion.
+-- mart_missed_moonshots: every expired (never executed) signal, ranked within its day by its maximum favourable
+-- excursion.
 WITH expired AS (
   SELECT * FROM fact_signals_expired
   WHERE NOT is_canary
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY revision DESC, loaded_at DESC) = 1
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY ds, row_id ORDER BY revision DESC, loaded_at DESC) = 1
 )
 SELECT
   signal_id,
@@ -21,5 +22,5 @@ SELECT
   is_missed_moonshot,
   moonshot_threshold_pct,
   bars_observed,
-  RANK() OVER (ORDER BY max_mfe_pct DESC NULLS LAST) AS mfe_rank
+  RANK() OVER (PARTITION BY ds ORDER BY max_mfe_pct DESC NULLS LAST) AS mfe_rank
 FROM expired

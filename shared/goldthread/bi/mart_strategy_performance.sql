@@ -1,9 +1,10 @@
 -- mart_strategy_performance: one row per strategy version of dim_strategy (versions without trades too).
--- Canary rows and the canary's own strategy are excluded. Ratios are FLOAT64; sums of money stay exact.
+-- Canary rows and the canary's own strategy are excluded. Ratios are FLOAT64; sums of money stay exact. A ratio
+-- below its minimum sample (goldthread.bi.metrics.RATIOS) is NULL.
 WITH trades AS (
   SELECT * FROM fact_trades
   WHERE NOT is_canary
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY revision DESC, loaded_at DESC) = 1
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY ds, row_id ORDER BY revision DESC, loaded_at DESC) = 1
 ),
 versions AS (
   SELECT strategy_sk, strategy_id, version, valid_from, valid_to, is_current
@@ -93,14 +94,18 @@ SELECT
   p.net_pnl_usd,
   p.gross_profit_usd,
   p.gross_loss_usd,
-  SAFE_DIVIDE(CAST(p.gross_profit_usd AS FLOAT64), CAST(p.gross_loss_usd AS FLOAT64)) AS profit_factor,
+  IF(
+    p.priced_trades >= 20,
+    SAFE_DIVIDE(CAST(p.gross_profit_usd AS FLOAT64), CAST(p.gross_loss_usd AS FLOAT64)),
+    NULL
+  ) AS profit_factor,
   p.expectancy_usd,
   p.avg_loss_usd,
   SAFE_DIVIDE(p.expectancy_usd, p.avg_loss_usd) AS avg_r,
   p.avg_holding_hours,
   COALESCE(r.trading_days, 0) AS trading_days,
-  SAFE_DIVIDE(r.mean_daily_return, r.stddev_daily_return) * SQRT(252) AS sharpe_ratio,
-  SAFE_DIVIDE(r.mean_daily_return, r.downside_deviation) * SQRT(252) AS sortino_ratio,
+  IF(r.trading_days >= 30, SAFE_DIVIDE(r.mean_daily_return, r.stddev_daily_return) * SQRT(252), NULL) AS sharpe_ratio,
+  IF(r.trading_days >= 30, SAFE_DIVIDE(r.mean_daily_return, r.downside_deviation) * SQRT(252), NULL) AS sortino_ratio,
   r.max_drawdown_usd
 FROM versions v
 LEFT JOIN per_version p ON p.strategy_id = v.strategy_id AND p.version = v.version

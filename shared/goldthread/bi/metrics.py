@@ -30,7 +30,9 @@ class Metric:
 
 COMMON_RULES = (
     "Canary rows (`is_canary`) are excluded from every mart except `mart_golden_thread`, which shows only them.",
-    "Each fact row is counted once, even if a streaming warehouse holds its key twice (latest `loaded_at` wins).",
+    "Each fact row is counted once, even if a streaming warehouse holds its key twice: the latest revision wins, "
+    "then the latest `loaded_at` (`QUALIFY ROW_NUMBER() OVER (PARTITION BY ds, row_id ORDER BY revision DESC, "
+    "loaded_at DESC) = 1`; `ds` in the window lets BigQuery prune partitions, see Cost).",
     "A trade is *priced* when its net P&L is known (both fill prices known); P&L figures use priced trades only.",
     "Money is exact (NUMERIC / DECIMAL(38,9)) for sums; ratios, means and statistics are FLOAT64.",
     "SAFE_DIVIDE: a ratio with a zero or missing denominator is NULL, never an error or infinity.",
@@ -68,8 +70,8 @@ _ROWS: tuple[tuple[str, str, str, str, bool], ...] = (
     ("mart_strategy_performance", "gross_profit_usd", "USD", "Sum of net P&L of winning trades.", False),
     ("mart_strategy_performance", "gross_loss_usd", "USD", "Minus the sum of net P&L of losing trades (>= 0).",
      False),
-    ("mart_strategy_performance", "profit_factor", "ratio", "gross_profit_usd / gross_loss_usd (NULL without losses).",
-     False),
+    ("mart_strategy_performance", "profit_factor", "ratio",
+     "gross_profit_usd / gross_loss_usd; NULL below 20 priced trades or without a loss.", False),
     ("mart_strategy_performance", "expectancy_usd", "USD", "Mean net P&L per priced trade.", False),
     ("mart_strategy_performance", "avg_loss_usd", "USD", "Mean size of a losing trade's net loss (positive); 1R.",
      False),
@@ -81,15 +83,16 @@ _ROWS: tuple[tuple[str, str, str, str, bool], ...] = (
     ("mart_strategy_performance", "trading_days", "count", "Days with at least one priced trade (the daily returns).",
      False),
     ("mart_strategy_performance", "sharpe_ratio", "ratio",
-     "Annualised Sharpe of daily returns: mean / sample standard deviation x sqrt(252). A day's return is the "
-     "day's net P&L / the entry notional (entry fill x qty x multiplier) of the trades closed that day; days "
-     "without trades are not counted; risk-free rate 0. NULL with fewer than 2 days or no variation.", False),
+     "Annualised Sharpe of the daily returns (see Ratios): mean / sample standard deviation x sqrt(252); "
+     "risk-free rate 0. NULL below 30 trading days or without variation.", False),
     ("mart_strategy_performance", "sortino_ratio", "ratio",
      "Annualised Sortino of the same daily returns: mean / downside deviation x sqrt(252), downside deviation = "
-     "sqrt(mean(min(return, 0)^2)) over all trading days (target 0). NULL without a losing day.", False),
+     "sqrt(mean(min(return, 0)^2)) over all trading days (target 0). NULL below 30 trading days or without a "
+     "losing day.", False),
     ("mart_strategy_performance", "max_drawdown_usd", "USD",
      "Largest fall of cumulative daily net P&L from its running peak (the peak starts at 0), in USD.", False),
     # mart_rejection_cost
+    ("mart_rejection_cost", "ds", "date", "Day the signals were rejected (fact_rejected_signals.ds).", True),
     ("mart_rejection_cost", "rejection_reason", "id", "Risk-filter reason code.", True),
     ("mart_rejection_cost", "signals", "count", "Rejected signals archived by Loop B.", False),
     ("mart_rejection_cost", "priced_signals", "count", "Signals with a theoretical net P&L (bars were available).",
@@ -103,11 +106,13 @@ _ROWS: tuple[tuple[str, str, str, str, bool], ...] = (
      "Sum over signals of theoretical net P&L per unit / theoretical entry price x 100 (one unit of capital "
      "per signal, so symbols of any price add up).", False),
     ("mart_rejection_cost", "mean_theoretical_net_return_pct", "%", "Mean of the same.", False),
-    ("mart_rejection_cost", "mean_r_multiple", "R", "Mean triple-barrier R-multiple (gross; 1R = entry to stop).",
+    ("mart_rejection_cost", "sum_r_multiple", "R", "Sum of the triple-barrier R-multiples (gross; 1R = entry to stop).",
      False),
+    ("mart_rejection_cost", "r_multiples", "count", "Signals with an R-multiple (the mean's sample).", False),
+    ("mart_rejection_cost", "mean_r_multiple", "R", "sum_r_multiple / r_multiples.", False),
     ("mart_rejection_cost", "filter_verdict", "label",
      "`saved` when sum_theoretical_net_return_pct < 0 (the rejected trades would have lost), `cost` when > 0, "
-     "else `neutral`.", False),
+     "else `neutral` (per day and reason; over a range, apply the same rule to the summed rows).", False),
     # mart_missed_moonshots
     ("mart_missed_moonshots", "signal_id", "id", "Expired (never executed) signal.", True),
     ("mart_missed_moonshots", "ds", "date", "Day the signal expired.", True),
@@ -127,8 +132,8 @@ _ROWS: tuple[tuple[str, str, str, str, bool], ...] = (
      False),
     ("mart_missed_moonshots", "moonshot_threshold_pct", "%", "The threshold in force when Loop C ran.", False),
     ("mart_missed_moonshots", "bars_observed", "count", "Bars the excursion was measured on (0 = no data).", False),
-    ("mart_missed_moonshots", "mfe_rank", "rank", "Rank by max_mfe_pct, largest first (ties share a rank; NULL last).",
-     False),
+    ("mart_missed_moonshots", "mfe_rank", "rank",
+     "Rank within its day by max_mfe_pct, largest first (ties share a rank; NULL last).", False),
     # mart_equity_curve
     ("mart_equity_curve", "account_id", "id", "Broker account.", True),
     ("mart_equity_curve", "ds", "date", "Snapshot day.", True),
@@ -141,6 +146,9 @@ _ROWS: tuple[tuple[str, str, str, str, bool], ...] = (
      "Equity at the previous trading day's close (the broker's last_equity, or the history's previous point).",
      False),
     ("mart_equity_curve", "daily_pnl", "USD", "equity - last_equity.", False),
+    ("mart_equity_curve", "cash", "USD", "Cash at the snapshot (NULL when the snapshot could not know it).", False),
+    ("mart_equity_curve", "positions_market_value", "USD",
+     "long_market_value + short_market_value: what open positions were worth (NULL if either is unknown).", False),
     ("mart_equity_curve", "daily_return_pct", "%", "(equity - last_equity) / last_equity x 100.", False),
     ("mart_equity_curve", "running_peak", "USD", "Highest equity of the account up to and including the day.", False),
     ("mart_equity_curve", "drawdown_usd", "USD", "running_peak - equity (>= 0).", False),
@@ -178,12 +186,18 @@ _ROWS: tuple[tuple[str, str, str, str, bool], ...] = (
     ("mart_pipeline_health", "rows_duplicate", "count", "Items skipped because their row already existed.", False),
     ("mart_pipeline_health", "rows_dead_lettered", "count", "Items sent to the dead letters.", False),
     ("mart_pipeline_health", "all_reconciled", "bool", "Every run of the day reconciles.", False),
-    ("mart_pipeline_health", "newest_row_at", "timestamp",
-     "Newest row the job ever wrote (loaded_at of its fact table; changed_at of patch_audit for patches; "
-     "replayed_at for replays).", False),
-    ("mart_pipeline_health", "freshness_hours", "hours", "Hours from newest_row_at to now (query time).", False),
+    # mart_dead_letters
+    ("mart_dead_letters", "ds", "date", "Day the letters were dead-lettered (UTC).", True),
+    ("mart_dead_letters", "loop", "id", "Loop of the work item (or the topic's loop if unreadable).", True),
+    ("mart_dead_letters", "reason_code", "id", "Why they were dead-lettered.", True),
+    ("mart_dead_letters", "letters", "count", "Dead letters (each counted once).", False),
+    ("mart_dead_letters", "replayed_letters", "count", "Letters with a replay record (dead_letter_replays).", False),
+    ("mart_dead_letters", "open_letters", "count",
+     "Letters not replayed: what `goldthread dead-letters list` shows.", False),
+    ("mart_dead_letters", "last_dead_lettered_at", "timestamp", "Newest letter of the group.", False),
     # mart_golden_thread
-    ("mart_golden_thread", "run_id", "id", "Canary run.", True),
+    ("mart_golden_thread", "run_id", "id",
+     "Canary run (or the run id of a canary trade whose run was never synced).", True),
     ("mart_golden_thread", "ds", "date", "Day of the canary run.", True),
     ("mart_golden_thread", "status", "label",
      "SUCCEEDED when every hop passed within budget, FAILED when one did not (NULL if the run is not synced yet).",
@@ -237,6 +251,9 @@ def metrics_markdown() -> str:
             kind = "dimension" if metric.dimension else "measure"
             text = metric.definition.replace("|", "\\|")
             parts.append(f"| `{metric.column}` | {kind} | {metric.unit} | {text} |\n")
+    from goldthread.bi.figures import ratios_markdown
+
+    parts.append(ratios_markdown())
     return "".join(parts)
 
 

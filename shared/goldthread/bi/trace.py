@@ -262,7 +262,8 @@ def _mart_rows(ctx: Context, facts: list[dict[str, Any]]) -> TraceSection:
                 {"ds": fact["ds"], "r": fact["row_id"]})
         elif fact["table"] == "fact_rejected_signals":
             add("mart_rejection_cost", "SELECT rejection_reason, signals, would_have_won_share, filter_verdict "
-                "FROM mart_rejection_cost WHERE rejection_reason = @r", {"r": fact["rejection_reason"]})
+                "FROM mart_rejection_cost WHERE ds = @ds AND rejection_reason = @r",
+                {"ds": fact["ds"], "r": fact["rejection_reason"]})
         else:
             add("mart_missed_moonshots", "SELECT signal_id, mfe_rank, max_mfe_pct, is_missed_moonshot "
                 "FROM mart_missed_moonshots WHERE signal_id = @s", {"s": fact["signal_id"]})
