@@ -51,6 +51,8 @@ BROKEN = {
     "pos-wrong-version": ("trades", "SCD_CONFLICT"),
     "sig-broken-barrier": ("rejected_signals", "VALIDATION"),
     "sig-naive-time": ("expired_signals", "VALIDATION"),
+    "pos-wrong-side": ("trades", "BROKER_MISMATCH"),
+    "pos-double-claim": ("trades", "ORDER_CLAIMED"),
 }
 FACTS: dict[str, type[WarehouseRow]] = {
     "fact_trades": FactTrade,
@@ -108,6 +110,17 @@ def test_the_broken_documents_are_dead_lettered_with_their_reasons(demo: tuple[C
         assert errors and all(e["msg"] for e in errors), letter.doc_id
     scd = next(d for d in letters if d.reason_code == "SCD_CONFLICT")
     assert "0.9" in scd.error_message and json.loads(scd.errors_json)[0]["loc"] == "strategy_version"
+    side = next(d for d in letters if d.reason_code == "BROKER_MISMATCH")
+    bot_side = ctx.hot.get(POSITIONS, "pos-wrong-side")["side"]
+    errors = json.loads(side.errors_json)  # the one field, from each order, with both values
+    assert [(e["loc"], e["bot"]) for e in errors] == [("side", bot_side)] * 2
+    assert {e["broker"] for e in errors} == {"buy", "sell"} and f"side: bot {bot_side}" in side.error_message
+    claimed = next(d for d in letters if d.reason_code == "ORDER_CLAIMED")
+    original = ctx.hot.get(POSITIONS, "pos-double-claim")["entry_order_id"]
+    holder = ctx.hot.get("order_claims", original)["position_id"]
+    assert holder != "pos-double-claim" and holder in claimed.error_message
+    assert ctx.warehouse.query("SELECT position_id FROM fact_trades WHERE entry_order_id = @o", {"o": original}) == [
+        {"position_id": holder}]  # the order backs one trade, not two
     # none of them (apart from the one fixed and replayed) reached a fact table
     others = sorted(set(BROKEN) - {"pos-broken-qty"})
     for table, column in (("fact_trades", "position_id"), ("fact_rejected_signals", "signal_id"),

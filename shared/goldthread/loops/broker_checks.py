@@ -142,5 +142,6 @@ def check_orders(p: LivePosition, entry: BrokerOrder, exit_: BrokerOrder, rules:
     """Raise ``BrokerMismatchError`` listing every field on which ``p`` contradicts its orders."""
     errors = mismatches(p, entry, exit_, rules)
     if errors:
-        fields = ", ".join(dict.fromkeys(e["loc"] for e in errors))
-        raise BrokerMismatchError(f"position {p.position_id} contradicts its broker orders on {fields}", errors)
+        details = "; ".join(f"{e['loc']}: bot {e['bot']}, broker {e['broker']}" for e in errors[:3])
+        more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise BrokerMismatchError(f"position {p.position_id} contradicts its broker orders: {details}{more}", errors)

@@ -234,6 +234,15 @@ class SimBot:
                        **_UNMARKED)
             self.hot.put(POSITIONS, "pos-wrong-version", bad)
             broken.append("pos-wrong-version")
+        if closed:  # its side contradicts its orders: the P&L sign would be inverted
+            flipped = "short" if closed[0].get("side") == "long" else "long"
+            bad = dict(self._with_own_orders(closed[0]), position_id="pos-wrong-side", side=flipped, **_UNMARKED)
+            self.hot.put(POSITIONS, "pos-wrong-side", bad)
+            broken.append("pos-wrong-side")
+        if len(closed) > 1:  # names the orders another position already stands on: a phantom trade
+            bad = dict(closed[1], position_id="pos-double-claim", **_UNMARKED)
+            self.hot.put(POSITIONS, "pos-double-claim", bad)
+            broken.append("pos-double-claim")
         rejected = [d for _, d in self.hot.query(REJECTED)][:1]
         if rejected:
             bad = dict(rejected[0], signal_id="sig-broken-barrier", take_profit=rejected[0]["stop_loss"],
