@@ -38,8 +38,10 @@ from goldthread.models.warehouse import (
     FactSignalExpired,
     FactTrade,
     MarketBar,
+    MarketBarsCoverage,
     PatchAudit,
     ReplayRecord,
+    RowRevision,
     SnapshotAccount,
 )
 from goldthread.models.work_items import Loop
@@ -111,7 +113,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         if i == DAYS // 2:
             clock["t"] = dt.datetime.combine(day, dt.time(23, 30), dt.UTC)
             broken = bot.break_some_documents(day)
-            assert len(broken) == 5, f"the scenario must break all five kinds of document, broke {broken}"
+            assert len(broken) == 7, f"the scenario must break all seven kinds of document, broke {broken}"
     clock["t"] = now
     hot.close()
     return {"home": home, "now": now, "days": days, "broker": broker, "market": market, "clock": clock}
@@ -132,6 +134,8 @@ def run_schedule_embedded(ctx: Context, days: list[dt.date]) -> None:
     fix_broken_position(ctx)
     replay(ctx, ids=["pos-broken-qty"])
     ctx.bus.run_until_idle()  # type: ignore[attr-defined]
+    correct_archived_position(ctx)
+    run_loop(ctx, "trades", days[-1])
 
 
 def fix_broken_position(ctx: Context) -> None:
@@ -139,6 +143,19 @@ def fix_broken_position(ctx: Context) -> None:
     broken = ctx.hot.get(POSITIONS, "pos-broken-qty")
     assert broken is not None, "the scenario must contain the broken position"
     HotWriter(ctx.hot).save_position(LivePosition.model_validate({**broken, "qty": abs(Decimal(str(broken["qty"])))}))
+
+
+def correct_archived_position(ctx: Context) -> str:
+    """The bot corrects an archived position (its fee estimate) through the writer API: the next Loop A run
+    loads it as revision 2 of its row."""
+    archived = sorted(doc_id for doc_id, doc in ctx.hot.query(POSITIONS)
+                      if doc.get("archived_run_id") and doc_id.startswith("pos-2"))
+    assert archived, "the scenario must have archived positions"
+    doc = ctx.hot.get(POSITIONS, archived[0])
+    assert doc is not None
+    fee = Decimal(str(doc["est_fee_usd"])) + Decimal("0.25")
+    HotWriter(ctx.hot).save_position(LivePosition.model_validate({**doc, "est_fee_usd": fee}))
+    return archived[0]
 
 
 def run_schedule_real(stack: RealStack, ctx: Context, days: list[dt.date]) -> list[str]:
@@ -157,6 +174,10 @@ def run_schedule_real(stack: RealStack, ctx: Context, days: list[dt.date]) -> li
     answer = stack.call("replay", {"ids": ["pos-broken-qty"]})
     assert answer["run"] is not None, answer
     statuses.append(f"replay {stack.wait_run(ctx, answer['run']['run_id']).status.value}")
+    correct_archived_position(ctx)
+    answer = stack.call("dispatch", {"loop": "trades", "ds": days[-1].isoformat()})
+    run_id = answer["run"]["run_id"] if "run" in answer else answer["run_id"]
+    statuses.append(f"revision {stack.wait_run(ctx, run_id).status.value}")
     return statuses
 
 
@@ -227,6 +248,9 @@ TABLES = [
     (DeadLetter.__table__, ("loop", "doc_id", "reason_code", "error_message", "errors_json")),
     (ReplayRecord.__table__, ("loop", "doc_id")),
     (PatchAudit.__table__, ("patch", "table_name", "record_key", "column_name", "old_value", "new_value")),
+    (MarketBarsCoverage.__table__, ("symbol", "ds", "timeframe", "bars_timeframe", "bar_count")),
+    (RowRevision.__table__, ("table_name", "record_row_id", "revision", "superseded_by_revision",
+                             "changed_columns")),
 ]
 
 
@@ -275,5 +299,9 @@ def test_the_broken_documents_were_dead_lettered_and_the_fixed_one_loaded(
     letters = {(r["doc_id"], r["reason_code"]) for r in real.warehouse.query(query)}
     assert ("pos-broken-qty", "VALIDATION") in letters
     assert ("pos-wrong-version", "SCD_CONFLICT") in letters
+    assert ("pos-wrong-side", "BROKER_MISMATCH") in letters
+    assert ("pos-double-claim", "ORDER_CLAIMED") in letters
+    revised = real.warehouse.query("SELECT revision FROM fact_trades WHERE revision > 1")
+    assert [r["revision"] for r in revised] == [2]
     loaded = real.warehouse.query("SELECT qty FROM fact_trades WHERE position_id = @p", {"p": "pos-broken-qty"})
     assert [normalise(r["qty"]) for r in loaded] == ["5"]
