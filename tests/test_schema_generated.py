@@ -70,7 +70,8 @@ def test_a_model_change_makes_its_artifacts_stale(tmp_path: Path, monkeypatch: p
         tmp_path / "docs" / "schema.md",
     }
     assert write_artifacts(tmp_path) and stale_artifacts(tmp_path) == []
-    note = json.loads((tmp_path / "terraform" / "schemas" / "fact_trades.json").read_text())[-1]
+    columns = json.loads((tmp_path / "terraform" / "schemas" / "fact_trades.json").read_text())
+    (note,) = [c for c in columns if c["name"] == "note"]
     assert note == {"name": "note", "type": "STRING", "mode": "NULLABLE", "description": "A new column."}
 
 
@@ -129,7 +130,18 @@ def test_bigquery_types_and_modes_follow_the_field_types(model: type[WarehouseRo
         for name, prop in js["properties"].items()
     ]
     actual = [{"name": c["name"], "type": c["type"], "mode": c["mode"]} for c in bigquery_schema(model)]
-    assert actual == expected
+    assert sorted(actual, key=lambda c: c["name"]) == sorted(expected, key=lambda c: c["name"])
+    assert [c["name"] for c in actual] == release_order(model)
+
+
+def release_order(model: type[WarehouseRow]) -> list[str]:
+    """The first release's columns in field order, then those a later release added (``added_in``), by release."""
+    fields = model.model_fields
+    later = sorted((tuple(int(p) for p in str(extra["added_in"]).split(".")), i, name)
+                   for i, (name, f) in enumerate(fields.items())
+                   if isinstance(extra := f.json_schema_extra, dict) and "added_in" in extra)
+    added = [name for *_, name in later]
+    return [name for name in fields if name not in added] + added
 
 
 def test_known_columns_of_fact_trades() -> None:
@@ -142,7 +154,8 @@ def test_known_columns_of_fact_trades() -> None:
     assert cols["holding_seconds"] == ("INT64", "REQUIRED")
     assert cols["side"] == ("STRING", "REQUIRED")
     assert cols["strategy_sk"] == ("STRING", "NULLABLE")
-    assert list(cols) == list(FactTrade.model_fields)
+    assert list(cols) == release_order(FactTrade)
+    assert list(cols)[-2:] == ["revision", "price_discrepancy_flagged"]  # added in 0.2.0, appended
 
 
 @pytest.mark.parametrize("model", ALL_TABLES, ids=lambda m: m.__table__)

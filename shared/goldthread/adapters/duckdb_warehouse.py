@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 import sqlglot
 
-from goldthread.errors import PermanentError, StoreUnavailableError, WarehouseWriteError
+from goldthread.errors import ConfigError, PermanentError, StoreUnavailableError, WarehouseWriteError
 from goldthread.models.warehouse import ALL_TABLES, WarehouseRow
 from goldthread.ports.warehouse import InsertResult, Warehouse, safe_identifier
 from goldthread.schema.generate import columns_of, duckdb_ddl
@@ -85,6 +85,33 @@ def _connect_waiting(
             raise WarehouseWriteError(f"cannot open warehouse {path}: {exc}") from exc
 
 
+_STORED_TYPE = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}  # how information_schema spells a DDL type
+
+
+def migration_steps(model: type[WarehouseRow], stored: Mapping[str, tuple[str, bool]]) -> list[str]:
+    """The statements that bring a stored table to ``model``'s columns, or ``ConfigError`` naming each column
+    that cannot be migrated without losing data (removed from the model, or of another type)."""
+    table = safe_identifier(model.__table__)
+    columns = {c.name: c for c in columns_of(model)}
+    problems = [f"{table}.{name} is stored but the model has no such column (removed?)"
+                for name in stored if name not in columns]
+    steps = []
+    for name, column in columns.items():
+        if name not in stored:
+            steps.append(f"ALTER TABLE {table} ADD COLUMN {safe_identifier(name)} {column.duckdb_type}")
+            continue
+        stored_type, nullable = stored[name]
+        wanted = _STORED_TYPE.get(column.duckdb_type, column.duckdb_type)
+        if stored_type != wanted:
+            problems.append(f"{table}.{name} is stored as {stored_type} but the model says {wanted}")
+        elif not nullable and not column.required and name != model.__key__:
+            steps.append(f"ALTER TABLE {table} ALTER COLUMN {safe_identifier(name)} DROP NOT NULL")
+    if problems:
+        raise ConfigError("the warehouse was written by a version whose schema cannot be migrated: "
+                          + "; ".join(problems))
+    return steps
+
+
 class DuckDbWarehouse(Warehouse):
     """The embedded warehouse (default). ``path`` is the DuckDB file (or ``:memory:``)."""
 
@@ -105,13 +132,36 @@ class DuckDbWarehouse(Warehouse):
         self._db.execute("SET TimeZone = 'UTC'")
 
     def ensure_tables(self) -> None:
-        """Create every model's table if missing, and (re)create the BI marts over them."""
+        """Create every model's table if missing, migrate the ones an earlier release built, and (re)create the
+        BI marts over them.
+
+        A warehouse the previous release wrote opens as it is: a column a model added is added (nullable, at
+        the end, where the schema generator puts it too), a column a model no longer requires drops its NOT
+        NULL, and a new table is created; every row stays. A column the model removed or retyped cannot be
+        migrated without losing data, so it is refused with a ``ConfigError`` naming it, before anything changes.
+        """
         with self._lock:
+            existing = self.stored_columns()
+            plan = [step for model in ALL_TABLES if model.__table__ in existing
+                    for step in migration_steps(model, existing[model.__table__])]
             for model in ALL_TABLES:
-                self._db.execute(duckdb_ddl(model))
+                if model.__table__ not in existing:
+                    self._db.execute(duckdb_ddl(model))
+            for step in plan:
+                self._db.execute(step)
             from goldthread.bi.marts import ensure_marts
 
             ensure_marts(self)
+
+    def stored_columns(self) -> dict[str, dict[str, tuple[str, bool]]]:
+        """The stored tables' columns: table -> column -> (DuckDB type, nullable)."""
+        found: dict[str, dict[str, tuple[str, bool]]] = {}
+        for table, column, data_type, nullable in self._db.execute(
+            "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position"
+        ).fetchall():
+            found.setdefault(table, {})[column] = (data_type, nullable == "YES")
+        return found
 
     def create_view(self, name: str, sql: str) -> None:
         """Create or replace a view from GoogleSQL text (used by the BI marts)."""
@@ -171,7 +221,7 @@ class DuckDbWarehouse(Warehouse):
         self._db.execute("BEGIN TRANSACTION")
         self._db.register("incoming_rows", incoming)
         try:
-            self._db.execute(f"INSERT INTO {table} SELECT * FROM incoming_rows")
+            self._db.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
             return set()
         except duckdb.ConstraintException:
             self._db.execute("ROLLBACK")
@@ -184,7 +234,7 @@ class DuckDbWarehouse(Warehouse):
             ).fetchall()
         }
         self._db.execute(
-            f"INSERT INTO {table} SELECT * FROM incoming_rows i "
+            f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows i "
             f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = i.{key})"
         )
         return existing
@@ -202,7 +252,7 @@ class DuckDbWarehouse(Warehouse):
             try:
                 self._db.register("upsert_rows", incoming)
                 self._db.execute(
-                    f"INSERT INTO {table} SELECT * FROM upsert_rows ON CONFLICT ({key}) DO UPDATE SET {sets}"
+                    f"INSERT INTO {table} BY NAME SELECT * FROM upsert_rows ON CONFLICT ({key}) DO UPDATE SET {sets}"
                 )
             except duckdb.Error as exc:
                 raise WarehouseWriteError(f"upsert into {table} failed: {exc}") from exc

@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import JsonDict
 
 from goldthread.models.hot import AssetClass, Side
 from goldthread.models.types import Identifier, JsonText, Money, Quantity, Symbol, Text, UtcDatetime, Version
@@ -33,6 +34,21 @@ def _timeframe(value: str) -> str:
 
 Timeframe = Annotated[str, Field(min_length=1, max_length=16), AfterValidator(_timeframe)]
 """A bar length in Alpaca's notation: ``{n}Min`` (n < 60), ``{n}Hour`` (n < 24), ``1Day`` or ``1Week``."""
+
+
+FIRST_RELEASE = "0.1.0"
+"""The release whose warehouse schema every later one must be able to open (``tests/fixtures``)."""
+
+
+def added_in(version: str) -> JsonDict:
+    """Mark a column added after the first release (``Field(json_schema_extra=added_in("0.2.0"))``).
+
+    Such a column must be nullable: BigQuery adds only NULLABLE columns to an existing table, and the rows
+    already there have no value for it. The schema generator puts added columns after the original ones,
+    oldest release first, which is where ``ALTER TABLE ... ADD COLUMN`` puts them in a warehouse the earlier
+    release built, so a new and an upgraded warehouse have the same column order.
+    """
+    return {"added_in": version}
 
 
 def row_id_for(*parts: str) -> str:
@@ -75,7 +91,8 @@ class FactRow(WarehouseRow):
     loaded_at: UtcDatetime = Field(description="When the row was written (UTC).")
     is_canary: bool = Field(default=False, description="Golden Thread canary row; excluded from marts.")
     revision: int | None = Field(
-        default=1, ge=1, description="Revision of the source record: 1 when first archived, +1 per correction "
+        default=1, ge=1, json_schema_extra=added_in("0.2.0"),
+        description="Revision of the source record: 1 when first archived, +1 per correction "
         "(null on rows written before revisions existed, read as 1; nullable so the column is added in place)."
     )
 
@@ -150,7 +167,7 @@ class FactTrade(FactRow):
     net_pnl_usd: Money | None = Field(default=None, description="gross - actual fee, or estimated fee.")
     return_pct: Money | None = Field(default=None, description="net P&L / entry notional x 100.")
     price_discrepancy_flagged: bool | None = Field(
-        default=None,
+        default=None, json_schema_extra=added_in("0.2.0"),
         description="A leg's |discrepancy| beyond GOLDTHREAD_PRICE_TOLERANCE_BPS; null if no leg comparable.",
     )
 
@@ -216,7 +233,8 @@ class FactRejectedSignal(SignalFields):
     mae_r: Money | None = None
     bars_observed: int = Field(ge=0)
     bars_timeframe: Timeframe | None = Field(
-        default=None, description="Length of the bars behind the figures (1Min, 1Hour, 1Day ...); null for NO_DATA."
+        default=None, json_schema_extra=added_in("0.2.0"),
+        description="Length of the bars behind the figures (1Min, 1Hour, 1Day ...); null for NO_DATA."
     )
 
 
@@ -242,7 +260,8 @@ class FactSignalExpired(SignalFields):
     moonshot_threshold_pct: Money
     bars_observed: int = Field(ge=0)
     bars_timeframe: Timeframe | None = Field(
-        default=None, description="Length of the bars behind the figures (1Min, 1Hour, 1Day ...); null without bars."
+        default=None, json_schema_extra=added_in("0.2.0"),
+        description="Length of the bars behind the figures (1Min, 1Hour, 1Day ...); null without bars."
     )
 
 
@@ -277,6 +296,7 @@ class SnapshotAccount(FactRow):
 
     account_id: Identifier
     source: SnapshotSource | None = Field(
+        json_schema_extra=added_in("0.2.0"),
         description="Where the figures came from: live_account (the account, positions and Greeks at "
         "snapshot_at) or portfolio_history (a past day's closing equity from the broker's 1D history; the "
         "margins, market values, option count and Greeks are then null). Null only on rows loaded before "

@@ -6,7 +6,6 @@ CREATE TABLE IF NOT EXISTS fact_trades (
     run_id VARCHAR NOT NULL,
     loaded_at TIMESTAMPTZ NOT NULL,
     is_canary BOOLEAN NOT NULL,
-    revision BIGINT,
     position_id VARCHAR NOT NULL,
     signal_id VARCHAR NOT NULL,
     strategy_id VARCHAR NOT NULL,
@@ -36,6 +35,7 @@ CREATE TABLE IF NOT EXISTS fact_trades (
     fee_finalized BOOLEAN NOT NULL,
     net_pnl_usd DECIMAL(38,9),
     return_pct DECIMAL(38,9),
+    revision BIGINT,
     price_discrepancy_flagged BOOLEAN
 );
 
@@ -45,7 +45,6 @@ CREATE TABLE IF NOT EXISTS fact_rejected_signals (
     run_id VARCHAR NOT NULL,
     loaded_at TIMESTAMPTZ NOT NULL,
     is_canary BOOLEAN NOT NULL,
-    revision BIGINT,
     signal_id VARCHAR NOT NULL,
     strategy_id VARCHAR NOT NULL,
     strategy_version VARCHAR NOT NULL,
@@ -77,6 +76,7 @@ CREATE TABLE IF NOT EXISTS fact_rejected_signals (
     mae_pct DECIMAL(38,9),
     mae_r DECIMAL(38,9),
     bars_observed BIGINT NOT NULL,
+    revision BIGINT,
     bars_timeframe VARCHAR
 );
 
@@ -86,7 +86,6 @@ CREATE TABLE IF NOT EXISTS fact_signals_expired (
     run_id VARCHAR NOT NULL,
     loaded_at TIMESTAMPTZ NOT NULL,
     is_canary BOOLEAN NOT NULL,
-    revision BIGINT,
     signal_id VARCHAR NOT NULL,
     strategy_id VARCHAR NOT NULL,
     strategy_version VARCHAR NOT NULL,
@@ -112,6 +111,7 @@ CREATE TABLE IF NOT EXISTS fact_signals_expired (
     is_missed_moonshot BOOLEAN,
     moonshot_threshold_pct DECIMAL(38,9) NOT NULL,
     bars_observed BIGINT NOT NULL,
+    revision BIGINT,
     bars_timeframe VARCHAR
 );
 
@@ -121,9 +121,7 @@ CREATE TABLE IF NOT EXISTS snapshot_accounts (
     run_id VARCHAR NOT NULL,
     loaded_at TIMESTAMPTZ NOT NULL,
     is_canary BOOLEAN NOT NULL,
-    revision BIGINT,
     account_id VARCHAR NOT NULL,
-    source VARCHAR,
     snapshot_at TIMESTAMPTZ NOT NULL,
     equity DECIMAL(38,9) NOT NULL,
     last_equity DECIMAL(38,9) NOT NULL,
@@ -139,7 +137,9 @@ CREATE TABLE IF NOT EXISTS snapshot_accounts (
     delta DECIMAL(38,9),
     gamma DECIMAL(38,9),
     theta DECIMAL(38,9),
-    vega DECIMAL(38,9)
+    vega DECIMAL(38,9),
+    revision BIGINT,
+    source VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS dim_strategy (

@@ -8,6 +8,7 @@ from that mapping. ``goldthread schema check`` (and a test) fails when a committ
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import types
 import typing
@@ -86,13 +87,34 @@ def _logical_type(annotation: Any) -> tuple[str, bool]:
     raise TypeError(f"no warehouse type for {annotation!r}")
 
 
+def added_in(field: FieldInfo) -> str | None:
+    """The release that added a column (``models.warehouse.added_in``), None for the first release's."""
+    extra = field.json_schema_extra
+    return str(extra["added_in"]) if isinstance(extra, dict) and "added_in" in extra else None
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+@functools.lru_cache(maxsize=64)
 def columns_of(model: type[BaseModel]) -> list[Column]:
-    """The columns of a warehouse model, in field order."""
-    out = []
+    """The columns of a warehouse model: the first release's in field order, then each later release's added
+    columns (oldest release first), as ``ALTER TABLE ... ADD COLUMN`` appends them to an existing table.
+
+    An added column must be nullable (the rows already stored have no value for it)."""
+    original, added = [], []
     for name, field in model.model_fields.items():
         logical, nullable = _logical_type(field.annotation)
-        out.append(Column(name, logical, not nullable, _description(field)))
-    return out
+        column = Column(name, logical, not nullable, _description(field))
+        release = added_in(field)
+        if release is None:
+            original.append(column)
+        elif not nullable:
+            raise TypeError(f"{model.__name__}.{name} was added in {release} and so must be nullable")
+        else:
+            added.append((_release(release), column))
+    return original + [column for _, column in sorted(added, key=lambda pair: pair[0])]
 
 
 def _description(field: FieldInfo) -> str:
