@@ -324,6 +324,7 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "ts_col": "'ts' or 'timestamp' (a constant)",
     "'volume' if 'volume' in cols else '0'": "constants",
     "'CAST(timeframe AS VARCHAR)' if 'timeframe' in cols else 'NULL'": "constants",
+    "where": "a constant filter of the canary's own partition ('ds = @ds AND ' or ''); values are parameters",
     "_REAL_BAR": "a constant predicate of the code (bars readers skip placeholder rows)",
     "model.__latest_first__": "the model class's constant ORDER BY (revision DESC, loaded_at DESC or its key)",
     "CANARY_MART": "a constant mart name",
