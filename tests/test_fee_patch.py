@@ -413,3 +413,15 @@ def test_property_fees_charged_to_trades_equal_the_postings_per_day_and_kind(
         naming_it = {p for p, e, x in naming if order_id in (e, x)}
         assert owner in naming_it
         assert owner == (claims[order_id] if claims.get(order_id) in naming_it else min(naming_it))
+
+
+def test_the_day_is_selected_both_as_timestamps_and_as_text() -> None:
+    """Firestore never matches a timestamp range against a time a bot stored as text: the patch asks for both."""
+    from goldthread.patches.fee_patch import time_ranges
+
+    start, end = dt.datetime(2024, 3, 1, tzinfo=dt.UTC), dt.datetime(2024, 3, 5, tzinfo=dt.UTC)
+    (low, high), (text_low, text_high) = time_ranges(start, end)
+    assert (low, high) == (start, end)
+    assert isinstance(text_low, str) and isinstance(text_high, str)
+    for stored in ("2024-03-01T00:00:00Z", "2024-03-04T23:59:59+00:00", "2024-03-04T22:00:00-05:00"):
+        assert text_low <= stored < text_high, stored  # text inside the day range sorts inside the text range

@@ -87,6 +87,19 @@ def _asset_class(raw: object, symbol: str) -> AssetClass:
         return AssetClass.CRYPTO if "/" in symbol else AssetClass.EQUITY
 
 
+def time_ranges(start: dt.datetime, end: dt.datetime) -> list[tuple[object, object]]:
+    """The bounds that select a stored time in ``[start, end)`` whatever type the bot stored it as.
+
+    Firestore orders values by type first, so a range of timestamps never matches a time a bot wrote as
+    text (``"2024-03-05T21:40:00Z"``): such a position's orders would be missing from the day's fills and
+    their posted fees charged to the other trades. The second range, of ISO text widened by a day on each
+    side (offsets other than UTC sort within a day), finds them; which day an order filled is decided by
+    the broker's fill time afterwards, so a position selected twice or too widely changes nothing.
+    """
+    day = dt.timedelta(days=1)
+    return [(start, end), ((start - day).isoformat(), (end + day).isoformat())]
+
+
 def day_fees(ctx: Context, day: dt.date, schedule: FeeSchedule) -> DayFees:
     """Allocate ``day``'s posted activities to the orders the broker filled that day.
 
@@ -100,12 +113,12 @@ def day_fees(ctx: Context, day: dt.date, schedule: FeeSchedule) -> DayFees:
     start, end = day_bounds(day)
     legs: dict[str, tuple[object, object]] = {}
     for leg, time_field in (("entry", "opened_at"), ("exit", "closed_at")):
-        for _doc_id, data in ctx.hot.query(
-            "live_positions", [Where(time_field, ">=", start - FILL_LOOKBACK), Where(time_field, "<", end)]
-        ):
-            order_id = data.get(f"{leg}_order_id")
-            if isinstance(order_id, str) and order_id:
-                legs[order_id] = (data.get("asset_class"), data.get("multiplier") or 1)
+        for low, high in time_ranges(start - FILL_LOOKBACK, end):
+            for _doc_id, data in ctx.hot.query("live_positions", [Where(time_field, ">=", low),
+                                                                  Where(time_field, "<", high)]):
+                order_id = data.get(f"{leg}_order_id")
+                if isinstance(order_id, str) and order_id:
+                    legs[order_id] = (data.get("asset_class"), data.get("multiplier") or 1)
     orders = ctx.broker.get_orders(list(legs))
     fills = []
     for order_id, (asset_class, multiplier) in legs.items():
