@@ -99,7 +99,8 @@ def test_every_mismatching_field_is_listed(ctx: Context, make: Factory) -> None:
     letter = run_with_one_bad(ctx, make, "pos-many")
     assert field_errors(letter) == [("symbol", "MSFT", "AAPL"), ("qty", "7", "3"),
                                     ("symbol", "MSFT", "AAPL"), ("qty", "7", "3")]
-    assert "symbol, qty" in letter["error_message"]
+    assert "symbol: bot MSFT, broker AAPL" in letter["error_message"]
+    assert "qty: bot 7, broker 3" in letter["error_message"]
 
 
 @pytest.mark.parametrize("status", ["canceled", "expired", "rejected"])

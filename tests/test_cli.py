@@ -200,10 +200,10 @@ def test_backfill_runs_every_day_of_the_range(home: Path, out: io.StringIO) -> N
 def test_a_future_day_is_refused_with_exit_2_and_one_line(home: Path, out: io.StringIO) -> None:
     tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).date().isoformat()
     code, text = run_cli(out, "run", "accounts", "--ds", "2099-01-01")
-    assert code == 2 and text.startswith("error: accounts: ds 2099-01-01 is in the future (today is ")
+    assert code == 2 and text.startswith("refused: accounts: ds 2099-01-01 is in the future (today is ")
     assert text.count("\n") == 1  # one line
     code, text = run_cli(out, "backfill", "accounts", "--start", "2024-03-04", "--end", tomorrow)
-    assert code == 2 and text.startswith(f"error: accounts: ds {tomorrow} is in the future")
+    assert code == 2 and text.startswith(f"refused: accounts: ds {tomorrow} is in the future")
     assert text.count("\n") == 1
     ctx = Context(load_settings())
     assert list_runs(ctx) == []  # neither command started a run, not even for the past days of the range

@@ -23,6 +23,7 @@ from goldthread.pipeline.dispatcher import dispatch
 from goldthread.pipeline.local_runtime import run_loop
 
 from tests.conftest import DS, NIGHT_AFTER, SESSION, Clock, Factory, PinnedBroker, deliver, rows
+from tests.support.faults import bus_stopped
 
 
 def final(ctx: Context, run: JobMetadata) -> JobMetadata:
@@ -89,11 +90,10 @@ def test_failed_when_finding_the_records_fails(ctx: Context, make: Factory, monk
 
 def test_failed_when_the_bus_refuses_to_publish(ctx: Context, make: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
     make.closed_trade("pos-1")
-    monkeypatch.setattr(ctx.bus, "available", False)
-    with pytest.raises(StoreUnavailableError):
+    with bus_stopped(ctx.bus), pytest.raises(StoreUnavailableError):
         dispatch(ctx, "trades", DS)
     (run,) = runs.list_runs(ctx, "trades")
-    assert run.status is RunStatus.FAILED and "local bus is stopped" in (run.error or "")
+    assert run.status is RunStatus.FAILED and "bus is stopped" in (run.error or "")
     assert rows(ctx, "fact_trades") == []
 
 
