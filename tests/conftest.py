@@ -108,16 +108,25 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home")
 
 
+def embedded_context(
+    tmp_path: Path, clock: Clock, settings: Settings, market: Any = None, batch_size: int = 2000
+) -> Context:
+    """What the local runner builds, on ``tmp_path``: SQLite hot store, the local bus wired with no retry
+    backoff, an in-memory DuckDB, the pinnable simulator; ``market`` replaces the synthetic bars."""
+    synthetic = SyntheticMarketData()
+    broker = PinnedBroker(tmp_path / "broker.sqlite", clock=clock, market=synthetic)
+    context = Context(
+        settings, clock=clock, hot=SqliteHotStore(tmp_path / "hot.sqlite"), bus=LocalBus(project="test"),
+        warehouse=DuckDbWarehouse(":memory:"), broker=broker, market_data=market or synthetic,
+    )
+    wire_local_bus(context, batch_size=batch_size, min_backoff=0)
+    return context
+
+
 @pytest.fixture
 def ctx(tmp_path: Path, clock: Clock, settings: Settings) -> Iterator[Context]:
     """An embedded context on ``tmp_path`` with the local bus wired as the local runner wires it."""
-    market = SyntheticMarketData()
-    broker = PinnedBroker(tmp_path / "broker.sqlite", clock=clock, market=market)
-    context = Context(
-        settings, clock=clock, hot=SqliteHotStore(tmp_path / "hot.sqlite"), bus=LocalBus(project="test"),
-        warehouse=DuckDbWarehouse(":memory:"), broker=broker, market_data=market,
-    )
-    wire_local_bus(context, min_backoff=0)
+    context = embedded_context(tmp_path, clock, settings)
     yield context
     context.close()
 

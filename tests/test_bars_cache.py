@@ -20,9 +20,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
-from goldthread.adapters.local_bus import LocalBus
-from goldthread.adapters.sqlite_hot_store import SqliteHotStore
 from goldthread.adapters.synthetic_market_data import SyntheticMarketData
 from goldthread.config import Settings
 from goldthread.loops import bars as bars_module
@@ -32,10 +29,10 @@ from goldthread.models.work_items import Loop, WorkItem
 from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dispatcher import dispatch
-from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
+from goldthread.pipeline.local_runtime import run_loop
 from goldthread.ports.market_data import Bars, from_ns
 
-from tests.conftest import UTC, Clock, Factory, PinnedBroker, deliver
+from tests.conftest import UTC, Clock, Factory, deliver, embedded_context
 
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "SPY", "GOOG")
 DAYS = (dt.date(2024, 3, 4), dt.date(2024, 3, 5), dt.date(2024, 3, 6))  # Monday to Wednesday
@@ -73,12 +70,7 @@ def market() -> CountingMarketData:
 @pytest.fixture
 def ctx(tmp_path: Path, clock: Clock, settings: Settings, market: CountingMarketData) -> Iterator[Context]:
     """``conftest.ctx`` with the counting source, and subscribers taking batches of 20 (many invocations)."""
-    broker = PinnedBroker(tmp_path / "broker.sqlite", clock=clock, market=SyntheticMarketData())
-    context = Context(
-        settings, clock=clock, hot=SqliteHotStore(tmp_path / "hot.sqlite"), bus=LocalBus(project="test"),
-        warehouse=DuckDbWarehouse(":memory:"), broker=broker, market_data=market,
-    )
-    wire_local_bus(context, batch_size=20, min_backoff=0)
+    context = embedded_context(tmp_path, clock, settings, market, batch_size=20)
     yield context
     context.close()
 

@@ -22,9 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
-from goldthread.adapters.local_bus import LocalBus
-from goldthread.adapters.sqlite_hot_store import SqliteHotStore
 from goldthread.adapters.synthetic_market_data import FileMarketData, SyntheticMarketData
 from goldthread.config import Settings
 from goldthread.errors import ConfigError
@@ -33,12 +30,12 @@ from goldthread.loops.bars import load_bars, prefetch
 from goldthread.models import FactRejectedSignal, FactSignalExpired, MarketBar, MarketBarsCoverage, SignalStatus
 from goldthread.models.hot import RunStatus
 from goldthread.pipeline.context import Context
-from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
+from goldthread.pipeline.local_runtime import run_loop
 from goldthread.ports.market_data import Bars, MarketData, normalise_timeframe, timeframe_ns, to_ns
 from goldthread.writer import REJECTED
 from pydantic import ValidationError
 
-from tests.conftest import DS, UTC, Clock, Factory, PinnedBroker, rows
+from tests.conftest import DS, UTC, Clock, Factory, embedded_context, rows
 
 NOW = dt.datetime(2024, 3, 13, 3, 0, tzinfo=UTC)  # DS's 7-day validity window and 48 h look-ahead have passed
 CREATED = dt.datetime(2024, 3, 5, 10, 30, tzinfo=UTC)  # mid-bar for hourly bars
@@ -113,12 +110,7 @@ def market(tmp_path: Path, kind: str) -> MarketData:
 @pytest.fixture
 def ctx(tmp_path: Path, clock: Clock, settings: Settings, market: MarketData) -> Iterator[Context]:
     """The embedded context of ``conftest.ctx``, with the CSV's bars as market data."""
-    broker = PinnedBroker(tmp_path / "broker.sqlite", clock=clock, market=SyntheticMarketData())
-    context = Context(
-        settings, clock=clock, hot=SqliteHotStore(tmp_path / "hot.sqlite"), bus=LocalBus(project="test"),
-        warehouse=DuckDbWarehouse(":memory:"), broker=broker, market_data=market,
-    )
-    wire_local_bus(context, min_backoff=0)
+    context = embedded_context(tmp_path, clock, settings, market)
     yield context
     context.close()
 

@@ -20,10 +20,7 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
-from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
-from goldthread.adapters.local_bus import LocalBus
-from goldthread.adapters.sqlite_hot_store import SqliteHotStore
-from goldthread.adapters.synthetic_market_data import FileMarketData, SyntheticMarketData
+from goldthread.adapters.synthetic_market_data import FileMarketData
 from goldthread.config import Settings
 from goldthread.errors import NotReadyError
 from goldthread.models import FactSignalExpired, Side, SignalStatus
@@ -32,11 +29,11 @@ from goldthread.models.work_items import Loop, WorkItem
 from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dispatcher import dispatch
-from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
+from goldthread.pipeline.local_runtime import run_loop
 from goldthread.ports.market_data import Bars
 from goldthread.writer import SIGNALS
 
-from tests.conftest import DS, UTC, Clock, Factory, PinnedBroker, deliver, rows
+from tests.conftest import DS, UTC, Clock, Factory, deliver, embedded_context, rows
 
 READY = dt.datetime(2024, 3, 7, tzinfo=UTC)  # end of DS + the default 24 h look-ahead
 AFTER = dt.datetime(2024, 3, 7, 3, 0, tzinfo=UTC)
@@ -105,13 +102,7 @@ def clock() -> Clock:
 @pytest.fixture
 def ctx(tmp_path: Path, clock: Clock, settings: Settings) -> Iterator[Context]:
     """The embedded context of ``conftest.ctx``, with the CSV bars as market data."""
-    broker = PinnedBroker(tmp_path / "broker.sqlite", clock=clock, market=SyntheticMarketData())
-    context = Context(
-        settings, clock=clock, hot=SqliteHotStore(tmp_path / "hot.sqlite"), bus=LocalBus(project="test"),
-        warehouse=DuckDbWarehouse(":memory:"), broker=broker,
-        market_data=LiveFeed(write_csv(tmp_path / "bars.csv"), clock),
-    )
-    wire_local_bus(context, min_backoff=0)
+    context = embedded_context(tmp_path, clock, settings, LiveFeed(write_csv(tmp_path / "bars.csv"), clock))
     yield context
     context.close()
 

@@ -18,10 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
-from goldthread.adapters.local_bus import LocalBus
-from goldthread.adapters.sqlite_hot_store import SqliteHotStore
-from goldthread.adapters.synthetic_market_data import FileMarketData, SyntheticMarketData
+from goldthread.adapters.synthetic_market_data import FileMarketData
 from goldthread.config import Settings
 from goldthread.errors import NotReadyError
 from goldthread.loops.rejected_signals import _fills_total, fee_per_unit
@@ -30,12 +27,12 @@ from goldthread.models.hot import AssetClass, RunStatus
 from goldthread.models.types import quantize9
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dispatcher import dispatch
-from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
+from goldthread.pipeline.local_runtime import run_loop
 from goldthread.pipeline.runs import list_runs
 from goldthread.writer import REJECTED
 from pydantic import ValidationError
 
-from tests.conftest import DS, UTC, Clock, Factory, PinnedBroker, rows
+from tests.conftest import DS, UTC, Clock, Factory, embedded_context, rows
 
 CREATED = dt.datetime(2024, 3, 5, 10, 0, 30, tzinfo=UTC)  # 30 s into the 10:00 bar: entry is the 10:01 open
 READY_7D = dt.datetime(2024, 3, 13, tzinfo=UTC)  # end of DS + 7 days
@@ -90,12 +87,7 @@ def market(tmp_path: Path) -> FileMarketData:
 @pytest.fixture
 def ctx(tmp_path: Path, clock: Clock, settings: Settings, market: FileMarketData) -> Iterator[Context]:
     """The embedded context of ``conftest.ctx``, with the CSV bars as market data."""
-    broker = PinnedBroker(tmp_path / "broker.sqlite", clock=clock, market=SyntheticMarketData())
-    context = Context(
-        settings, clock=clock, hot=SqliteHotStore(tmp_path / "hot.sqlite"), bus=LocalBus(project="test"),
-        warehouse=DuckDbWarehouse(":memory:"), broker=broker, market_data=market,
-    )
-    wire_local_bus(context, min_backoff=0)
+    context = embedded_context(tmp_path, clock, settings, market)
     yield context
     context.close()
 

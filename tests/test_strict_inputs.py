@@ -32,9 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
-from goldthread.adapters.local_bus import LocalBus
-from goldthread.adapters.sqlite_hot_store import SqliteHotStore
 from goldthread.adapters.synthetic_market_data import FileMarketData, SyntheticMarketData
 from goldthread.analytics.fees import CAT_FEE_ENV, CAT_FEE_PER_SHARE, FeeSchedule, cat_fee_per_share
 from goldthread.config import Settings, load_settings, resolve_git_hash
@@ -48,12 +45,12 @@ from goldthread.models.hot import RunStatus
 from goldthread.models.work_items import Loop, WorkItem
 from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
-from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
+from goldthread.pipeline.local_runtime import run_loop
 from goldthread.ports.market_data import Bars
 from goldthread.writer import REJECTED, SIGNALS
 from pydantic import BaseModel, ValidationError
 
-from tests.conftest import DS, NIGHT_AFTER, UTC, Clock, Factory, PinnedBroker, deliver, rows
+from tests.conftest import DS, NIGHT_AFTER, UTC, Clock, Factory, deliver, embedded_context, rows
 
 OVERFLOW_UP = "9999-12-31T23:00:00-05:00"  # 10000-01-01T04:00Z: astimezone(UTC) overflows
 OVERFLOW_DOWN = "0001-01-01T00:30:00+05:00"  # 0000-12-31T19:30Z: astimezone(UTC) overflows
@@ -245,12 +242,7 @@ def feed() -> RecordingFeed:
 @pytest.fixture
 def ctx_c(tmp_path: Path, clock: Clock, settings: Settings, feed: RecordingFeed) -> Iterator[Context]:
     """The embedded context of ``conftest.ctx`` with a market-data feed that records its requests."""
-    broker = PinnedBroker(tmp_path / "broker.sqlite", clock=clock, market=SyntheticMarketData())
-    context = Context(
-        settings, clock=clock, hot=SqliteHotStore(tmp_path / "hot.sqlite"), bus=LocalBus(project="test"),
-        warehouse=DuckDbWarehouse(":memory:"), broker=broker, market_data=feed,
-    )
-    wire_local_bus(context, min_backoff=0)
+    context = embedded_context(tmp_path, clock, settings, feed)
     yield context
     context.close()
 
@@ -406,12 +398,7 @@ def bars_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ctx_file(tmp_path: Path, clock: Clock, settings: Settings, bars_file: Path) -> Iterator[Context]:
-    broker = PinnedBroker(tmp_path / "broker.sqlite", clock=clock, market=SyntheticMarketData())
-    context = Context(
-        settings, clock=clock, hot=SqliteHotStore(tmp_path / "hot.sqlite"), bus=LocalBus(project="test"),
-        warehouse=DuckDbWarehouse(":memory:"), broker=broker, market_data=FileMarketData(bars_file),
-    )
-    wire_local_bus(context, min_backoff=0)
+    context = embedded_context(tmp_path, clock, settings, FileMarketData(bars_file))
     yield context
     context.close()
 
