@@ -9,8 +9,9 @@ command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq "${need[@]}" >/dev/null
+  # another apt or dpkg (an unattended upgrade, a second install) may hold the lock: wait for it, bounded
+  apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null
 fi
 if ! command -v gcloud >/dev/null 2>&1; then
   echo "warning: gcloud is not installed; emulator tests will fail" >&2
