@@ -37,12 +37,12 @@ from decimal import Decimal
 import numpy as np
 import pyarrow as pa
 
-from goldthread.adapters.synthetic_market_data import _aggregate, concat
 from goldthread.logs import get_logger
 from goldthread.models.types import NINE_PLACES
 from goldthread.models.warehouse import MarketBar, MarketBarsCoverage, row_id_for
 from goldthread.pipeline.context import Context
-from goldthread.ports.market_data import Bars, from_ns, timeframe_ns
+from goldthread.ports.market_data import Bars, concat, from_ns, timeframe_ns
+from goldthread.ports.market_data import aggregate as _aggregate
 
 log = get_logger("bars")
 TIMEFRAME = "1Min"
