@@ -191,7 +191,7 @@ def _bar_keys(symbol: str, timeframe: str, ts: np.ndarray) -> list[str]:
 
 def _bars_table(bars: Bars, timeframe: str, source: str) -> pa.Table:
     """Bars as ``market_bars`` rows (Arrow), prices as exact decimals of their printed value."""
-    from goldthread.adapters.duckdb_warehouse import arrow_schema
+    from goldthread.models.columns import arrow_schema
 
     n = len(bars)
     ts = np.asarray(bars.ts, dtype=np.int64)
