@@ -93,6 +93,7 @@ class DuckDbWarehouse(Warehouse):
 
     name: ClassVar[str] = "duckdb"
     dialect: ClassVar[str] = "duckdb"
+    views_follow_tables: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -108,8 +109,10 @@ class DuckDbWarehouse(Warehouse):
         self._db.execute("SET TimeZone = 'UTC'")
 
     def ensure_tables(self) -> None:
-        """Create every model's table if missing, migrate the ones an earlier release built, and (re)create the
-        BI marts over them.
+        """Create every model's table if missing and migrate the ones an earlier release built.
+
+        The BI marts over them are not this adapter's business (they are ``goldthread.bi``'s, a layer above):
+        the ``Context`` creates them right after this, since ``views_follow_tables`` says they live here.
 
         A warehouse the previous release wrote opens as it is: a column a model added is added (nullable, at
         the end, where the schema generator puts it too), a column a model no longer requires drops its NOT
@@ -125,9 +128,6 @@ class DuckDbWarehouse(Warehouse):
                     self._db.execute(duckdb_ddl(model))
             for step in plan:
                 self._db.execute(step)
-            from goldthread.bi.marts import ensure_marts
-
-            ensure_marts(self)
 
     def stored_columns(self) -> dict[str, dict[str, tuple[str, bool]]]:
         """The stored tables' columns: table -> column -> (DuckDB type, nullable)."""

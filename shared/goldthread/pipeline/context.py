@@ -2,6 +2,12 @@
 
 A Cloud Function builds one ``Context`` per instance (adapters are reused across invocations); the
 local runner and the tests build one with embedded adapters or inject their own.
+
+Layering: the context sits below the loops and the rest of the pipeline, above the ports. It reaches an
+adapter only through ``goldthread.adapters.registry``, which imports the configured one by name when a port
+is first used, so a process imports just the backends it is configured for (a BigQuery function never
+imports DuckDB). It imports ``goldthread.bi.marts`` (the marts' definitions, which need nothing above the
+ports) to create the marts on an embedded warehouse.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from goldthread.adapters.registry import build
+from goldthread.bi.marts import ensure_marts
 from goldthread.config import Settings, load_settings
 from goldthread.ports.broker import Broker
 from goldthread.ports.bus import Bus
@@ -68,10 +75,14 @@ class Context:
 
     @property
     def warehouse(self) -> Warehouse:
-        """The warehouse, its tables created on first use."""
+        """The warehouse, its tables created on first use, and on a warehouse whose views live beside its tables
+        (the embedded DuckDB file) the BI marts too, so they exist wherever the tables do. On BigQuery Terraform
+        declares the views."""
         wh: Warehouse = self._get("warehouse")
         if not self._tables_ready:
             wh.ensure_tables()
+            if getattr(wh, "views_follow_tables", False):
+                ensure_marts(wh)
             self._tables_ready = True
         return wh
 
