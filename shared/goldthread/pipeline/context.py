@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 from goldthread.adapters.registry import build
-from goldthread.bi.marts import ensure_marts
 from goldthread.config import Settings, load_settings
 from goldthread.ports.broker import Broker
 from goldthread.ports.bus import Bus
@@ -82,6 +81,8 @@ class Context:
         if not self._tables_ready:
             wh.ensure_tables()
             if getattr(wh, "views_follow_tables", False):
+                from goldthread.bi.marts import ensure_marts  # only where the marts are made here, not on BigQuery
+
                 ensure_marts(wh)
             self._tables_ready = True
         return wh
