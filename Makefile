@@ -43,11 +43,13 @@ fuzz: $(VENV)/.dev
 test-fast: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -m "not slow and not emulator and not browser"
 
-## lint: ruff, mypy on shared/, generated files fresh, terraform fmt, checkov over terraform/ (offline; the
-## accepted findings and their reasons are in terraform/.checkov.yaml)
+## lint: ruff, mypy on shared/, the import layers (lint-imports, contracts in .importlinter), generated files
+## fresh, terraform fmt, checkov over terraform/ (offline; the accepted findings and their reasons are in
+## terraform/.checkov.yaml)
 lint: $(VENV)/.dev $(CHECKOV_VENV)/.installed
 	$(BIN)/ruff check shared functions tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/goldthread schema check
 	terraform fmt -check -recursive terraform
 	$(CHECKOV_VENV)/bin/checkov --config-file terraform/.checkov.yaml

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from empyrical.stats import drawdown_series
 from goldthread.bi.figures import MIN_PRICED_TRADES, MIN_TRADING_DAYS, RATIOS
+from goldthread.bi.marts import ensure_marts
 from goldthread.models.warehouse import DimStrategy, FactTrade, SnapshotAccount
 from goldthread.ports.warehouse import Warehouse
 
@@ -134,6 +135,7 @@ def test_equity_drawdown_matches_empyrical(tmp_path_factory: pytest.TempPathFact
 
     wh = DuckDbWarehouse(tmp_path_factory.mktemp("eq") / "w.duckdb")
     wh.ensure_tables()
+    ensure_marts(wh)  # what the Context does on an embedded warehouse
     rng = random.Random(5)
     equity = [100_000.0]
     for _ in range(1, 28):

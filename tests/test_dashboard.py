@@ -74,6 +74,7 @@ def warehouse(tmp_path: Path) -> DuckDbWarehouse:
     """DuckDB with the fixed data set of the mart tests, canary rows included."""
     wh = DuckDbWarehouse(tmp_path / "w.duckdb")
     wh.ensure_tables()
+    ensure_marts(wh)  # what the Context does on an embedded warehouse
     load(wh, BASE)
     load(wh, CANARY)
     return wh
@@ -164,6 +165,7 @@ def test_same_page_data_from_either_engine(
         load(wh, CANARY)
         reference = DuckDbWarehouse(":memory:")
         reference.ensure_tables()
+        ensure_marts(reference)
         load(reference, BASE)
         load(reference, CANARY)
 
@@ -216,10 +218,21 @@ def test_cli_dashboard_on_a_fresh_home(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_marts_exist_wherever_the_tables_do(tmp_path: Path) -> None:
+    """The Context makes the marts right after the tables on the embedded warehouse; the adapter alone makes
+    only tables (the marts are goldthread.bi's, a layer above the adapters)."""
+    from goldthread.config import Settings
+    from goldthread.pipeline.context import Context
+
+    def views(w: DuckDbWarehouse) -> set[str]:
+        return {r["view_name"] for r in w.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")}
+
+    bare = DuckDbWarehouse(tmp_path / "bare.duckdb")
+    bare.ensure_tables()
+    assert not set(MART_NAMES) & views(bare), "the adapter knows no mart"
     wh = DuckDbWarehouse(tmp_path / "w.duckdb")
-    wh.ensure_tables()
-    views = {r["view_name"] for r in wh.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")}
-    assert set(MART_NAMES) <= views
+    ctx = Context(Settings(home=tmp_path), warehouse=wh)
+    assert ctx.warehouse is wh
+    assert set(MART_NAMES) <= views(wh)
     assert ensure_marts(wh) == list(MART_NAMES), "re-creating them is harmless"
 
 

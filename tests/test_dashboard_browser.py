@@ -167,12 +167,14 @@ def test_snapshots_without_cash_or_positions_draw_and_say_what_is_unknown(tmp_pa
     """Loop D may store a snapshot knowing only equity: the page still draws and says the positions are unknown."""
     from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
     from goldthread.bi.dashboard import build_dashboard
+    from goldthread.bi.marts import ensure_marts
 
     from tests.test_bi_marts import BASE, load
     from tests.test_dashboard import NOW, snapshots_without_positions
 
     wh = DuckDbWarehouse(tmp_path / "w.duckdb")
     wh.ensure_tables()
+    ensure_marts(wh)  # what the Context does on an embedded warehouse
     load(wh, BASE)
     snapshots_without_positions(wh)
     page = build_dashboard(wh, tmp_path / "d.html", now=NOW)

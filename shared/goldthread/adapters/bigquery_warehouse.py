@@ -52,9 +52,9 @@ from goldthread.errors import (
     TransientError,
     WarehouseWriteError,
 )
+from goldthread.models.columns import bigquery_schema
 from goldthread.models.warehouse import ALL_TABLES, WarehouseRow
 from goldthread.ports.warehouse import InsertResult, Warehouse, safe_identifier
-from goldthread.schema.generate import bigquery_schema
 
 ENDPOINT_ENV = "GOLDTHREAD_BIGQUERY_ENDPOINT"
 DEDUP_SUFFIX = "_dedup"

@@ -19,40 +19,16 @@ import pyarrow as pa
 import sqlglot
 
 from goldthread.errors import ConfigError, PermanentError, StoreUnavailableError, WarehouseWriteError
+from goldthread.models.columns import arrow_schema as arrow_schema
+from goldthread.models.columns import columns_of, duckdb_ddl, rows_to_arrow
 from goldthread.models.warehouse import ALL_TABLES, WarehouseRow
 from goldthread.ports.warehouse import InsertResult, Warehouse, safe_identifier
-from goldthread.schema.generate import columns_of, duckdb_ddl
-
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "int": pa.int64(),
-    "bool": pa.bool_(),
-    "decimal": pa.decimal128(38, 9),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-    "date": pa.date32(),
-}
 
 
 @functools.lru_cache(maxsize=512)
 def to_duckdb_sql(sql: str) -> str:
     """Translate GoogleSQL (``@param``, BigQuery functions) to DuckDB's dialect, once per text."""
     return sqlglot.transpile(sql, read="bigquery", write="duckdb")[0]
-
-
-@functools.lru_cache(maxsize=64)
-def arrow_schema(model: type[WarehouseRow]) -> pa.Schema:
-    """The Arrow schema of a warehouse model (derived from the same column mapping as the DDL)."""
-    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.logical], nullable=not c.required) for c in columns_of(model)])
-
-
-def rows_to_arrow(model: type[WarehouseRow], rows: Sequence[WarehouseRow]) -> pa.Table:
-    """Validated rows to an Arrow table in the model's column order.
-
-    The rows' own field values are read as they are (no model serializer sets a value in Python mode:
-    ``test_rows_to_arrow_matches_model_dump`` checks it per table), which is ~8x cheaper than
-    ``model_dump`` per row.
-    """
-    return pa.Table.from_pylist([r.__dict__ for r in rows], schema=arrow_schema(model))
 
 
 def _connect_waiting(
@@ -117,6 +93,7 @@ class DuckDbWarehouse(Warehouse):
 
     name: ClassVar[str] = "duckdb"
     dialect: ClassVar[str] = "duckdb"
+    views_follow_tables: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -132,8 +109,10 @@ class DuckDbWarehouse(Warehouse):
         self._db.execute("SET TimeZone = 'UTC'")
 
     def ensure_tables(self) -> None:
-        """Create every model's table if missing, migrate the ones an earlier release built, and (re)create the
-        BI marts over them.
+        """Create every model's table if missing and migrate the ones an earlier release built.
+
+        The BI marts over them are not this adapter's business (they are ``goldthread.bi``'s, a layer above):
+        the ``Context`` creates them right after this, since ``views_follow_tables`` says they live here.
 
         A warehouse the previous release wrote opens as it is: a column a model added is added (nullable, at
         the end, where the schema generator puts it too), a column a model no longer requires drops its NOT
@@ -149,9 +128,6 @@ class DuckDbWarehouse(Warehouse):
                     self._db.execute(duckdb_ddl(model))
             for step in plan:
                 self._db.execute(step)
-            from goldthread.bi.marts import ensure_marts
-
-            ensure_marts(self)
 
     def stored_columns(self) -> dict[str, dict[str, tuple[str, bool]]]:
         """The stored tables' columns: table -> column -> (DuckDB type, nullable)."""

@@ -18,7 +18,16 @@ from typing import ClassVar
 import numpy as np
 
 from goldthread.errors import ConfigError
-from goldthread.ports.market_data import Bars, MarketData, normalise_timeframe, timeframe_named, timeframe_ns, to_ns
+from goldthread.ports.market_data import (
+    Bars,
+    MarketData,
+    aggregate,
+    concat,
+    normalise_timeframe,
+    timeframe_named,
+    timeframe_ns,
+    to_ns,
+)
 
 EPOCH = dt.date(2024, 1, 1)
 CRYPTO_UNIVERSE = ("BTC/USD", "ETH/USD", "SOL/USD")
@@ -79,39 +88,6 @@ def _minute_day(symbol: str, day: dt.date) -> Bars:
     return Bars(symbol, ts, np.round(open_, 4), np.round(high, 4), np.round(low, 4), np.round(close, 4), volume)
 
 
-def _aggregate(bars: Bars, timeframe: str) -> Bars:
-    """Aggregate bars into ``timeframe``-long buckets aligned to UTC (the bars' own timeframe: unchanged)."""
-    length = timeframe_ns(timeframe)
-    if len(bars) == 0 or length == bars.length_ns:
-        return Bars(bars.symbol, bars.ts, bars.open, bars.high, bars.low, bars.close, bars.volume, timeframe)
-    bucket = bars.ts // length
-    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
-    ends = np.r_[starts[1:], len(bars)] - 1
-    return Bars(
-        bars.symbol,
-        bucket[starts] * length,
-        bars.open[starts],
-        np.maximum.reduceat(bars.high, starts),
-        np.minimum.reduceat(bars.low, starts),
-        bars.close[ends],
-        np.add.reduceat(bars.volume, starts),
-        timeframe,
-    )
-
-
-def concat(symbol: str, parts: Sequence[Bars], timeframe: str | None = None) -> Bars:
-    """Join bars of consecutive periods, all of one timeframe (``timeframe``, else the first part's)."""
-    tf = timeframe or (parts[0].timeframe if parts else "1Min")
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return Bars.empty(symbol, tf)
-    if any(p.timeframe != tf for p in parts):
-        raise ValueError(f"bars of {symbol} mix timeframes {sorted({p.timeframe for p in parts})}")
-    return Bars.of(symbol, np.concatenate([p.ts for p in parts]),
-                   [np.concatenate([getattr(p, f) for p in parts]) for f in ("open", "high", "low", "close", "volume")],
-                   tf)
-
-
 class SyntheticMarketData(MarketData):
     """Deterministic synthetic bars for any symbol (default market data)."""
 
@@ -131,7 +107,7 @@ class SyntheticMarketData(MarketData):
         days = [start.date() + dt.timedelta(days=i) for i in range((end.date() - start.date()).days + 1)]
         for symbol in symbols:
             minute = concat(symbol, [_minute_day(symbol, d) for d in days])
-            out[symbol] = _aggregate(minute, timeframe).between(start, end)
+            out[symbol] = aggregate(minute, timeframe).between(start, end)
         return out
 
     def price_at(self, symbol: str, moment: dt.datetime) -> float:
@@ -248,7 +224,7 @@ class FileMarketData(MarketData):
             if want <= bars.length_ns:
                 out[s] = own
             elif want % bars.length_ns == 0 and bars.length_ns < _DAY_NS:
-                out[s] = _aggregate(own, timeframe)
+                out[s] = aggregate(own, timeframe)
             else:
                 raise ConfigError(f"bars file {self.path}: {s} holds {bars.timeframe} bars, which do not make "
                                   f"{timeframe} bars")

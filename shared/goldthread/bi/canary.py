@@ -54,6 +54,7 @@ from goldthread.models.warehouse import FactTrade, row_id_for
 from goldthread.models.work_items import Loop, WorkItem
 from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
+from goldthread.ports.bus import InProcessBus
 from goldthread.writer import POSITIONS, STRATEGIES, HotWriter
 
 log = get_logger("canary")
@@ -233,10 +234,8 @@ def _prepare(ctx: Context, writer: HotWriter, now: dt.datetime) -> tuple[BrokerO
 
 def _delivered_count(ctx: Context) -> int | None:
     """Deliveries so far on the trades subscription, when the bus can tell (the local bus can)."""
-    from goldthread.adapters.local_bus import LocalBus
-
     bus = ctx.bus
-    if not isinstance(bus, LocalBus):
+    if not isinstance(bus, InProcessBus):
         return None
     try:
         return bus.subscription(ctx.settings.subscription(Loop.TRADES)).delivered
@@ -248,14 +247,12 @@ def _wait_for_outcome(
     ctx: Context, run_id: str, item_id: str, timeout: float, clock: Callable[[], float],
     sleep: Callable[[float], None],
 ) -> str | None:
-    from goldthread.adapters.local_bus import LocalBus
-
-    if isinstance(ctx.bus, LocalBus):
+    if isinstance(ctx.bus, InProcessBus):
         ctx.bus.run_until_idle(max_seconds=timeout)
     deadline = clock() + timeout
     while True:
         outcome = ctx.hot.item_outcomes(run_id).get(item_id)
-        if outcome is not None or clock() >= deadline or isinstance(ctx.bus, LocalBus):
+        if outcome is not None or clock() >= deadline or isinstance(ctx.bus, InProcessBus):
             return outcome
         sleep(0.25)
 

@@ -94,8 +94,8 @@ def _read_columns(mart: str) -> dict[str, set[str]]:
     """Table -> the columns of it the mart names (what BigQuery would read)."""
     import sqlglot
 
+    from goldthread.models.columns import bigquery_schema
     from goldthread.models.warehouse import TABLES_BY_NAME
-    from goldthread.schema.generate import bigquery_schema
 
     tree = sqlglot.parse_one(MARTS[mart], read="bigquery")
     named = {c.name for c in tree.find_all(sqlglot.exp.Column)}
@@ -116,8 +116,8 @@ class ScanEstimate:
 
 def scan_estimates() -> list[ScanEstimate]:
     """One estimate per mart, from ``YEAR_ROWS`` and the columns its SQL names."""
+    from goldthread.models.columns import bigquery_schema
     from goldthread.models.warehouse import TABLES_BY_NAME
-    from goldthread.schema.generate import bigquery_schema
 
     out = []
     for mart in MART_NAMES:

@@ -107,7 +107,8 @@ class ViewCreator(Protocol):
 def ensure_marts(warehouse: Warehouse | Any, names: tuple[str, ...] = MART_NAMES) -> list[str]:
     """Create or replace every mart view in ``warehouse``; returns the names created.
 
-    Called by ``DuckDbWarehouse.ensure_tables`` (so embedded marts live and die with the tables), by the
+    Called by the ``Context`` right after it ensures the tables of a warehouse whose views live beside them
+    (``views_follow_tables``: the embedded DuckDB file, so its marts exist wherever its tables do), by the
     ``dashboard`` command, and by tests on the BigQuery emulator. In production Terraform declares them.
     """
     create = getattr(warehouse, "create_view", None)

@@ -37,12 +37,12 @@ from decimal import Decimal
 import numpy as np
 import pyarrow as pa
 
-from goldthread.adapters.synthetic_market_data import _aggregate, concat
 from goldthread.logs import get_logger
 from goldthread.models.types import NINE_PLACES
 from goldthread.models.warehouse import MarketBar, MarketBarsCoverage, row_id_for
 from goldthread.pipeline.context import Context
-from goldthread.ports.market_data import Bars, from_ns, timeframe_ns
+from goldthread.ports.market_data import Bars, concat, from_ns, timeframe_ns
+from goldthread.ports.market_data import aggregate as _aggregate
 
 log = get_logger("bars")
 TIMEFRAME = "1Min"
@@ -191,7 +191,7 @@ def _bar_keys(symbol: str, timeframe: str, ts: np.ndarray) -> list[str]:
 
 def _bars_table(bars: Bars, timeframe: str, source: str) -> pa.Table:
     """Bars as ``market_bars`` rows (Arrow), prices as exact decimals of their printed value."""
-    from goldthread.adapters.duckdb_warehouse import arrow_schema
+    from goldthread.models.columns import arrow_schema
 
     n = len(bars)
     ts = np.asarray(bars.ts, dtype=np.int64)

@@ -23,8 +23,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic.json_schema import JsonDict
 
 from goldthread.models.hot import AssetClass, Side
+from goldthread.models.timeframes import timeframe_ns
 from goldthread.models.types import Identifier, JsonText, Money, Quantity, Symbol, Text, UtcDatetime, Version
-from goldthread.ports.market_data import timeframe_ns
 
 
 def _timeframe(value: str) -> str:

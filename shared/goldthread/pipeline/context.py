@@ -2,6 +2,12 @@
 
 A Cloud Function builds one ``Context`` per instance (adapters are reused across invocations); the
 local runner and the tests build one with embedded adapters or inject their own.
+
+Layering: the context sits below the loops and the rest of the pipeline, above the ports. It reaches an
+adapter only through ``goldthread.adapters.registry``, which imports the configured one by name when a port
+is first used, so a process imports just the backends it is configured for (a BigQuery function never
+imports DuckDB). It imports ``goldthread.bi.marts`` (the marts' definitions, which need nothing above the
+ports) to create the marts on an embedded warehouse.
 """
 
 from __future__ import annotations
@@ -68,10 +74,16 @@ class Context:
 
     @property
     def warehouse(self) -> Warehouse:
-        """The warehouse, its tables created on first use."""
+        """The warehouse, its tables created on first use, and on a warehouse whose views live beside its tables
+        (the embedded DuckDB file) the BI marts too, so they exist wherever the tables do. On BigQuery Terraform
+        declares the views."""
         wh: Warehouse = self._get("warehouse")
         if not self._tables_ready:
             wh.ensure_tables()
+            if getattr(wh, "views_follow_tables", False):
+                from goldthread.bi.marts import ensure_marts  # only where the marts are made here, not on BigQuery
+
+                ensure_marts(wh)
             self._tables_ready = True
         return wh
 

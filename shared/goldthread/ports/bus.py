@@ -14,7 +14,7 @@ import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from cloudevents.http import CloudEvent
 
@@ -51,6 +51,29 @@ class Bus(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release connections."""
+
+
+class DeliveryCount(Protocol):
+    """What an in-process subscription tells about itself: how many messages it has delivered."""
+
+    delivered: int
+
+
+@runtime_checkable
+class InProcessBus(Protocol):
+    """A bus whose subscribers run in this process (the local bus), checked by shape, not by class.
+
+    A caller drains it (``run_until_idle``) instead of waiting for another process to deliver, and can count
+    a subscription's deliveries. Code above the adapters (the canary) asks this instead of importing the
+    concrete local bus, so the Pub/Sub stack never loads it."""
+
+    def run_until_idle(self, max_seconds: float | None = None) -> int:
+        """Deliver until nothing is pending or ``max_seconds`` pass; returns the deliveries made."""
+        ...
+
+    def subscription(self, name: str) -> DeliveryCount:
+        """The subscription called ``name`` (``KeyError`` if there is none)."""
+        ...
 
 
 def event_from_message(message: BusMessage, project: str, subscription: str) -> CloudEvent:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,41 +10,10 @@ from typing import ClassVar
 
 import numpy as np
 
-_MINUTE_NS = 60 * 1_000_000_000
-_UNIT_NS = {"Min": _MINUTE_NS, "Hour": 60 * _MINUTE_NS, "Day": 1440 * _MINUTE_NS, "Week": 7 * 1440 * _MINUTE_NS}
-_UNIT_MAX = {"Min": 59, "Hour": 23, "Day": 1, "Week": 1}
-_TIMEFRAME = re.compile(r"^([1-9][0-9]?)(Min|Hour|Day|Week)$")
-_ALIASES = {"min": "Min", "minute": "Min", "t": "Min", "h": "Hour", "hour": "Hour", "d": "Day",
-            "day": "Day", "w": "Week", "week": "Week"}
-
-
-def timeframe_ns(timeframe: str) -> int:
-    """The length of one bar of ``timeframe`` in ns: ``{n}Min`` (n < 60), ``{n}Hour`` (n < 24), ``1Day``,
-    ``1Week``, Alpaca's notation. Anything else (a month has no fixed length) is a ``ValueError``."""
-    match = _TIMEFRAME.match(timeframe) if isinstance(timeframe, str) else None
-    if match is None or int(match[1]) > _UNIT_MAX[match[2]]:
-        raise ValueError(f"timeframe {timeframe!r} is not one of nMin (n<60), nHour (n<24), 1Day, 1Week")
-    return int(match[1]) * _UNIT_NS[match[2]]
-
-
-def normalise_timeframe(text: str) -> str:
-    """A timeframe as written in a file (``1min``, ``1H``, ``60 minutes``, ``1Day``) in Alpaca's notation
-    (``60 minutes`` is ``1Hour``), or ``ValueError`` naming it when no timeframe has that length."""
-    match = re.fullmatch(r"\s*([0-9]{1,4})\s*([A-Za-z]+)\s*", str(text))
-    unit = _ALIASES.get(match[2].lower().rstrip("s"), "") if match else ""
-    name = timeframe_named(int(match[1]) * _UNIT_NS[unit]) if match and unit else None
-    if name is None:
-        raise ValueError(f"timeframe {text!r} is not one of nMin (n<60), nHour (n<24), 1Day, 1Week")
-    return name
-
-
-def timeframe_named(length_ns: int) -> str | None:
-    """The timeframe whose bars are ``length_ns`` long (60 minutes is ``1Hour``), or None if there is none."""
-    for unit in ("Week", "Day", "Hour", "Min"):
-        n, rest = divmod(length_ns, _UNIT_NS[unit])
-        if not rest and 1 <= n <= _UNIT_MAX[unit]:
-            return f"{n}{unit}"
-    return None
+# The timeframe helpers live with the models (the warehouse models validate with them); re-exported here.
+from goldthread.models.timeframes import normalise_timeframe as normalise_timeframe
+from goldthread.models.timeframes import timeframe_named as timeframe_named
+from goldthread.models.timeframes import timeframe_ns as timeframe_ns
 
 
 @dataclass(frozen=True)
@@ -103,6 +71,42 @@ def to_ns(moment: dt.datetime) -> int:
 def from_ns(ns: int) -> dt.datetime:
     """int64 nanoseconds since the epoch to an aware UTC datetime."""
     return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).replace(microsecond=(int(ns) // 1000) % 1_000_000)
+
+
+def aggregate(bars: Bars, timeframe: str) -> Bars:
+    """Aggregate bars into ``timeframe``-long buckets aligned to UTC (the bars' own timeframe: unchanged).
+
+    Pure maths on ``Bars``: a source coarsens what it serves with it, and Loops B and C join cached days of
+    different timeframes with it, so it lives beside ``Bars`` rather than in an adapter."""
+    length = timeframe_ns(timeframe)
+    if len(bars) == 0 or length == bars.length_ns:
+        return Bars(bars.symbol, bars.ts, bars.open, bars.high, bars.low, bars.close, bars.volume, timeframe)
+    bucket = bars.ts // length
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    ends = np.r_[starts[1:], len(bars)] - 1
+    return Bars(
+        bars.symbol,
+        bucket[starts] * length,
+        bars.open[starts],
+        np.maximum.reduceat(bars.high, starts),
+        np.minimum.reduceat(bars.low, starts),
+        bars.close[ends],
+        np.add.reduceat(bars.volume, starts),
+        timeframe,
+    )
+
+
+def concat(symbol: str, parts: Sequence[Bars], timeframe: str | None = None) -> Bars:
+    """Join bars of consecutive periods, all of one timeframe (``timeframe``, else the first part's)."""
+    tf = timeframe or (parts[0].timeframe if parts else "1Min")
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return Bars.empty(symbol, tf)
+    if any(p.timeframe != tf for p in parts):
+        raise ValueError(f"bars of {symbol} mix timeframes {sorted({p.timeframe for p in parts})}")
+    return Bars.of(symbol, np.concatenate([p.ts for p in parts]),
+                   [np.concatenate([getattr(p, f) for p in parts]) for f in ("open", "high", "low", "close", "volume")],
+                   tf)
 
 
 class MarketData(ABC):

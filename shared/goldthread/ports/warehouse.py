@@ -47,10 +47,14 @@ class Warehouse(ABC):
     key_check_is_billed: ClassVar[bool] = False
     """True where finding which keys a table holds costs a billed query (BigQuery: one per call, at the
     10 MB minimum). A caller that can prove its keys were never written before passes ``keys_are_new``."""
+    views_follow_tables: ClassVar[bool] = False
+    """True where the BI views live beside the tables and are made whenever the tables are (the embedded DuckDB
+    file: the ``Context`` creates the marts right after ``ensure_tables``); False where Terraform declares them
+    (BigQuery). The adapter itself never knows the marts: they belong to ``goldthread.bi``, above it."""
 
     @abstractmethod
     def ensure_tables(self) -> None:
-        """Create every table (and view) the models declare, if missing."""
+        """Create every table the models declare (and any view derived from one table alone), if missing."""
 
     @abstractmethod
     def insert_rows(
