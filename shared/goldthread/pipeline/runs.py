@@ -196,14 +196,18 @@ def fail_run(ctx: Context, run_id: str, error: str, published: int | None = None
 def record_outcomes(ctx: Context, run_id: str, outcomes: Mapping[str, str]) -> dict[str, int]:
     """Count each item's outcome once in its run, then finish the run if it is complete.
 
-    Progress is a heartbeat: the run's ``heartbeat_at`` moves (at most once a minute or so) and, while its
-    dispatch is still publishing, its lease is renewed.
+    An item counted in a STALLED or FAILED run was published, so ``published`` never stays below the
+    outcomes. Progress is a heartbeat: the run's ``heartbeat_at`` moves (at most once a minute or so)
+    and, while its dispatch is still publishing, its lease is renewed.
     """
     if not outcomes or ctx.hot.get(JOBS, run_id) is None:
         return {}
     added = ctx.hot.record_outcomes(run_id, outcomes)
     if any(added.values()):
         run = maybe_finish(ctx, run_id)
+        if run and run.status in (RunStatus.STALLED, RunStatus.FAILED) and run.processed > run.published:
+            # a late delivery (Pub/Sub redelivering a dead dispatcher's last batch) proves it was published
+            ctx.hot.update(JOBS, run_id, {"published": run.processed})
         now = ctx.now()
         every = min(ctx.settings.run_timeout / 10, ctx.settings.lease_timeout / 5)
         if run and run.status is RunStatus.RUNNING and now - run.heartbeat_at > every:
