@@ -4,7 +4,8 @@ RUNNING from the dispatch until every published item has an outcome; then SUCCEE
 duplicates) or PARTIAL (some dead-lettered); FAILED when the dispatcher itself fails (finding the
 records, reaching the bus or the broker), with the items it did publish still counted; STALLED when a
 RUNNING run makes no progress for ``run_timeout``, marked by the next dispatch. Two dispatches of the
-same loop and day cannot overlap (``ConcurrentRunError``) until the holder finishes or its lease expires.
+same loop and day cannot overlap (``ConcurrentRunError``) until the holder finishes, its heartbeat is older
+than ``lease_timeout`` or its process is gone (``tests/test_run_ledger.py``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def test_running_until_every_item_has_an_outcome_then_succeeded(ctx: Context, ma
     assert run.started_at == run.dispatched_at == NIGHT_AFTER
     assert run.run_id.startswith("trades-20240305-") and run.loop == "trades" and run.ds == DS
     assert run.git_hash == ctx.settings.git_hash
-    assert run.details == {"strategy_versions": 1, "invalid_strategy_docs": 0}
+    assert run.details == {"due": 2, "strategy_versions": 1, "invalid_strategy_docs": 0}
     assert not run.reconciled
     clock.advance(dt.timedelta(minutes=3))
     deliver(ctx)
@@ -197,13 +198,16 @@ def test_a_concurrent_dispatch_of_the_same_loop_and_day_stands_down(
     assert [r.run_id for r in runs.list_runs(ctx, "trades")] == [run.run_id]  # the refused one left no record
 
 
-def test_a_crashed_dispatchers_lease_blocks_until_it_expires(ctx: Context, clock: Clock) -> None:
+def test_a_crashed_dispatchers_lease_blocks_until_its_heartbeat_is_too_old(ctx: Context, clock: Clock) -> None:
+    """A holder whose process cannot be judged (no host recorded: another machine, a Cloud Function) keeps
+    the lease for ``lease_timeout`` (300 s, not the hour of ``run_timeout``) after its last heartbeat."""
     lease = f"dispatch:trades:{DS.isoformat()}"
-    assert ctx.hot.acquire_lease(lease, "trades-20240305-crashed", clock(), ctx.settings.run_timeout) is None
+    assert ctx.settings.lease_timeout == dt.timedelta(seconds=300)
+    assert ctx.hot.acquire_lease(lease, "trades-20240305-crashed", clock(), ctx.settings.lease_timeout) is None
     with pytest.raises(ConcurrentRunError, match="trades-20240305-crashed"):
         dispatch(ctx, "trades", DS)
     dispatch(ctx, "trades", DS + dt.timedelta(days=1))  # another day is free
-    clock.advance(ctx.settings.run_timeout + dt.timedelta(seconds=1))
+    clock.advance(ctx.settings.lease_timeout + dt.timedelta(seconds=1))
     assert dispatch(ctx, "trades", DS).status is RunStatus.SUCCEEDED
 
 

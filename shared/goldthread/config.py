@@ -65,6 +65,10 @@ class Settings:
     """The local bus's first redelivery delay after a transient failure (Pub/Sub retry policy minimum)."""
     retry_max_backoff: dt.timedelta = dt.timedelta(seconds=600)
     """Its longest redelivery delay (Pub/Sub retry policy maximum); Terraform sets the same on subscriptions."""
+    lease_timeout: dt.timedelta = dt.timedelta(seconds=300)
+    """How long a dispatch lease lives without a heartbeat before another dispatch of the same job and day
+    takes it over (``GOLDTHREAD_LEASE_TIMEOUT_SECONDS``); a local holder whose process is gone is taken over
+    at once."""
 
     def topic(self, loop: Loop | str) -> str:
         """Topic carrying the work items of ``loop``."""
@@ -191,4 +195,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_max_backoff=dt.timedelta(seconds=max_backoff),
         fill_time_tolerance=dt.timedelta(seconds=fill_tolerance),
         price_tolerance_bps=price_tolerance,
+        lease_timeout=_lease_timeout(env),
     )
+
+
+def _lease_timeout(env: Mapping[str, str]) -> dt.timedelta:
+    """``GOLDTHREAD_LEASE_TIMEOUT_SECONDS`` (default 300): seconds between 10 and 86400."""
+    text = _env(env, "LEASE_TIMEOUT_SECONDS", "300")
+    try:
+        seconds = float(text)
+    except ValueError as exc:
+        raise ConfigError(f"GOLDTHREAD_LEASE_TIMEOUT_SECONDS {text!r} is not a number") from exc
+    if not 10 <= seconds <= 86400:  # NaN fails too
+        raise ConfigError("GOLDTHREAD_LEASE_TIMEOUT_SECONDS must be between 10 and 86400")
+    return dt.timedelta(seconds=seconds)

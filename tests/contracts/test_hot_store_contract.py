@@ -225,3 +225,39 @@ def test_lease_is_exclusive_until_expiry_and_released(hot_store: HotStore) -> No
     assert hot_store.acquire_lease("trades:2024-03-01", "h1", T0 + dt.timedelta(minutes=13), ttl) == "h2"
     hot_store.release_lease("trades:2024-03-01", "h2")
     assert hot_store.acquire_lease("trades:2024-03-01", "h1", T0 + dt.timedelta(minutes=13), ttl) is None
+
+
+def test_lease_heartbeat_extends_it_and_keeps_the_holders_process(hot_store: HotStore) -> None:
+    ttl = dt.timedelta(minutes=5)
+    name = "dispatch:trades:2024-03-02"
+    assert hot_store.read_lease(name) is None
+    assert hot_store.acquire_lease(name, "run-a", T0, ttl, host="box-1", pid=4242) is None
+    lease = hot_store.read_lease(name)
+    assert lease is not None
+    assert (lease.holder, lease.host, lease.pid) == ("run-a", "box-1", 4242)
+    assert as_datetime(lease.expires_at) == T0 + ttl and as_datetime(lease.heartbeat_at) == T0
+    beat = T0 + dt.timedelta(minutes=4)
+    assert hot_store.renew_lease(name, "run-a", beat, ttl) is True
+    renewed = hot_store.read_lease(name)
+    assert renewed is not None and (renewed.host, renewed.pid) == ("box-1", 4242)
+    assert as_datetime(renewed.heartbeat_at) == beat and as_datetime(renewed.expires_at) == beat + ttl
+    # 8 minutes after the start the first expiry has passed, but the heartbeat kept it until minute 9
+    assert hot_store.acquire_lease(name, "run-b", T0 + dt.timedelta(minutes=8), ttl) == "run-a"
+    assert hot_store.renew_lease(name, "run-b", T0 + dt.timedelta(minutes=8), ttl) is False  # not the holder
+    assert hot_store.acquire_lease(name, "run-b", T0 + dt.timedelta(minutes=9, seconds=1), ttl) is None
+    assert hot_store.renew_lease(name, "run-a", T0 + dt.timedelta(minutes=10), ttl) is False  # taken over
+    assert hot_store.read_lease(name).holder == "run-b"  # type: ignore[union-attr]
+
+
+def test_lease_take_over_is_a_compare_and_swap_on_the_dead_holder(hot_store: HotStore) -> None:
+    ttl = dt.timedelta(minutes=5)
+    name = "dispatch:accounts:2024-03-02"
+    assert hot_store.acquire_lease(name, "run-dead", T0, ttl, host="box-1", pid=1) is None
+    # a successor that found run-dead's process gone takes the live lease at once
+    assert hot_store.acquire_lease(name, "run-b", T0, ttl, host="box-1", pid=2, take_over="run-dead") is None
+    # a second successor that also saw run-dead is refused: run-b holds it now
+    assert hot_store.acquire_lease(name, "run-c", T0, ttl, host="box-1", pid=3, take_over="run-dead") == "run-b"
+    lease = hot_store.read_lease(name)
+    assert lease is not None and (lease.holder, lease.pid) == ("run-b", 2)
+    hot_store.release_lease(name, "run-b")
+    assert hot_store.read_lease(name) is None

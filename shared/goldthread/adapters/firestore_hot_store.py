@@ -35,7 +35,7 @@ from typing import Any, ClassVar, TypeVar
 
 from goldthread.adapters.google_errors import translate, translated
 from goldthread.errors import ConfigError, GoldthreadError, PermanentError, StoreUnavailableError
-from goldthread.ports.hot_store import HotStore, Where, check_not_in
+from goldthread.ports.hot_store import HotStore, Lease, Where, check_not_in
 
 T = TypeVar("T")
 
@@ -448,8 +448,19 @@ class FirestoreHotStore(HotStore):
         with vendor_errors("item_outcomes"):
             return {snap.id: str((snap.to_dict() or {}).get("outcome")) for snap in items.stream(**self._rt)}
 
-    def acquire_lease(self, name: str, holder: str, now: dt.datetime, ttl: dt.timedelta) -> str | None:
-        """Take ``leases/{name}`` for ``holder`` in a transaction unless another live holder has it."""
+    def acquire_lease(
+        self,
+        name: str,
+        holder: str,
+        now: dt.datetime,
+        ttl: dt.timedelta,
+        *,
+        host: str = "",
+        pid: int = 0,
+        take_over: str | None = None,
+    ) -> str | None:
+        """Take ``leases/{name}`` for ``holder`` in a transaction unless another live holder has it (see the
+        port: an expired lease, or one held by ``take_over``, is taken)."""
         ref = self._ref(LEASES_COLLECTION, name)
         now_utc = to_firestore(now)
 
@@ -458,12 +469,40 @@ class FirestoreHotStore(HotStore):
             if snap.exists:
                 data = from_firestore(snap.to_dict() or {})
                 expires = data.get("expires_at")
-                if data.get("holder") != holder and isinstance(expires, dt.datetime) and expires > now_utc:
+                if data.get("holder") not in (holder, take_over) and isinstance(expires, dt.datetime) \
+                        and expires > now_utc:
                     return str(data.get("holder"))
-            tx.set(ref, {"holder": holder, "acquired_at": now_utc, "expires_at": now_utc + ttl})
+            tx.set(ref, {"holder": holder, "acquired_at": now_utc, "heartbeat_at": now_utc,
+                         "expires_at": now_utc + ttl, "host": host, "pid": int(pid)})
             return None
 
         return self._transactional(_acquire, "acquire_lease")
+
+    def renew_lease(self, name: str, holder: str, now: dt.datetime, ttl: dt.timedelta) -> bool:
+        """Move ``leases/{name}``'s heartbeat and expiry in a transaction if ``holder`` still holds it."""
+        ref = self._ref(LEASES_COLLECTION, name)
+        now_utc = to_firestore(now)
+
+        def _renew(tx: Any) -> bool:
+            snap = next(iter(self._client.get_all([ref], transaction=tx, **self._rt)))
+            if not snap.exists or (snap.to_dict() or {}).get("holder") != holder:
+                return False
+            tx.update(ref, {"heartbeat_at": now_utc, "expires_at": now_utc + ttl})
+            return True
+
+        return self._transactional(_renew, "renew_lease")
+
+    def read_lease(self, name: str) -> Lease | None:
+        """``leases/{name}`` as a ``Lease``, or None."""
+        data = self.get(LEASES_COLLECTION, name)
+        if data is None or not isinstance(data.get("expires_at"), dt.datetime):
+            return None
+        heartbeat = data.get("heartbeat_at")
+        return Lease(
+            name=name, holder=str(data.get("holder", "")), expires_at=data["expires_at"],
+            heartbeat_at=heartbeat if isinstance(heartbeat, dt.datetime) else None,
+            host=str(data.get("host") or ""), pid=int(data.get("pid") or 0),
+        )
 
     def release_lease(self, name: str, holder: str) -> None:
         """Delete ``leases/{name}`` in a transaction if ``holder`` still holds it."""

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from goldthread.adapters.jsonish import dumps, encode_value, loads
 from goldthread.errors import StoreUnavailableError
-from goldthread.ports.hot_store import HotStore, Where, check_not_in
+from goldthread.ports.hot_store import HotStore, Lease, Where, check_not_in
 
 _OPS = {"==": "=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _OUTCOMES = ("loaded", "duplicates", "dead_lettered")
@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS leases (
     expires_at TEXT NOT NULL
 );
 """
+_LEASE_COLUMNS = {"heartbeat_at": "TEXT", "host": "TEXT NOT NULL DEFAULT ''", "pid": "INTEGER NOT NULL DEFAULT 0"}
+"""Lease columns added after the first release: a file created before them gains them when opened."""
 
 
 def _not_in(field: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
@@ -88,8 +90,19 @@ class SqliteHotStore(HotStore):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._add_lease_columns()
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"cannot open hot store {path}: {exc}") from exc
+
+    def _add_lease_columns(self) -> None:
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(leases)").fetchall()}
+        for column, kind in _LEASE_COLUMNS.items():
+            if column not in have:
+                try:
+                    self._db.execute(f"ALTER TABLE leases ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                    if "duplicate column" not in str(exc):
+                        raise
 
     # -- helpers ---------------------------------------------------------------------------------
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -288,17 +301,47 @@ class SqliteHotStore(HotStore):
         """Every item outcome of a run."""
         return dict(self._run("SELECT item_id, outcome FROM run_items WHERE run_id=?", (run_id,)))  # type: ignore[arg-type]
 
-    def acquire_lease(self, name: str, holder: str, now: dt.datetime, ttl: dt.timedelta) -> str | None:
-        """Take the lease unless a live holder keeps it; returns that holder, or None on success."""
+    def acquire_lease(
+        self,
+        name: str,
+        holder: str,
+        now: dt.datetime,
+        ttl: dt.timedelta,
+        *,
+        host: str = "",
+        pid: int = 0,
+        take_over: str | None = None,
+    ) -> str | None:
+        """Take the lease unless a live holder keeps it (see the port); returns that holder, or None."""
         with self._transaction() as db:
             row = db.execute("SELECT holder, expires_at FROM leases WHERE name=?", (name,)).fetchone()
-            if row and row[0] != holder and row[1] > encode_value(now):
+            if row and row[0] not in (holder, take_over) and row[1] > encode_value(now):
                 return str(row[0])
             db.execute(
-                "INSERT OR REPLACE INTO leases (name, holder, expires_at) VALUES (?,?,?)",
-                (name, holder, encode_value(now + ttl)),
+                "INSERT OR REPLACE INTO leases (name, holder, expires_at, heartbeat_at, host, pid) "
+                "VALUES (?,?,?,?,?,?)",
+                (name, holder, encode_value(now + ttl), encode_value(now), host, int(pid)),
             )
         return None
+
+    def renew_lease(self, name: str, holder: str, now: dt.datetime, ttl: dt.timedelta) -> bool:
+        """Extend the lease if ``holder`` still holds it."""
+        return bool(self._run(
+            "UPDATE leases SET expires_at=?, heartbeat_at=? WHERE name=? AND holder=? RETURNING name",
+            (encode_value(now + ttl), encode_value(now), name, holder),
+        ))
+
+    def read_lease(self, name: str) -> Lease | None:
+        """The stored lease, or None."""
+        rows = self._run("SELECT holder, expires_at, heartbeat_at, host, pid FROM leases WHERE name=?", (name,))
+        if not rows:
+            return None
+        holder, expires, heartbeat, host, pid = rows[0]
+        return Lease(
+            name=name, holder=str(holder), expires_at=dt.datetime.fromisoformat(expires),
+            heartbeat_at=dt.datetime.fromisoformat(heartbeat) if heartbeat else None,
+            host=host or "", pid=int(pid or 0),
+        )
 
     def release_lease(self, name: str, holder: str) -> None:
         """Give the lease back if still held by ``holder``."""

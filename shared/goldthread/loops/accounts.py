@@ -79,6 +79,10 @@ class AccountsLoop(LoopSpec):
     collection: ClassVar[str | None] = None
     row_model = SnapshotAccount
 
+    def row_key(self, item: WorkItem) -> str:
+        """A snapshot's key is its account and day."""
+        return row_id_for("snapshot_accounts", item.doc_id, item.ds.isoformat())
+
     def check_ready(self, ctx: Context, ds: dt.date) -> None:
         """Refuse a day that has not begun (UTC): a snapshot records a moment that has happened."""
         today = ctx.now().date()

@@ -92,6 +92,13 @@ class LoopSpec(ABC):
         """Work done once per run before publishing (syncing a dimension, prefetching bars)."""
         return {}
 
+    def row_key(self, item: WorkItem) -> str:
+        """The ``row_id`` this loop writes for ``item`` (its record's key in ``row_model``'s table), so a
+        redelivery or a forwarded letter can ask the warehouse whether the record is archived already."""
+        from goldthread.models.warehouse import row_id_for
+
+        return row_id_for(self.row_model.__table__, item.doc_id)
+
     @abstractmethod
     def find(self, ctx: Context, ds: dt.date) -> list[str]:
         """Ids of the records to archive for ``ds``, each published as one work item."""

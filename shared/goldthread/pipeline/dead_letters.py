@@ -8,7 +8,8 @@ Two ways into the dead letters, one record:
   the hot record and counts the item ``dead_lettered`` in its run; the message is then acknowledged.
 * a *transient* failure that outlived ``max_delivery_attempts`` is forwarded by the bus itself (Pub/Sub's
   dead-letter policy) and reaches ``dead_letter_sink``, which records it the same way (reason
-  ``MAX_ATTEMPTS``).
+  ``MAX_ATTEMPTS``), unless the item's record is archived already (a message forwarded after a slow ack):
+  that is counted as the duplicate it is, not left as an open letter.
 
 Every step is idempotent (the ``dead_letters`` key is derived from the run and item), so redelivery at
 any point writes nothing twice.
@@ -163,10 +164,22 @@ def route_permanent_many(
 def handle_dead_letter(ctx: Context, message: BusMessage) -> None:
     """The dead-letter topic's subscriber: record what the bus dead-lettered after max attempts.
 
-    Messages routed by a subscriber (they carry ``goldthread_reason_code``) were recorded already.
+    Messages routed by a subscriber (they carry ``goldthread_reason_code``) were recorded already. An item
+    whose record is archived (by any run: its hot record's mark, or its row in the warehouse) is no letter:
+    Pub/Sub forwards a message whose ack came too late, or several times, after it was loaded. It is
+    counted once in its run (``loaded`` if that run wrote the row, else ``duplicates``) and nothing is
+    dead-lettered.
     """
     if REASON_ATTRIBUTE in message.attributes:
         return
+    item = _safe_item(message)
+    if item is not None:
+        archived = runs.archived_outcomes(ctx, [item])
+        if item.item_id in archived:
+            runs.record_outcomes(ctx, item.run_id, archived)
+            log.info("forwarded item of an archived record is no dead letter (%s)", archived[item.item_id],
+                     extra={"run_id": item.run_id, "loop": item.loop.value, "doc_id": item.doc_id})
+            return
     attempts = message.attributes.get(_PUBSUB_DLQ_COUNT, "?")
     source = message.attributes.get("CloudPubSubDeadLetterSourceSubscription", "")
     text = f"delivery failed {attempts} times with transient errors (subscription {source}); see logs"

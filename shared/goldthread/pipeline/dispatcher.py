@@ -2,9 +2,12 @@
 
 Triggered by the scheduler (or ``goldthread run``). It takes the (loop, day) lease so two dispatches
 cannot run at once, records the run as RUNNING in ``job_metadata``, lets the loop prepare (sync the
-strategy dimension, prefetch bars), publishes the items in batches, then records how many it
-published. If it dies half-way, the run is marked STALLED later; the records it did not publish are
-still unarchived, so the next dispatch publishes them, and any it did publish twice are stored once.
+strategy dimension, prefetch bars), publishes the items in batches, recording after each batch the bus
+accepted how many items are out (its heartbeat: the lease is renewed too), then records the dispatch
+complete. If it dies half-way, its run shows what it published; the next dispatch takes the lease over
+(at once on the same host, else after ``GOLDTHREAD_LEASE_TIMEOUT_SECONDS`` without a heartbeat), marks it
+STALLED and publishes the records it left: they are still unarchived, and any published twice are stored
+once.
 A record whose document id cannot be a work item (``Identifier``: letters, digits, ``_.:-``, at most 128)
 is dead-lettered by the dispatcher itself with the reason, instead of failing the run and with it every
 other record of the loop, day after day.
@@ -48,7 +51,9 @@ def dispatch(
     published = 0
     try:
         doc_ids = spec.find(ctx, ds)
+        runs.record_published(ctx, run.run_id, 0, due=len(doc_ids))
         details = spec.prepare(ctx, ds, doc_ids)
+        runs.record_published(ctx, run.run_id, 0)
         topic = ctx.settings.topic(spec.loop)
         encode = WorkItem.encoder(run.run_id, spec.loop, ds, ctx.now())
         for start in range(0, len(doc_ids), PUBLISH_BATCH):
@@ -62,6 +67,7 @@ def dispatch(
             if messages:
                 ctx.bus.publish_batch(topic, messages)
             published += len(messages)
+            runs.record_published(ctx, run.run_id, published)
             if progress:
                 progress(start + len(chunk), len(doc_ids))
         runs.finish_dispatch(ctx, run.run_id, published, details)

@@ -7,7 +7,9 @@ For a batch of messages (one in a Cloud Function, many on the local path) it:
    permanent failures go to the dead letters, a transient one nacks the items it concerns for retry. An
    item whose build alone raises an arithmetic or value error (an overflow computed from its own values)
    is permanent too: dead-lettered VALIDATION with the reason at once, never retried to ``MAX_ATTEMPTS``;
-   any other unexpected exception (a bug) is retried for that item alone;
+   any other unexpected exception (a bug) is retried for that item alone. An item whose hot document
+   is gone (``NOT_FOUND``) while the warehouse holds its row (``LoopSpec.row_key``) is no letter: a
+   redelivery of an archived record, counted as a duplicate;
 3. streams the rows keyed by their deterministic ``row_id`` (a second delivery is a duplicate). Where
    the warehouse bills its key check (BigQuery: one query per call, i.e. per item in a Cloud Function),
    a first conditional mark on the hot record (``loading_run_id``) proves that no earlier attempt wrote
@@ -188,11 +190,18 @@ def _process_loop(
             built = {item.item_id: unbuildable(spec.row_model.__name__, item.doc_id, exc)}
         else:  # a bug or an unforeseen failure: retried, then dead-lettered by the bus
             raise
+    # a redelivery whose hot document is gone (deleted after it was archived) is no NOT_FOUND letter when
+    # the warehouse holds its row: it is counted as the duplicate it is (or loaded, if its own run wrote it)
+    missing = [item for _, item in entries if getattr(built.get(item.item_id), "reason_code", "") == "NOT_FOUND"]
+    archived = runs.archived_outcomes(ctx, missing, read_marks=False) if missing else {}
     good: list[tuple[int, WorkItem, FactRow]] = []
     failed: list[tuple[int, WorkItem, PermanentError]] = []
+    settled: dict[str, dict[str, str]] = defaultdict(dict)
     for index, item in entries:
         outcome = built.get(item.item_id) or PermanentError(f"loop {loop} produced no row for {item.item_id}")
-        if isinstance(outcome, TransientError):  # only this item is retried
+        if item.item_id in archived:
+            settled[item.run_id][item.item_id] = archived[item.item_id]
+        elif isinstance(outcome, TransientError):  # only this item is retried
             results[index] = outcome
         elif isinstance(outcome, PermanentError):
             failed.append((index, item, outcome))
@@ -205,6 +214,8 @@ def _process_loop(
         fate = _dead_letter_many(ctx, [(messages[index], error, item) for index, item, error in failed])
         for index, _, _ in failed:
             results[index] = fate
+    for run_id, per_item in settled.items():
+        runs.record_outcomes(ctx, run_id, per_item)
     if not good:
         return
     duplicates = set(_write_rows(ctx, spec.collection, spec.row_model, good))

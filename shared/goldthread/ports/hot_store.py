@@ -46,6 +46,19 @@ def check_not_in(where: Where) -> list[Any]:
     return values
 
 
+@dataclass(frozen=True)
+class Lease:
+    """A lease as stored: its holder (a run id), when it expires unless renewed, its last heartbeat and the
+    process that took it (``host`` empty when the taker could not name its host reliably)."""
+
+    name: str
+    holder: str
+    expires_at: dt.datetime
+    heartbeat_at: dt.datetime | None = None
+    host: str = ""
+    pid: int = 0
+
+
 class HotStore(ABC):
     """Abstract hot store. Implementations: ``SqliteHotStore`` (embedded), ``FirestoreHotStore``."""
 
@@ -135,11 +148,33 @@ class HotStore(ABC):
         """Every item outcome recorded for a run."""
 
     @abstractmethod
-    def acquire_lease(self, name: str, holder: str, now: dt.datetime, ttl: dt.timedelta) -> str | None:
+    def acquire_lease(
+        self,
+        name: str,
+        holder: str,
+        now: dt.datetime,
+        ttl: dt.timedelta,
+        *,
+        host: str = "",
+        pid: int = 0,
+        take_over: str | None = None,
+    ) -> str | None:
         """Take the lease ``name`` for ``holder`` unless another live holder has it.
 
-        Returns None on success, or the id of the holder that keeps it.
+        The lease is free when absent, expired (no heartbeat for ``ttl``), already ``holder``'s, or held by
+        ``take_over`` (a holder the caller found dead: compare-and-swap, so two successors cannot both take
+        it). ``host`` and ``pid`` record the taking process, so a successor on the same host can tell a dead
+        holder. Returns None on success, or the id of the holder that keeps it.
         """
+
+    @abstractmethod
+    def renew_lease(self, name: str, holder: str, now: dt.datetime, ttl: dt.timedelta) -> bool:
+        """The heartbeat: extend the lease to ``now + ttl`` if ``holder`` still holds it (host and pid are
+        kept); False if it was taken over or released."""
+
+    @abstractmethod
+    def read_lease(self, name: str) -> Lease | None:
+        """Who holds the lease ``name`` (expired or not), or None if nobody does."""
 
     @abstractmethod
     def release_lease(self, name: str, holder: str) -> None:
