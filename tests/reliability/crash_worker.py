@@ -11,9 +11,10 @@ The bus is a ``JournalBus``: the local bus with Pub/Sub's durability, which an i
 message is journaled (SQLite) before ``publish`` returns and marked acknowledged when its handler succeeds
 or the bus dead-letters it; ``redeliver`` republishes every message never acknowledged, which is what
 Pub/Sub does after a subscriber dies. ``rerun`` is what happens after a crash: a new process, two hours
-later (the crashed runs are past ``run_timeout``), redelivers, then runs the same night again; a last
-look two more hours later marks what is still RUNNING as STALLED, as the next dispatch or
-``goldthread runs`` does.
+later (past any lease and ``run_timeout``, though a dead holder's lease is taken over at once anyway:
+``tests/test_run_ledger.py`` re-runs immediately), redelivers, then runs the same night again; a last look
+two more hours later marks what is still RUNNING as STALLED, as the next dispatch or ``goldthread runs``
+does.
 
 Hooks (``KILL_AT`` = ``"Class.method:N:before|after"``): the warehouse's ``insert_rows`` and
 ``upsert_rows``, the hot store's ``claim``, ``record_outcomes``, ``update`` and ``put``, and the bus's
