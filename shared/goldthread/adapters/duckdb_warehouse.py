@@ -116,7 +116,6 @@ class DuckDbWarehouse(Warehouse):
     """The embedded warehouse (default). ``path`` is the DuckDB file (or ``:memory:``)."""
 
     name: ClassVar[str] = "duckdb"
-    dialect: ClassVar[str] = "duckdb"
 
     def __init__(
         self,
