@@ -1,0 +1,224 @@
+"""Every speed trick sits beside its plain reference, and a property says the two agree on any input.
+
+A fast path earns its place only while it gives what the obvious code gives (issue 16, item 12). Each test
+below draws inputs with hypothesis (the suite's pinned profile, ``tests/conftest.py``; ``make fuzz`` explores
+fresh ones) and compares the fast path with the reference it replaces, value for value, digits and
+exceptions included:
+
+* ``WorkItem.encoder`` (the dispatcher's per-id message) against ``WorkItem(...).to_message()``;
+* ``bars._bars_table`` + ``bars.real_bars`` (the prefetch's Arrow rows and its refusals) against one validated
+  ``MarketBar`` per bar;
+* ``bars.decimal_floats`` (the warehouse's decimals read as floats) against ``float(Decimal)``;
+* ``counterfactual.decs``/``settled`` and ``whens``/``settled_time`` (Loops B and C's row values) against the
+  per-value ``dec`` and ``when``;
+* ``rejected_signals.fee_per_unit`` (the interpolated fee line) against the fee model's validated fills;
+* ``duckdb_warehouse.rows_to_arrow`` (field values as they are) against ``model_dump``.
+
+The GC tuning of ``local_runtime.fewer_gc_passes`` changes no value, only when the collector runs; what it
+saves is measured in ``bench/README.md`` ("Fast paths").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from types import SimpleNamespace, UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from goldthread.adapters.duckdb_warehouse import arrow_schema
+from goldthread.loops import bars as bars_module
+from goldthread.loops.counterfactual import dec, decs, settled, settled_time, when, whens
+from goldthread.loops.rejected_signals import _fills_total, fee_per_unit
+from goldthread.models.hot import AssetClass, Side
+from goldthread.models.types import quantize9
+from goldthread.models.warehouse import ALL_TABLES, MarketBar, WarehouseRow, row_id_for
+from goldthread.models.work_items import Loop, WorkItem
+from goldthread.ports.market_data import Bars, from_ns
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import AwareDatetime, ValidationError
+
+NINE = Decimal("0.000000001")
+NO_DEADLINE = settings(deadline=None)  # timings on a loaded machine are no part of any property here
+IDENTIFIER = st.from_regex(r"[A-Za-z0-9_.:\-]{1,128}", fullmatch=True)
+AWARE = st.datetimes(min_value=dt.datetime(1970, 1, 2), max_value=dt.datetime(2099, 12, 30),
+                     timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=-5)),
+                                                dt.timezone(dt.timedelta(hours=5, minutes=30))]))
+
+
+def outcome(call: Any, *args: Any) -> tuple[str, Any]:
+    """What a call gives: ``("ok", value)`` or ``("raises", exception type)``, to compare two paths."""
+    try:
+        return "ok", call(*args)
+    except (ValidationError, ArithmeticError) as exc:
+        return "raises", ValidationError if isinstance(exc, ValidationError) else ArithmeticError
+
+
+# -- the dispatcher's message encoder --------------------------------------------------------------------
+
+
+@NO_DEADLINE
+@given(run_id=IDENTIFIER, loop=st.sampled_from(list(Loop)), ds=st.dates(), published_at=AWARE,
+       doc_id=st.one_of(IDENTIFIER, st.text(max_size=140)))
+def test_the_encoder_gives_what_to_message_gives_or_refuses_what_a_work_item_refuses(
+    run_id: str, loop: Loop, ds: dt.date, published_at: dt.datetime, doc_id: str
+) -> None:
+    encode = WorkItem.encoder(run_id, loop, ds, published_at)
+
+    def reference(doc_id: str) -> tuple[bytes, dict[str, str]]:
+        return WorkItem(run_id=run_id, loop=loop, ds=ds, doc_id=doc_id, published_at=published_at).to_message()
+
+    assert outcome(encode, doc_id) == outcome(reference, doc_id)
+
+
+# -- the bars prefetch: Arrow rows and refusals ------------------------------------------------------------
+
+PRICE = st.one_of(
+    st.floats(min_value=1e-12, max_value=1e30, allow_nan=False, allow_infinity=False),  # anything positive
+    st.decimals(min_value=0, max_value=10**6, places=4).map(float),  # prices as sources print them
+    st.decimals(min_value=0, max_value=10, places=10).map(float),  # ties at the 10th place
+    st.sampled_from([0.0, -0.0, -1.0, 5e-10, 5.000000000000001e-10, 1e19, 9.999999999999998e18,
+                     float("nan"), float("inf")]),
+)
+BAR = st.tuples(st.integers(0, 4_000_000_000 // 60) .map(lambda m: m * 60 * 10**9),  # minute bars, 1970 to 2096
+                PRICE, PRICE, PRICE, PRICE, PRICE)
+
+
+def reference_bar(symbol: str, ts: int, o: float, h: float, low: float, c: float, v: float) -> MarketBar | None:
+    """The plain way: validate one ``MarketBar`` from the floats (``Money`` reads each through its repr)."""
+    moment = from_ns(ts)
+    try:
+        return MarketBar(row_id=row_id_for("market_bars", symbol, "1Min", str(ts)), ds=moment.date(), symbol=symbol,
+                         timeframe="1Min", ts=moment, open=o, high=h, low=low, close=c, volume=v, source="test")
+    except ValidationError:
+        return None
+
+
+@NO_DEADLINE
+@given(st.lists(BAR, max_size=12))
+def test_the_prefetch_stores_exactly_the_bars_market_bar_accepts_as_market_bar_would(
+    drawn: list[tuple[int, float, float, float, float, float]]
+) -> None:
+    ts = np.array([b[0] for b in drawn], dtype=np.int64)
+    o, h, low, c, v = (np.array([b[i] for b in drawn], dtype=np.float64) for i in range(1, 6))
+    bars = Bars("AAPL", ts, o, h, low, c, v, "1Min")
+    real = bars_module.real_bars(bars)
+    want = [reference_bar("AAPL", *b) for b in drawn]
+    assert real.tolist() == [w is not None for w in want]  # the prefetch refuses what MarketBar refuses
+    kept = bars_module._subset(bars, real)
+    got = bars_module._bars_table(kept, "1Min", "test")
+    rows = [w for w in want if w is not None]
+    expected = pa.Table.from_pylist([r.model_dump() for r in rows], schema=arrow_schema(MarketBar))
+    assert got.equals(expected)
+    assert [str(x) for x in got.column("close").to_pylist()] == [str(r.close) for r in rows]  # digits too
+
+
+# -- the bars read back: decimals as floats ----------------------------------------------------------------
+
+DECIMAL_38_9 = st.decimals(min_value=-(10**29) + 1, max_value=10**29 - 1, places=9, allow_nan=False)
+
+
+@NO_DEADLINE
+@given(st.lists(st.one_of(DECIMAL_38_9, st.decimals(min_value=-(10**7), max_value=10**7, places=9), st.none()),
+                min_size=1, max_size=20),
+       st.data())
+def test_decimal_floats_are_the_float_of_each_exact_decimal(values: list[Decimal | None], data: st.DataObject) -> None:
+    array = pa.array(values, pa.decimal128(38, 9))
+    cut = data.draw(st.integers(0, len(values)), label="cut")
+    for column, part in ((array, values), (array.slice(cut), values[cut:]),
+                         (pa.chunked_array([array[:cut], array[cut:]]), values)):
+        got = bars_module.decimal_floats(column)
+        want = np.array([float("nan") if x is None else float(x) for x in part], dtype=np.float64)
+        np.testing.assert_array_equal(got, want)
+
+
+# -- Loops B and C: row values from float and time arrays --------------------------------------------------
+
+RESULT = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-1e7, max_value=1e7),
+    st.decimals(min_value=-1000, max_value=1000, places=10).map(float),  # ties at the 10th place
+)
+
+
+@NO_DEADLINE
+@given(st.lists(RESULT, max_size=30))
+def test_decs_give_what_dec_gives_value_for_value(values: list[float]) -> None:
+    converted = decs(np.array(values, dtype=np.float64))
+    for value, fast in zip(values, converted, strict=True):
+        got, want = outcome(settled, fast), outcome(dec, value)
+        assert (got[0], repr(got[1])) == (want[0], repr(want[1]))  # same digits, exponent and sign of zero
+
+
+@NO_DEADLINE
+@given(st.lists(st.one_of(st.integers(-(2**63) + 1, 2**63 - 1),  # any nanosecond
+                          st.integers(-(2**63 - 1) // 1000, (2**63 - 1) // 1000).map(lambda u: u * 1000),  # whole µs
+                          st.just(int(np.iinfo(np.int64).min))), max_size=30))  # NAT_NS
+def test_whens_give_what_when_gives_value_for_value(values: list[int]) -> None:
+    nat = int(np.iinfo(np.int64).min)
+    converted = whens(np.array(values, dtype=np.int64))
+    for value, fast in zip(values, converted, strict=True):
+        got, want = outcome(settled_time, fast), outcome(when, None if value == nat else value)
+        assert (got[0], repr(got[1])) == (want[0], repr(want[1]))
+
+
+# -- Loop B: the interpolated fee line ---------------------------------------------------------------------
+
+FILL_PRICE = st.one_of(
+    st.decimals(min_value=NINE, max_value=10**12, places=9),
+    st.decimals(min_value=NINE, max_value=Decimal("99999999999999999999999999999.999999999"), places=9),
+    st.decimals(min_value=-5, max_value=5, places=12),  # not fill prices: the fills' own error must come out
+)
+
+
+@NO_DEADLINE
+@given(kind=st.sampled_from([("AAPL", AssetClass.EQUITY), ("BTC/USD", AssetClass.CRYPTO),
+                             ("AAPL240119C00190000", AssetClass.OPTION), ("BTC/EUR", AssetClass.CRYPTO)]),
+       side=st.sampled_from(list(Side)), day=st.dates(dt.date(2020, 1, 1), dt.date(2030, 12, 31)),
+       entry=FILL_PRICE, exit_=FILL_PRICE)
+def test_the_fee_line_gives_what_the_fills_give(
+    kind: tuple[str, AssetClass], side: Side, day: dt.date, entry: Decimal, exit_: Decimal
+) -> None:
+    symbol, asset_class = kind
+    signal = SimpleNamespace(symbol=symbol, asset_class=asset_class, side=side,
+                             created_at=dt.datetime.combine(day, dt.time(15), dt.UTC))
+
+    def reference(entry: Decimal, exit_: Decimal) -> Decimal:
+        return quantize9(_fills_total(symbol, asset_class, side, day, entry, exit_))
+
+    got, want = outcome(fee_per_unit, signal, entry, exit_), outcome(reference, entry, exit_)
+    assert (got[0], str(got[1])) == (want[0], str(want[1]))
+
+
+# -- the warehouse write: field values, not model_dump ----------------------------------------------------
+
+
+def values_of(annotation: Any) -> st.SearchStrategy[Any]:
+    """Any value of a field's type; an aware datetime (pydantic's ``AwareDatetime``) in one of a few zones."""
+    if get_origin(annotation) is Annotated:  # an optional field keeps its inner annotations
+        return values_of(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        return st.one_of(*[values_of(a) for a in get_args(annotation)])
+    if annotation in (AwareDatetime, dt.datetime):
+        return AWARE
+    return st.from_type(annotation)
+
+
+@pytest.mark.parametrize("model", ALL_TABLES, ids=lambda m: m.__table__)
+@settings(deadline=None, max_examples=25)  # per table: twelve tables
+@given(data=st.data())
+def test_rows_to_arrow_reads_what_model_dump_gives(model: type[WarehouseRow], data: st.DataObject) -> None:
+    """``rows_to_arrow`` hands Arrow each row's ``__dict__``; ``model_dump`` (Python mode) must give back the
+    very same objects for any value of each field's type (NaN and out-of-range decimals included), so the two
+    tables are one (``test_duckdb_arrow`` also compares the two tables on valid rows). Rows are constructed
+    without validation: the property is how values dump, whatever they are."""
+    values = {name: data.draw(values_of(field.annotation), label=name) for name, field in model.model_fields.items()}
+    row = model.model_construct(**values)
+    dumped = row.model_dump()
+    assert list(dumped) == list(row.__dict__) == list(model.model_fields)
+    for name, value in row.__dict__.items():
+        assert dumped[name] is value, f"{model.__name__}.{name} dumps {dumped[name]!r}, not {value!r}"
+
