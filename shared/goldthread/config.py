@@ -16,7 +16,7 @@ import os
 import re
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -93,6 +93,10 @@ class Settings:
     def broker_path(self) -> Path:
         """SQLite file of the simulated broker's ledger."""
         return self.home / "broker.sqlite"
+
+    def with_(self, **changes: object) -> Settings:
+        """A copy with some settings changed (tests tune one setting of a running context this way)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
