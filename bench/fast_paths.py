@@ -12,7 +12,6 @@ Cases: ``dispatch`` is the dispatcher alone for Loop A (find, prepare, encode, p
 * ``encoder``: ``WorkItem(...).to_message()`` per id;
 * ``gc``: no GC tuning (``fewer_gc_passes`` a no-op);
 * ``rows_to_arrow``: ``model_dump`` per row;
-* ``decs``: ``dec``/``when`` per value (``counterfactual.decs``, ``whens``);
 * ``decimal_floats``: ``float(Decimal)`` per value;
 * ``bars_table``: one validated ``MarketBar`` per bar, then ``model_dump``;
 * ``fee_line``: the fee model's validated fills per signal.
@@ -33,7 +32,7 @@ from typing import Any
 
 TRICKS: dict[str, str] = {  # trick -> case it is measured in
     "encoder": "dispatch", "gc": "a", "rows_to_arrow": "a",
-    "decs": "bc", "decimal_floats": "bc", "bars_table": "bc", "fee_line": "bc",
+    "decimal_floats": "bc", "bars_table": "bc", "fee_line": "bc",
 }
 
 
@@ -61,13 +60,6 @@ def use_reference(trick: str) -> None:
             return pa.Table.from_pylist([r.model_dump() for r in rows], schema=duckdb_warehouse.arrow_schema(model))
 
         duckdb_warehouse.rows_to_arrow = rows_to_arrow
-    elif trick == "decs":
-        from goldthread.analytics.barriers import NAT_NS
-        from goldthread.loops import counterfactual
-
-        counterfactual.decs = lambda values: [counterfactual.dec(v) for v in np.asarray(values).tolist()]
-        counterfactual.whens = lambda values: [None if v == NAT_NS else counterfactual.when(v)
-                                               for v in np.asarray(values, dtype=np.int64).tolist()]
     elif trick == "decimal_floats":
         from goldthread.loops import bars
 

@@ -9,13 +9,12 @@ exceptions included:
 * ``bars._bars_table`` + ``bars.real_bars`` (the prefetch's Arrow rows and its refusals) against one validated
   ``MarketBar`` per bar;
 * ``bars.decimal_floats`` (the warehouse's decimals read as floats) against ``float(Decimal)``;
-* ``counterfactual.decs``/``settled`` and ``whens``/``settled_time`` (Loops B and C's row values) against the
-  per-value ``dec`` and ``when``;
 * ``rejected_signals.fee_per_unit`` (the interpolated fee line) against the fee model's validated fills;
 * ``duckdb_warehouse.rows_to_arrow`` (field values as they are) against ``model_dump``.
 
-The GC tuning of ``local_runtime.fewer_gc_passes`` changes no value, only when the collector runs; what it
-saves is measured in ``bench/README.md`` ("Fast paths").
+What each trick saves is measured by ``python -m bench.fast_paths`` (``bench/README.md``, "Fast paths"); a
+trick that saved under 5% of its case was removed rather than tested (Loops B and C's array-wise ``decs`` and
+``whens``: rows now convert each value with ``dec`` and ``when``).
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ import pyarrow as pa
 import pytest
 from goldthread.adapters.duckdb_warehouse import arrow_schema
 from goldthread.loops import bars as bars_module
-from goldthread.loops.counterfactual import dec, decs, settled, settled_time, when, whens
 from goldthread.loops.rejected_signals import _fills_total, fee_per_unit
 from goldthread.models.hot import AssetClass, Side
 from goldthread.models.types import quantize9
@@ -133,36 +131,6 @@ def test_decimal_floats_are_the_float_of_each_exact_decimal(values: list[Decimal
         got = bars_module.decimal_floats(column)
         want = np.array([float("nan") if x is None else float(x) for x in part], dtype=np.float64)
         np.testing.assert_array_equal(got, want)
-
-
-# -- Loops B and C: row values from float and time arrays --------------------------------------------------
-
-RESULT = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.floats(min_value=-1e7, max_value=1e7),
-    st.decimals(min_value=-1000, max_value=1000, places=10).map(float),  # ties at the 10th place
-)
-
-
-@NO_DEADLINE
-@given(st.lists(RESULT, max_size=30))
-def test_decs_give_what_dec_gives_value_for_value(values: list[float]) -> None:
-    converted = decs(np.array(values, dtype=np.float64))
-    for value, fast in zip(values, converted, strict=True):
-        got, want = outcome(settled, fast), outcome(dec, value)
-        assert (got[0], repr(got[1])) == (want[0], repr(want[1]))  # same digits, exponent and sign of zero
-
-
-@NO_DEADLINE
-@given(st.lists(st.one_of(st.integers(-(2**63) + 1, 2**63 - 1),  # any nanosecond
-                          st.integers(-(2**63 - 1) // 1000, (2**63 - 1) // 1000).map(lambda u: u * 1000),  # whole µs
-                          st.just(int(np.iinfo(np.int64).min))), max_size=30))  # NAT_NS
-def test_whens_give_what_when_gives_value_for_value(values: list[int]) -> None:
-    nat = int(np.iinfo(np.int64).min)
-    converted = whens(np.array(values, dtype=np.int64))
-    for value, fast in zip(values, converted, strict=True):
-        got, want = outcome(settled_time, fast), outcome(when, None if value == nat else value)
-        assert (got[0], repr(got[1])) == (want[0], repr(want[1]))
 
 
 # -- Loop B: the interpolated fee line ---------------------------------------------------------------------
