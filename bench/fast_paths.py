@@ -11,9 +11,6 @@ Cases: ``dispatch`` is the dispatcher alone for Loop A (find, prepare, encode, p
 
 * ``encoder``: ``WorkItem(...).to_message()`` per id;
 * ``gc``: no GC tuning (``fewer_gc_passes`` a no-op);
-* ``rows_to_arrow``: ``model_dump`` per row;
-* ``decimal_floats``: ``float(Decimal)`` per value; ``decimal_floats_text``: Arrow's cast through the text
-  (correctly rounded, the function's own path for values it cannot read from the buffer);
 * ``bars_table``: one validated ``MarketBar`` per bar, then ``model_dump``;
 * ``fee_line``: the fee model's validated fills per signal.
 """
@@ -32,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 TRICKS: dict[str, str] = {  # trick -> case it is measured in
-    "encoder": "dispatch", "gc": "a", "rows_to_arrow": "a",
-    "decimal_floats": "bc", "decimal_floats_text": "bc", "bars_table": "bc", "fee_line": "bc",
+    "encoder": "dispatch", "gc": "a", "bars_table": "bc", "fee_line": "bc",
 }
 
 
@@ -54,23 +50,6 @@ def use_reference(trick: str) -> None:
         from goldthread.pipeline import local_runtime
 
         local_runtime.fewer_gc_passes = contextlib.nullcontext  # type: ignore[assignment]
-    elif trick == "rows_to_arrow":
-        from goldthread.adapters import duckdb_warehouse
-
-        def rows_to_arrow(model: Any, rows: Any) -> pa.Table:
-            return pa.Table.from_pylist([r.model_dump() for r in rows], schema=duckdb_warehouse.arrow_schema(model))
-
-        duckdb_warehouse.rows_to_arrow = rows_to_arrow
-    elif trick == "decimal_floats":
-        from goldthread.loops import bars
-
-        bars.decimal_floats = lambda column: np.array(  # type: ignore[assignment]
-            [float("nan") if x is None else float(x) for x in column.to_pylist()], dtype=np.float64)
-    elif trick == "decimal_floats_text":
-        from goldthread.loops import bars
-
-        bars.decimal_floats = lambda column: (  # type: ignore[assignment]
-            column.cast(pa.string()).cast(pa.float64()).to_numpy(zero_copy_only=False))
     elif trick == "bars_table":
         from goldthread.adapters.duckdb_warehouse import arrow_schema
         from goldthread.loops import bars

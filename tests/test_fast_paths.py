@@ -10,34 +10,34 @@ exceptions included:
   ``MarketBar`` per bar;
 * ``bars.decimal_floats`` (the warehouse's decimals read as floats) against ``float(Decimal)``;
 * ``rejected_signals.fee_per_unit`` (the interpolated fee line) against the fee model's validated fills;
-* ``duckdb_warehouse.rows_to_arrow`` (field values as they are) against ``model_dump``.
 
 What each trick saves is measured by ``python -m bench.fast_paths`` (``bench/README.md``, "Fast paths"); a
-trick that saved under 5% of its case was removed rather than tested (Loops B and C's array-wise ``decs`` and
-``whens``: rows now convert each value with ``dec`` and ``when``).
+trick that saved under 5% of its case was removed rather than tested: Loops B and C's array-wise ``decs`` and
+``whens`` (rows convert each value with ``dec`` and ``when``), the DuckDB write reading rows' ``__dict__``
+(``rows_to_arrow`` uses ``model_dump``) and ``decimal_floats`` reading the decimal buffer (it casts through
+the text).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from types import SimpleNamespace, UnionType
-from typing import Annotated, Any, Union, get_args, get_origin
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pytest
 from goldthread.adapters.duckdb_warehouse import arrow_schema
 from goldthread.loops import bars as bars_module
 from goldthread.loops.rejected_signals import _fills_total, fee_per_unit
 from goldthread.models.hot import AssetClass, Side
 from goldthread.models.types import quantize9
-from goldthread.models.warehouse import ALL_TABLES, MarketBar, WarehouseRow, row_id_for
+from goldthread.models.warehouse import MarketBar, row_id_for
 from goldthread.models.work_items import Loop, WorkItem
 from goldthread.ports.market_data import Bars, from_ns
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import AwareDatetime, ValidationError
+from pydantic import ValidationError
 
 NINE = Decimal("0.000000001")
 NO_DEADLINE = settings(deadline=None)  # timings on a loaded machine are no part of any property here
@@ -159,34 +159,3 @@ def test_the_fee_line_gives_what_the_fills_give(
 
     got, want = outcome(fee_per_unit, signal, entry, exit_), outcome(reference, entry, exit_)
     assert (got[0], str(got[1])) == (want[0], str(want[1]))
-
-
-# -- the warehouse write: field values, not model_dump ----------------------------------------------------
-
-
-def values_of(annotation: Any) -> st.SearchStrategy[Any]:
-    """Any value of a field's type; an aware datetime (pydantic's ``AwareDatetime``) in one of a few zones."""
-    if get_origin(annotation) is Annotated:  # an optional field keeps its inner annotations
-        return values_of(get_args(annotation)[0])
-    if get_origin(annotation) in (Union, UnionType):
-        return st.one_of(*[values_of(a) for a in get_args(annotation)])
-    if annotation in (AwareDatetime, dt.datetime):
-        return AWARE
-    return st.from_type(annotation)
-
-
-@pytest.mark.parametrize("model", ALL_TABLES, ids=lambda m: m.__table__)
-@settings(deadline=None, max_examples=25)  # per table: twelve tables
-@given(data=st.data())
-def test_rows_to_arrow_reads_what_model_dump_gives(model: type[WarehouseRow], data: st.DataObject) -> None:
-    """``rows_to_arrow`` hands Arrow each row's ``__dict__``; ``model_dump`` (Python mode) must give back the
-    very same objects for any value of each field's type (NaN and out-of-range decimals included), so the two
-    tables are one (``test_duckdb_arrow`` also compares the two tables on valid rows). Rows are constructed
-    without validation: the property is how values dump, whatever they are."""
-    values = {name: data.draw(values_of(field.annotation), label=name) for name, field in model.model_fields.items()}
-    row = model.model_construct(**values)
-    dumped = row.model_dump()
-    assert list(dumped) == list(row.__dict__) == list(model.model_fields)
-    for name, value in row.__dict__.items():
-        assert dumped[name] is value, f"{model.__name__}.{name} dumps {dumped[name]!r}, not {value!r}"
-
