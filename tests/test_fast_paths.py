@@ -20,7 +20,10 @@ the text).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
+import weakref
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -34,6 +37,7 @@ from goldthread.models.hot import AssetClass, Side
 from goldthread.models.types import quantize9
 from goldthread.models.warehouse import MarketBar, row_id_for
 from goldthread.models.work_items import Loop, WorkItem
+from goldthread.pipeline.local_runtime import fewer_gc_passes
 from goldthread.ports.market_data import Bars, from_ns
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -159,3 +163,37 @@ def test_the_fee_line_gives_what_the_fills_give(
 
     got, want = outcome(fee_per_unit, signal, entry, exit_), outcome(reference, entry, exit_)
     assert (got[0], str(got[1])) == (want[0], str(want[1]))
+
+
+# -- the local runs' GC tuning -------------------------------------------------------------------------------
+
+
+@NO_DEADLINE
+@given(threshold=st.tuples(st.integers(1, 10_000), st.integers(1, 100), st.integers(1, 100)), fails=st.booleans())
+def test_fewer_gc_passes_changes_only_the_collector_and_restores_it(threshold: tuple[int, int, int],
+                                                                     fails: bool) -> None:
+    """The GC tuning changes no value a run computes (it only decides when the cyclic collector runs), so its
+    property is that it leaves the collector as it found it, also when the run raises; a cycle made during
+    the run is still collected afterwards."""
+    before = gc.get_threshold()
+    gc.set_threshold(*threshold)
+    try:
+        with contextlib.suppress(RuntimeError), fewer_gc_passes():
+            assert gc.get_threshold()[0] == 50_000 and gc.get_freeze_count() > 0
+            node = Node()
+            node.self = node  # a cycle: only the collector frees it
+            watch = weakref.ref(node)
+            del node
+            if fails:
+                raise RuntimeError("the run failed")
+        assert gc.get_threshold() == threshold and gc.get_freeze_count() == 0
+        gc.collect()
+        assert watch() is None
+    finally:
+        gc.set_threshold(*before)
+
+
+class Node:
+    """An object that can sit in a reference cycle (for the GC test)."""
+
+    self: Any = None
