@@ -70,7 +70,7 @@ def wire_local_bus(
 def fewer_gc_passes() -> Iterator[None]:
     """A run allocates millions of short-lived objects that reference counting frees at once; at CPython's
     default gen-0 threshold (700) the cyclic collector would also re-traverse every long-lived object
-    thousands of times (8% of Loop A at 100k, ``python -m bench.fast_paths --only gc``). During the run,
+    thousands of times (11% of Loop A at 100k, ``python -m bench.fast_paths --only gc``). During the run,
     what already exists is frozen out of the collector and gen 0 is collected every 50,000 allocations;
     both are restored afterwards (``test_fast_paths``). No full collection first: at ~40 ms each, the
     demo's 78 runs spent a third of their time in it, and garbage frozen with the rest is collectable
