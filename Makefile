@@ -33,10 +33,14 @@ test: $(VENV)/.dev
 audit: $(VENV)/.dev
 	$(BIN)/python -m tests.reliability.audit requirements.txt requirements-dev.txt
 
-## fuzz: the property and fuzz tests on fresh random examples (the suite pins its examples; pin what this finds)
+## fuzz: the property and fuzz tests on fresh random examples (the suite pins its examples; pin what this finds),
+## and the idempotency state machine searched deep (STATEFUL_EXAMPLES sequences of up to STATEFUL_STEPS steps)
+STATEFUL_EXAMPLES ?= 60
+STATEFUL_STEPS ?= 25
 fuzz: $(VENV)/.dev
-	GOLDTHREAD_HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -q \
-		tests/test_models.py tests/test_fees.py tests/test_barriers_property.py \
+	GOLDTHREAD_HYPOTHESIS_PROFILE=explore GOLDTHREAD_STATEFUL_EXAMPLES=$(STATEFUL_EXAMPLES) \
+	GOLDTHREAD_STATEFUL_STEPS=$(STATEFUL_STEPS) $(BIN)/python -m pytest -q \
+		tests/test_models.py tests/test_fees.py tests/test_barriers_property.py tests/test_fast_paths.py \
 		tests/reliability/test_fuzz_validators.py tests/reliability/test_idempotency_stateful.py
 
 ## test-fast: everything except the slow, emulator and browser tests

@@ -290,7 +290,8 @@ def test_timeframe_names() -> None:
 
 
 class GarbageSource(SyntheticMarketData):
-    """Synthetic minute bars, with a zero-price bar and an inverted one slipped into each day."""
+    """Synthetic minute bars, with a zero-price bar, an inverted one, one priced below a 9-place unit (it would
+    be stored as 0) and one too large for a 9-place decimal (it crashed the prefetch) slipped into each day."""
 
     def get_bars(self, symbols: Sequence[str], timeframe: str, start: dt.datetime, end: dt.datetime) -> dict[str, Bars]:
         out = {}
@@ -298,6 +299,8 @@ class GarbageSource(SyntheticMarketData):
             o, h, lo, c = (a.copy() for a in (b.open, b.high, b.low, b.close))
             o[:1] = h[:1] = lo[:1] = c[:1] = 0.0  # a placeholder-like bar
             h[1:2], lo[1:2] = lo[1:2] - 1, h[1:2] + 1  # high below low
+            o[2:3] = h[2:3] = lo[2:3] = c[2:3] = 1e-12  # positive, but 0 at 9 places
+            o[3:4] = h[3:4] = lo[3:4] = c[3:4] = 1e20  # 30 digits at 9 places
             out[symbol] = Bars(symbol, b.ts, o, h, lo, c, b.volume, b.timeframe)
         return out
 
@@ -305,10 +308,11 @@ class GarbageSource(SyntheticMarketData):
 @pytest.mark.parametrize("kind", ["garbage"])
 def test_a_source_s_garbage_bars_are_refused_and_counted(ctx: Context) -> None:
     tue = dt.date(2024, 3, 5)
-    assert prefetch(ctx, {"AAPL": {tue}}) == {"bar_requests": 1, "bar_rows": 388}  # 390 minutes, 2 refused
+    assert prefetch(ctx, {"AAPL": {tue}}) == {"bar_requests": 1, "bar_rows": 386}  # 390 minutes, 4 refused
     assert ctx.warehouse.query("SELECT COUNT(*) AS n FROM market_bars WHERE low <= 0 OR high < low")[0]["n"] == 0
+    assert ctx.warehouse.query("SELECT MAX(high) AS m FROM market_bars")[0]["m"] < 1_000_000
     (row,) = rows(ctx, "market_bars_coverage")
-    assert (row["bar_count"], row["refused_count"]) == (388, 2)
+    assert (row["bar_count"], row["refused_count"]) == (386, 4)
 
 
 def _placeholder(symbol: str, day: dt.date) -> Bars:

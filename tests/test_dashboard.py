@@ -49,7 +49,6 @@ class Recorder(Warehouse):
     """A warehouse that records every SQL text it is asked to run (and runs it on ``inner``)."""
 
     name = "recorder"
-    dialect = "bigquery"
 
     def __init__(self, inner: Warehouse) -> None:
         self.inner = inner

@@ -16,7 +16,7 @@ import os
 import re
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -58,7 +58,6 @@ class Settings:
     differ; the bot stamps after the order returns) before Loop A calls it a mismatch."""
     price_tolerance_bps: Decimal = Decimal(50)
     """Bot-versus-broker fill price discrepancy (basis points) beyond which a trade row is flagged."""
-    extra: Mapping[str, str] = field(default_factory=dict)
     warehouse_wait: dt.timedelta = dt.timedelta(minutes=10)
     """How long a local command waits for the embedded warehouse while another process holds it."""
     retry_min_backoff: dt.timedelta = dt.timedelta(seconds=10)
@@ -100,7 +99,7 @@ class Settings:
         return self.home / "broker.sqlite"
 
     def with_(self, **changes: object) -> Settings:
-        """A copy with some settings changed."""
+        """A copy with some settings changed (tests tune one setting of a running context this way)."""
         return replace(self, **changes)  # type: ignore[arg-type]
 
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import pytest
 from goldthread import entrypoints, logs
-from goldthread.adapters.alpaca_broker import AlpacaBroker, AlpacaRetryPolicy
+from goldthread.adapters.alpaca_broker import AlpacaBroker, AlpacaRetryPolicy, TokenBucket
 from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
 from goldthread.adapters.local_bus import LocalBus
 from goldthread.adapters.sqlite_hot_store import SqliteHotStore
@@ -150,8 +150,9 @@ def test_planted_secrets_appear_in_no_output(
     market = SyntheticMarketData()
     ctx = Context(Settings(home=home, broker="alpaca"), clock=lambda: NIGHT_AFTER,
                   hot=SqliteHotStore(home / "hot.sqlite"), bus=LocalBus(project="secrets"),
-                  warehouse=DuckDbWarehouse(home / "warehouse.duckdb"), broker=AlpacaBroker(policy=FAST),
-                  market_data=market)
+                  warehouse=DuckDbWarehouse(home / "warehouse.duckdb"),
+                  broker=AlpacaBroker(policy=FAST, rate_limiter=TokenBucket(rate_per_minute=60_000, burst=1000)),
+                  market_data=market)  # a fake server needs no pacing: the default 190/min slept 9 s of this test
     wire_local_bus(ctx, batch_size=1, min_backoff=0)  # one item per invocation, as a Cloud Function gets it
     dead_letter_topic: list[Any] = []
     ctx.bus.subscribe(ctx.settings.dead_letter_topic, "inspector", dead_letter_topic.append)  # type: ignore[attr-defined]

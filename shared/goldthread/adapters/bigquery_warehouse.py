@@ -179,7 +179,6 @@ class BigQueryWarehouse(Warehouse):
 
     name: ClassVar[str] = "bigquery"
     key_check_is_billed: ClassVar[bool] = True
-    dialect: ClassVar[str] = "bigquery"
 
     def __init__(
         self,

@@ -92,7 +92,6 @@ class DuckDbWarehouse(Warehouse):
     """The embedded warehouse (default). ``path`` is the DuckDB file (or ``:memory:``)."""
 
     name: ClassVar[str] = "duckdb"
-    dialect: ClassVar[str] = "duckdb"
     views_follow_tables: ClassVar[bool] = True
 
     def __init__(

@@ -350,7 +350,7 @@ def run_canary(
 
     ``clock`` (seconds, monotonic) times the hops; tests inject one to exercise the budgets. Raises
     ``ConcurrentRunError`` if another canary holds today's lease; a broken hop is *returned* (``ok`` False,
-    ``broken_hop`` set), recorded in ``job_metadata`` and logged as an ERROR; ``require_ok`` raises it.
+    ``broken_hop`` set), recorded in ``job_metadata`` and logged as an ERROR.
     """
     budgets = {**DEFAULT_BUDGETS_MS, **(budgets_ms or {})}
     now = ctx.now()
@@ -467,13 +467,3 @@ def _record(ctx: Context, result: CanaryResult, position: LivePosition | None) -
     except GoldthreadError as exc:
         log.warning("canary run not synced to job_runs yet (the next sync will): %s", exc,
                     extra={"run_id": result.run_id})
-
-
-def require_ok(result: CanaryResult) -> CanaryResult:
-    """Raise ``HopFailedError`` naming the broken hop, or return the result unchanged."""
-    if not result.ok:
-        hop = result.broken_hop or "unknown"
-        raise HopFailedError(hop, result.hop(hop).detail if hop in HOPS else (result.error or ""))
-    return result
-
-

@@ -17,7 +17,7 @@ Metric definitions live in ``goldthread.bi.metrics``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from goldthread.errors import ConfigError, GoldthreadError
 from goldthread.ports.warehouse import Warehouse, safe_identifier
@@ -95,13 +95,6 @@ MARTS: dict[str, str] = {name: _load(name) for name in MART_NAMES}
 
 MART_DESCRIPTIONS: dict[str, str] = {name: _description(sql) for name, sql in MARTS.items()}
 """View name -> description (the leading comment of its SQL file, without the name)."""
-
-
-class ViewCreator(Protocol):
-    """A warehouse that can create views from GoogleSQL (both adapters can)."""
-
-    def create_view(self, name: str, sql: str) -> None:
-        """Create or replace the view ``name``."""
 
 
 def ensure_marts(warehouse: Warehouse | Any, names: tuple[str, ...] = MART_NAMES) -> list[str]:
@@ -200,15 +193,3 @@ def pruning_problems(name: str, project: str = "p", dataset: str = "d") -> list[
                 if read_whole and "ds" not in names([join.args.get("on")] if join.args.get("on") else []):
                     problems.append(f"{name}: join {join.sql('bigquery')[:60]} does not equate ds")
     return problems
-
-
-def query_mart(warehouse: Warehouse, name: str, order_by: str = "", limit: int | None = None) -> list[dict[str, Any]]:
-    """All rows of one mart (``order_by`` is a trusted column list chosen by the caller)."""
-    if name not in MARTS:
-        raise ConfigError(f"unknown mart {name!r}")
-    sql = f"SELECT * FROM {safe_identifier(name)}"
-    if order_by:
-        sql += f" ORDER BY {order_by}"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    return warehouse.query(sql)

@@ -58,6 +58,8 @@ _EPOCH_DAY = dt.date(1970, 1, 1)
 _SAFE_NS = (1 << 31) * 1_000_000_000  # |ts| below this (2038): whole-microsecond times survive float seconds
 _SCALE = 10**9  # DECIMAL(38, 9): the unscaled integer of a price
 _EXACT_UNSCALED = float(1 << 53)  # unscaled values below this are exact in float64
+_MIN_PRICE = 5e-10  # a price at or below it rounds (half-even) to 0 at 9 places: not a price
+_MAX_VALUE = 1e19  # from here a float has more digits at 9 places than Money's 28-digit reading holds
 _DECIMAL = pa.decimal128(38, 9)
 
 
@@ -116,12 +118,15 @@ def _covered_days(
 
 
 def real_bars(bars: Bars) -> np.ndarray:
-    """Which bars a market could have printed (``MarketBar``'s rule, vectorised): every price finite and above
-    zero, a volume not negative, and ``low <= open, close <= high``."""
+    """Which bars a market could have printed (``MarketBar``'s rule, vectorised): every price above zero once
+    rounded to 9 places (above ``5e-10``), a volume not negative, every value below ``1e19`` (what a float
+    ``Money`` reads into 9 places), and ``low <= open, close <= high``. ``test_fast_paths`` holds it to
+    ``MarketBar`` bar for bar: a bar it passes is stored, one ``MarketBar`` would refuse is refused and counted."""
     o, h, low, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
     with np.errstate(invalid="ignore"):
         return (  # type: ignore[no-any-return]
-            np.isfinite(h) & np.isfinite(v) & (o > 0) & (h > 0) & (low > 0) & (c > 0) & (v >= 0)
+            (o > _MIN_PRICE) & (h > _MIN_PRICE) & (low > _MIN_PRICE) & (c > _MIN_PRICE) & (v >= 0)
+            & (o < _MAX_VALUE) & (h < _MAX_VALUE) & (low < _MAX_VALUE) & (c < _MAX_VALUE) & (v < _MAX_VALUE)
             & (h >= low) & (h >= o) & (h >= c) & (low <= o) & (low <= c)
         )
 
@@ -165,17 +170,12 @@ def decimal_floats(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
     Arrow's own decimal-to-float cast is not correctly rounded: it reads ``101.230000000`` one step off for
     about 40% of 4-place prices, so a price stored and read back would no longer equal the price fetched.
-    An unscaled integer below 2**53 divided by 10**scale is correctly rounded (IEEE division rounds the
-    exact quotient of two exact operands); any other value, or a column with nulls, goes through its text."""
+    The cast through the text is (reading the unscaled integers from the buffer saved under 5% of Loops B
+    and C, ``python -m bench.fast_paths``); a null becomes NaN."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if not pa.types.is_decimal128(array.type):
-        return array.cast(pa.float64()).to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
-    if not array.null_count and array.type.scale <= 22:  # 10**scale exact in float64
-        words = np.frombuffer(array.buffers()[1], dtype="<i8")[2 * array.offset:2 * (array.offset + len(array))]
-        low, high = words[0::2], words[1::2]  # little-endian two's complement, low word first
-        if bool(((high == (low >> 63)) & (np.abs(low.astype(np.float64)) < _EXACT_UNSCALED)).all()):
-            return low / float(10**array.type.scale)  # type: ignore[no-any-return]
-    return array.cast(pa.string()).cast(pa.float64()).to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
+    if pa.types.is_decimal(array.type):
+        array = array.cast(pa.string())
+    return array.cast(pa.float64()).to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
 
 
 def _bar_keys(symbol: str, timeframe: str, ts: np.ndarray) -> list[str]:

@@ -10,12 +10,11 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from goldthread.analytics.barriers import NAT_NS
 from goldthread.errors import NotReadyError, PermanentError
-from goldthread.loops.bars import days_between, needed_days, nine_place_units, prefetch
+from goldthread.loops.bars import days_between, needed_days, prefetch
 from goldthread.loops.base import BuildResult, LoopSpec, check_record_id, day_bounds
 from goldthread.models import SchemaGuardian
 from goldthread.models.hot import LiveSignal
@@ -39,50 +38,12 @@ def when(ns: int | None) -> dt.datetime | None:
     return None if ns is None else from_ns(ns)
 
 
-def decs(values: np.ndarray) -> list[Decimal | float]:
-    """``dec`` of a whole float array where it is certain: the value's exact 9-place units as a ``Decimal``
-    (no repr). Any other value (NaN, a tie, a large value) stays the float, for ``settled`` to read through
-    ``dec`` where the row is built, so a value too large to hold fails that row only, as ``dec`` did."""
-    units, exact = nine_place_units(values)
-    if bool(exact.all()):
-        return [Decimal(k).scaleb(-9) for k in units.tolist()]
-    return [Decimal(k).scaleb(-9) if ok else x
-            for x, k, ok in zip(np.asarray(values).tolist(), units.tolist(), exact.tolist(), strict=True)]
-
-
-def settled(value: Decimal | float | None) -> Decimal | None:
-    """An entry of ``decs``: the ``Decimal`` itself, or ``dec`` of a float left for the row to convert."""
-    return value if value is None or isinstance(value, Decimal) else dec(value)
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_SAFE_NS = (1 << 31) * 1_000_000_000  # whole microseconds below this convert through from_ns without rounding
-
-
-def whens(values: np.ndarray) -> list[dt.datetime | int | None]:
-    """``when`` of a whole int64 ns array, ``NAT_NS`` as None: whole microseconds in exact integer arithmetic
-    (what ``from_ns`` gives for them); any other time stays the int, for ``settled_time``."""
-    out: list[dt.datetime | int | None] = []
-    for ns in np.asarray(values, dtype=np.int64).tolist():
-        if ns == NAT_NS:
-            out.append(None)
-        elif ns % 1000 == 0 and -_SAFE_NS < ns < _SAFE_NS:
-            out.append(_EPOCH + dt.timedelta(microseconds=ns // 1000))
-        else:
-            out.append(ns)
-    return out
-
-
-def settled_time(value: dt.datetime | int | None) -> dt.datetime | None:
-    """An entry of ``whens``: the datetime itself, or ``when`` of an int left for the row to convert."""
-    return when(value) if isinstance(value, int) else value
-
-
 def columns(batch: Any, decimals: Sequence[str], times: Sequence[str], plain: Sequence[str]) -> dict[str, list[Any]]:
-    """A batch result's arrays as Python lists for building rows: ``decimals`` through ``decs``, ``times``
-    through ``whens``, ``plain`` as they are (ints, bools). One conversion per array, not per value."""
-    out: dict[str, list[Any]] = {name: decs(getattr(batch, name)) for name in decimals}
-    out.update({name: whens(getattr(batch, name)) for name in times})
+    """A batch result's arrays as Python lists for building rows, one ``tolist`` per array: ``decimals`` as
+    floats and ``times`` as int64 nanoseconds (``NAT_NS`` as None), each converted by ``dec`` and ``when``
+    where its row is built, so a value ``dec`` cannot hold fails that row only; ``plain`` as they are."""
+    out: dict[str, list[Any]] = {name: getattr(batch, name).tolist() for name in decimals}
+    out.update({name: [None if ns == NAT_NS else ns for ns in getattr(batch, name).tolist()] for name in times})
     out.update({name: getattr(batch, name).tolist() for name in plain})
     return out
 

@@ -25,7 +25,7 @@ from goldthread.analytics.barriers import excursions_batch
 from goldthread.errors import PermanentError, RecordValidationError
 from goldthread.loops.bars import load_bars
 from goldthread.loops.base import BuildResult, day_bounds, unbuildable
-from goldthread.loops.counterfactual import CounterfactualLoop, columns, settled, settled_time
+from goldthread.loops.counterfactual import CounterfactualLoop, columns, dec, when
 from goldthread.models.hot import LiveSignal, Side, SignalStatus
 from goldthread.models.warehouse import FactSignalExpired, row_id_for
 from goldthread.models.work_items import Loop, WorkItem
@@ -126,7 +126,7 @@ class ExpiredSignalsLoop(CounterfactualLoop):
             for i, (item_id, item, s) in enumerate(group):
                 no_data = c["bars_observed"][i] == 0
                 try:
-                    mfe_pct = settled(c["max_mfe_pct"][i])
+                    mfe_pct = dec(c["max_mfe_pct"][i])
                     results[item_id] = FactSignalExpired(
                         row_id=row_id_for("fact_signals_expired", s.signal_id), ds=s.expires_at.date(),
                         run_id=item.run_id, loaded_at=now, is_canary=s.is_canary, signal_id=s.signal_id,
@@ -134,12 +134,12 @@ class ExpiredSignalsLoop(CounterfactualLoop):
                         asset_class=s.asset_class, side=s.side, signal_price=s.signal_price,
                         take_profit=s.take_profit, stop_loss=s.stop_loss, created_at=s.created_at,
                         expires_at=s.expires_at, lookahead_end=self.window(ctx, s)[1],
-                        max_mfe_price=settled(c["max_mfe_price"][i]), max_mfe_pct=mfe_pct,
-                        max_mfe_r=settled(c["max_mfe_r"][i]), max_mfe_at=settled_time(c["max_mfe_at"][i]),
-                        mae_price=settled(c["mae_price"][i]), mae_pct=settled(c["mae_pct"][i]),
-                        mae_r=settled(c["mae_r"][i]), mae_at=settled_time(c["mae_at"][i]),
+                        max_mfe_price=dec(c["max_mfe_price"][i]), max_mfe_pct=mfe_pct,
+                        max_mfe_r=dec(c["max_mfe_r"][i]), max_mfe_at=when(c["max_mfe_at"][i]),
+                        mae_price=dec(c["mae_price"][i]), mae_pct=dec(c["mae_pct"][i]),
+                        mae_r=dec(c["mae_r"][i]), mae_at=when(c["mae_at"][i]),
                         take_profit_hit=None if no_data else c["take_profit_hit"][i],
-                        take_profit_hit_at=settled_time(c["take_profit_hit_at"][i]),
+                        take_profit_hit_at=when(c["take_profit_hit_at"][i]),
                         is_missed_moonshot=None if no_data else missed_moonshot(mfe_pct, threshold),
                         moonshot_threshold_pct=threshold, bars_observed=c["bars_observed"][i],
                         bars_timeframe=None if no_data else bars[symbol].timeframe,

@@ -25,7 +25,7 @@ from goldthread.analytics.barriers import EXIT_REASONS, triple_barrier_batch
 from goldthread.analytics.fees import FeeSchedule, Fill, total_estimated_fees
 from goldthread.loops.bars import load_bars
 from goldthread.loops.base import BuildResult, unbuildable
-from goldthread.loops.counterfactual import CounterfactualLoop, columns, settled, settled_time
+from goldthread.loops.counterfactual import CounterfactualLoop, columns, dec, when
 from goldthread.models.broker import OrderSide
 from goldthread.models.hot import AssetClass, RejectedSignal, Side
 from goldthread.models.types import quantize9
@@ -160,8 +160,8 @@ class RejectedSignalsLoop(CounterfactualLoop):
     def _row(
         self, ctx: Context, item: WorkItem, s: RejectedSignal, c: dict[str, list[Any]], i: int, now: dt.datetime
     ) -> FactRejectedSignal:
-        entry, exit_ = settled(c["entry_price"][i]), settled(c["exit_price"][i])
-        pnl = settled(c["pnl_per_unit"][i])
+        entry, exit_ = dec(c["entry_price"][i]), dec(c["exit_price"][i])
+        pnl = dec(c["pnl_per_unit"][i])
         fee = fee_per_unit(s, entry, exit_) if entry and exit_ else None
         return FactRejectedSignal(
             row_id=row_id_for("fact_rejected_signals", s.signal_id), ds=s.created_at.date(), run_id=item.run_id,
@@ -170,12 +170,12 @@ class RejectedSignalsLoop(CounterfactualLoop):
             signal_price=s.signal_price, take_profit=s.take_profit, stop_loss=s.stop_loss,
             created_at=s.created_at, expires_at=s.expires_at, rejection_reason=s.rejection_reason,
             rejected_at=s.rejected_at, window_end=self.window(ctx, s)[1],
-            entry_price=entry, entry_time=settled_time(c["entry_time"][i]), exit_price=exit_,
-            exit_time=settled_time(c["exit_time"][i]), exit_reason=EXIT_REASONS[c["exit_reason"][i]],
-            theoretical_pnl_per_unit=pnl, theoretical_pnl_pct=settled(c["pnl_pct"][i]), est_fee_per_unit=fee,
+            entry_price=entry, entry_time=when(c["entry_time"][i]), exit_price=exit_,
+            exit_time=when(c["exit_time"][i]), exit_reason=EXIT_REASONS[c["exit_reason"][i]],
+            theoretical_pnl_per_unit=pnl, theoretical_pnl_pct=dec(c["pnl_pct"][i]), est_fee_per_unit=fee,
             theoretical_net_pnl_per_unit=quantize9(pnl - fee) if pnl is not None and fee is not None else None,
-            r_multiple=settled(c["r_multiple"][i]), mfe_price=settled(c["mfe_price"][i]),
-            mfe_pct=settled(c["mfe_pct"][i]), mfe_r=settled(c["mfe_r"][i]), mae_price=settled(c["mae_price"][i]),
-            mae_pct=settled(c["mae_pct"][i]), mae_r=settled(c["mae_r"][i]), bars_observed=c["bars_observed"][i],
+            r_multiple=dec(c["r_multiple"][i]), mfe_price=dec(c["mfe_price"][i]),
+            mfe_pct=dec(c["mfe_pct"][i]), mfe_r=dec(c["mfe_r"][i]), mae_price=dec(c["mae_price"][i]),
+            mae_pct=dec(c["mae_pct"][i]), mae_r=dec(c["mae_r"][i]), bars_observed=c["bars_observed"][i],
             bars_timeframe=c["bars_timeframe"][i],
         )

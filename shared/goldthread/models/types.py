@@ -19,7 +19,7 @@ import datetime as dt
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, PlainSerializer, Strict
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, Strict
 
 NINE_PLACES = Decimal("0.000000001")
 CENT = Decimal("0.01")
@@ -112,6 +112,3 @@ Text = Annotated[str, Field(max_length=1024)]
 
 JsonText = Annotated[str, Field(max_length=1_000_000)]
 """A JSON document kept as text in the warehouse (BigQuery JSON / DuckDB JSON)."""
-
-Date = Annotated[dt.date, PlainSerializer(lambda d: d.isoformat(), return_type=str, when_used="json")]
-"""A calendar day (UTC), used for the ``ds`` partition column."""

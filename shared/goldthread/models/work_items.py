@@ -85,7 +85,7 @@ class WorkItem(BaseModel):
         The dispatcher publishes a million items differing only by ``doc_id``: the other fields are
         validated once here, each id is checked as an ``Identifier`` (``ValidationError`` if it is not
         one), and the body is the model's own JSON with the id put in place (an ``Identifier`` needs no
-        JSON escaping). ``test_encoder_matches_to_message`` holds the two to the same bytes.
+        JSON escaping). ``test_fast_paths`` holds the two to the same bytes and the same refusals.
         """
         marker = "0"
         template = cls(run_id=run_id, loop=loop, ds=ds, doc_id=marker, published_at=published_at)

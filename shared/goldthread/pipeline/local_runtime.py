@@ -70,10 +70,12 @@ def wire_local_bus(
 def fewer_gc_passes() -> Iterator[None]:
     """A run allocates millions of short-lived objects that reference counting frees at once; at CPython's
     default gen-0 threshold (700) the cyclic collector would also re-traverse every long-lived object
-    thousands of times (~12% of Loop A's time). During the run, what already exists is frozen out of the
-    collector and gen 0 is collected every 50,000 allocations; both are restored afterwards."""
+    thousands of times (11% of Loop A at 100k, ``python -m bench.fast_paths --only gc``). During the run,
+    what already exists is frozen out of the collector and gen 0 is collected every 50,000 allocations;
+    both are restored afterwards (``test_fast_paths``). No full collection first: at ~40 ms each, the
+    demo's 78 runs spent a third of their time in it, and garbage frozen with the rest is collectable
+    again once unfrozen."""
     before = gc.get_threshold()
-    gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, before[1], before[2])
     try:

@@ -43,7 +43,6 @@ class Warehouse(ABC):
     """Abstract warehouse. Implementations: ``DuckDbWarehouse`` (embedded), ``BigQueryWarehouse``."""
 
     name: ClassVar[str]
-    dialect: ClassVar[str]
     key_check_is_billed: ClassVar[bool] = False
     """True where finding which keys a table holds costs a billed query (BigQuery: one per call, at the
     10 MB minimum). A caller that can prove its keys were never written before passes ``keys_are_new``."""
