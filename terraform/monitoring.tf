@@ -12,7 +12,7 @@ locals {
   )
 
   # The structured log lines goldthread.pipeline.runs writes when a run does not succeed:
-  #   "run finished PARTIAL: ..." (INFO), "run failed: ..." (ERROR), "run stalled" (WARNING).
+  #   "run finished PARTIAL: ..." (INFO), "run failed: ..." (ERROR), "run stalled: ..." (WARNING).
   # No severity filter: a PARTIAL run is logged at INFO.
   run_not_succeeded_pattern = "^run (finished PARTIAL|failed|stalled)"
 

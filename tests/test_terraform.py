@@ -876,13 +876,13 @@ def test_alert_on_runs_not_succeeded_matches_the_pipeline_log_lines() -> None:
     messages = _run_log_messages()
     finished = [m for m in messages if m.startswith("run finished %s")]
     assert finished, "runs.py no longer logs 'run finished <STATUS>'"
-    classified = {"run started", "run failed: %s", "run stalled", *finished}
+    classified = {"run started", "run failed: %s", "run stalled: %s", *finished}
     assert messages == classified, f"classify the new run log lines here and in monitoring.tf: {messages - classified}"
     for fmt in finished:
         assert re.match(pattern, fmt % ((RunStatus.PARTIAL.value,) + (0,) * (fmt.count("%") - 1)))
         assert not re.match(pattern, fmt % ((RunStatus.SUCCEEDED.value,) + (0,) * (fmt.count("%") - 1)))
     assert re.match(pattern, "run failed: boom")
-    assert re.match(pattern, "run stalled")
+    assert re.match(pattern, "run stalled: no heartbeat for 300 s")
     assert not re.match(pattern, "run started")
 
 

@@ -144,6 +144,17 @@ _STEP = ["setup"]
 _CALLS: list[tuple[str, int, str]] = []
 
 
+_HOME: list[Path] = []
+
+
+def _die() -> None:
+    """SIGKILL this process, leaving a ``killed`` mark first: the forkserver that started it may lose its exit
+    status when two of its children die at once (it reports 255), and the test must still know it was killed."""
+    if _HOME:
+        (_HOME[0] / "killed").touch()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _install_hooks(kill_at: str | None, count: bool) -> None:
     target = when = None
     nth = 0
@@ -160,10 +171,10 @@ def _install_hooks(kill_at: str | None, count: bool) -> None:
                 _CALLS.append((__name, seen[__name], _STEP[0]))
             fatal = __name == target and seen[__name] == nth
             if fatal and when == "before":
-                os.kill(os.getpid(), signal.SIGKILL)
+                _die()
             result = __real(*args, **kwargs)
             if fatal and when == "after":
-                os.kill(os.getpid(), signal.SIGKILL)
+                _die()
             return result
 
         setattr(owner, attr, functools.wraps(real)(hooked))
@@ -231,6 +242,7 @@ STEPS: list[tuple[str, Callable[[Context], Any]]] = [
 def work(home: str, phase: str, kill_at: str | None = None) -> None:
     """Run ``phase`` (``run``, ``count`` or ``rerun``) over the stores in ``home`` (output in ``PHASE.log``)."""
     path = Path(home)
+    _HOME[:] = [path]
     log = os.open(path / f"{phase}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)

@@ -168,7 +168,11 @@ class Outcome:
 
 def crash_and_recover(night: Night, home: Path, step: str, kill_at: str) -> Outcome:
     night.fresh(home)
-    killed = run_worker(home, "run", kill_at) == -9
+    code = run_worker(home, "run", kill_at)
+    killed = code == -9 or (code == 255 and (home / "killed").exists())  # 255: the forkserver lost the status
+    if not killed:  # the kill point was never reached: say why, from the worker's own log
+        tail = (home / "run.log").read_text(errors="replace")[-2000:]
+        return Outcome(step, kill_at, killed, [f"not killed (exit {code}); run.log ends:\n{tail}"], 0, 0, 0, 0)
     if run_worker(home, "rerun") != 0:
         tail = (home / "rerun.log").read_text(errors="replace")[-3000:]
         return Outcome(step, kill_at, killed, [f"the re-run failed:\n{tail}"], 0, 0, 0, 0)
