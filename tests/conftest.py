@@ -32,6 +32,8 @@ from goldthread.pipeline.local_runtime import wire_local_bus
 from goldthread.writer import POSITIONS, SIGNALS, HotWriter, document_of
 from hypothesis import settings as hypothesis_settings
 
+pytest_plugins = ["tests.support.recording"]  # the fake Alpaca server, and the real Alpaca adapter on it
+
 # The suite (`make test`, CI) runs each property on a fixed, reproducible set of examples, so a red CI
 # always names a case anyone can rerun; `make fuzz` explores fresh random examples and is how new cases
 # are found (each one found is then pinned as an explicit test).

@@ -25,28 +25,13 @@ from goldthread.errors import BrokerRequestError, BrokerUnavailableError, Config
 from goldthread.ports.market_data import to_ns
 
 from tests.fakes.alpaca_server import FakeAlpaca
+from tests.support.recording import FAST, KEY, SECRET
 
-KEY = "PKTESTKEYID7Q2W"
-SECRET = "sk-super-secret-value-9f8e7d"
 T0 = dt.datetime(2024, 1, 2, 14, 30, tzinfo=dt.UTC)
 DAY = dt.date(2024, 1, 2)
 CALL = "AAPL240119C00190000"
 PUT = "AAPL240119P00180000"
 
-FAST = AlpacaRetryPolicy(timeout=0.25, max_attempts=3, initial_backoff=0.001, max_backoff=0.01)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca(api_key=KEY, secret_key=SECRET) as server:
-        yield server
-
-
-@pytest.fixture
-def broker(fake: FakeAlpaca) -> Iterator[AlpacaBroker]:
-    adapter = AlpacaBroker(KEY, SECRET, base_url=fake.url, data_url=fake.url, policy=FAST, env={})
-    yield adapter
-    adapter.close()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
-from goldthread.adapters.alpaca_broker import AlpacaBroker, AlpacaRetryPolicy
+from goldthread.adapters.alpaca_broker import AlpacaBroker
 from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
 from goldthread.adapters.local_bus import LocalBus
 from goldthread.adapters.sqlite_hot_store import SqliteHotStore
@@ -29,25 +29,10 @@ from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
 
 from tests.conftest import Clock
 from tests.fakes.alpaca_server import FakeAlpaca
+from tests.support.recording import KEY, SECRET
 
-KEY = "PKTESTKEYID7Q2W"
-SECRET = "sk-super-secret-value-9f8e7d"
-FAST = AlpacaRetryPolicy(timeout=0.25, max_attempts=3, initial_backoff=0.001, max_backoff=0.01)
 FRI, MON, TUE, WED = dt.date(2024, 3, 1), dt.date(2024, 3, 4), dt.date(2024, 3, 5), dt.date(2024, 3, 6)
 HISTORY = "/v2/account/portfolio/history"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca(api_key=KEY, secret_key=SECRET) as server:
-        yield server
-
-
-@pytest.fixture
-def broker(fake: FakeAlpaca) -> Iterator[AlpacaBroker]:
-    adapter = AlpacaBroker(KEY, SECRET, base_url=fake.url, data_url=fake.url, policy=FAST, env={})
-    yield adapter
-    adapter.close()
 
 
 def week(fake: FakeAlpaca) -> None:

@@ -33,6 +33,7 @@ from goldthread.pipeline.local_runtime import run_loop
 from goldthread.ports.market_data import Bars, from_ns
 
 from tests.conftest import UTC, Clock, Factory, deliver, embedded_context
+from tests.support.recording import CountingMarketData
 
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "SPY", "GOOG")
 DAYS = (dt.date(2024, 3, 4), dt.date(2024, 3, 5), dt.date(2024, 3, 6))  # Monday to Wednesday
@@ -40,21 +41,6 @@ LAST = DAYS[-1]
 # each signal's 7-day window touches its day to 7 days later: 4 to 13 March, of which 9 and 10 are a weekend
 WEEKDAYS_TOUCHED = 8
 BARS_PER_SESSION = 390  # synthetic equities trade 14:30-21:00 UTC
-
-
-class CountingMarketData(SyntheticMarketData):
-    """Synthetic bars, recording every request as (symbols, start, end)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[tuple[tuple[str, ...], dt.datetime, dt.datetime]] = []
-
-    def get_bars(self, symbols: Sequence[str], timeframe: str, start: dt.datetime, end: dt.datetime) -> dict[str, Bars]:
-        self.requests.append((tuple(symbols), start, end))
-        return super().get_bars(symbols, timeframe, start, end)
-
-    def per_symbol(self, since: int = 0) -> Counter[str]:
-        return Counter(s for symbols, _, _ in self.requests[since:] for s in symbols)
 
 
 @pytest.fixture

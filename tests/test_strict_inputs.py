@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from goldthread.adapters.synthetic_market_data import FileMarketData, SyntheticMarketData
+from goldthread.adapters.synthetic_market_data import FileMarketData
 from goldthread.analytics.fees import CAT_FEE_ENV, CAT_FEE_PER_SHARE, FeeSchedule, cat_fee_per_share
 from goldthread.config import Settings, load_settings, resolve_git_hash
 from goldthread.errors import ConfigError
@@ -46,11 +46,11 @@ from goldthread.models.work_items import Loop, WorkItem
 from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import run_loop
-from goldthread.ports.market_data import Bars
 from goldthread.writer import REJECTED, SIGNALS
 from pydantic import BaseModel, ValidationError
 
 from tests.conftest import DS, NIGHT_AFTER, UTC, Clock, Factory, deliver, embedded_context, rows
+from tests.support.recording import CountingMarketData
 
 OVERFLOW_UP = "9999-12-31T23:00:00-05:00"  # 10000-01-01T04:00Z: astimezone(UTC) overflows
 OVERFLOW_DOWN = "0001-01-01T00:30:00+05:00"  # 0000-12-31T19:30Z: astimezone(UTC) overflows
@@ -222,25 +222,13 @@ def test_loop_b_dead_letters_an_overflowing_rejected_signal_time_by_name(
     assert_second_run_is_clean(ctx, "rejected_signals")
 
 
-class RecordingFeed(SyntheticMarketData):
-    """Synthetic bars, remembering every request the pipeline makes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[tuple[tuple[str, ...], dt.datetime, dt.datetime]] = []
-
-    def get_bars(self, symbols: Sequence[str], timeframe: str, start: dt.datetime, end: dt.datetime) -> dict[str, Bars]:
-        self.requests.append((tuple(symbols), start, end))
-        return super().get_bars(symbols, timeframe, start, end)
+@pytest.fixture
+def feed() -> CountingMarketData:
+    return CountingMarketData()
 
 
 @pytest.fixture
-def feed() -> RecordingFeed:
-    return RecordingFeed()
-
-
-@pytest.fixture
-def ctx_c(tmp_path: Path, clock: Clock, settings: Settings, feed: RecordingFeed) -> Iterator[Context]:
+def ctx_c(tmp_path: Path, clock: Clock, settings: Settings, feed: CountingMarketData) -> Iterator[Context]:
     """The embedded context of ``conftest.ctx`` with a market-data feed that records its requests."""
     context = embedded_context(tmp_path, clock, settings, feed)
     yield context
@@ -257,7 +245,7 @@ def _expired_pair(ctx: Context, **bad: Any) -> None:
     ctx.hot.put(SIGNALS, "c-bad", {**base, "signal_id": "c-bad", **bad})
 
 
-def _asked_days(feed: RecordingFeed) -> set[dt.date]:
+def _asked_days(feed: CountingMarketData) -> set[dt.date]:
     days: set[dt.date] = set()
     for _, start, end in feed.requests:
         day = start.date()
@@ -272,7 +260,7 @@ def _asked_days(feed: RecordingFeed) -> set[dt.date]:
     ("expires_at", OVERFLOW_UP), ("expires_at", OVERFLOW_DOWN), ("expires_at", BEFORE_1677),
 ])
 def test_loop_c_dead_letters_an_overflowing_signal_time_by_name(
-    ctx_c: Context, clock: Clock, feed: RecordingFeed, field: str, value: str
+    ctx_c: Context, clock: Clock, feed: CountingMarketData, field: str, value: str
 ) -> None:
     _expired_pair(ctx_c, **{field: value})
     clock.set(C_READY)
@@ -285,7 +273,7 @@ def test_loop_c_dead_letters_an_overflowing_signal_time_by_name(
     assert_second_run_is_clean(ctx_c, "expired_signals")
 
 
-def test_a_signal_created_in_year_one_asks_for_no_bars(ctx_c: Context, clock: Clock, feed: RecordingFeed) -> None:
+def test_a_signal_created_in_year_one_asks_for_no_bars(ctx_c: Context, clock: Clock, feed: CountingMarketData) -> None:
     _expired_pair(ctx_c, created_at=YEAR_ONE)
     clock.set(C_READY)
     run = run_loop(ctx_c, "expired_signals", DS)
@@ -301,7 +289,7 @@ def test_a_signal_created_in_year_one_asks_for_no_bars(ctx_c: Context, clock: Cl
     (dt.datetime(2024, 2, 3, 13, 59, tzinfo=UTC), True),  # a minute more
 ])
 def test_a_loop_c_signal_living_longer_than_the_setting_is_dead_lettered_on_expires_at(
-    ctx_c: Context, clock: Clock, feed: RecordingFeed, created: dt.datetime, dead: bool
+    ctx_c: Context, clock: Clock, feed: CountingMarketData, created: dt.datetime, dead: bool
 ) -> None:
     assert ctx_c.settings.max_signal_lifetime == dt.timedelta(days=31)  # the default
     _expired_pair(ctx_c, created_at=created.isoformat())  # expires 2024-03-05 14:00
@@ -329,7 +317,7 @@ def test_a_bad_signal_lifetime_is_a_config_error(value: str) -> None:
         load_settings({"GOLDTHREAD_MAX_SIGNAL_LIFETIME_DAYS": value, "GOLDTHREAD_GIT_HASH": "x"})
 
 
-def test_loop_b_asks_for_its_validity_window_only(ctx_c: Context, clock: Clock, feed: RecordingFeed) -> None:
+def test_loop_b_asks_for_its_validity_window_only(ctx_c: Context, clock: Clock, feed: CountingMarketData) -> None:
     make = Factory(ctx_c)
     make.strategy()
     make.signal("r-1", created_at=dt.datetime(2024, 3, 5, 15, tzinfo=UTC))
