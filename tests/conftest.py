@@ -138,6 +138,16 @@ def rows(ctx: Context, table: str, where: str = "TRUE", **params: Any) -> list[d
     return ctx.warehouse.query(f"SELECT * FROM {table} WHERE {where} ORDER BY row_id", params)
 
 
+def ledger_mark(ctx: Context, collection: str, doc_id: str) -> dict[str, Any]:
+    """The ledger's marks of one record (``goldthread.ledger.marks``), every mark field present (None when
+    unset): goldthread keeps them there, never on the bot's document."""
+    from goldthread.ledger.marks import read_marks
+
+    held = read_marks(ctx.hot, collection, [doc_id]).get(doc_id)
+    fields = ("archived_run_id", "archived_at", "dead_lettered_run_id", "loading_run_id", "digest")
+    return {f: getattr(held, f) if held else None for f in fields}
+
+
 def deliver(ctx: Context) -> int:
     """Deliver everything pending on the local bus (retries included)."""
     bus = ctx.bus
@@ -250,6 +260,10 @@ class Factory:
         doc = {**document_of(base), "position_id": position_id, **orders, **overrides}
         self.ctx.hot.put(POSITIONS, position_id, doc)
         return doc
+
+    def mark(self, doc_id: str, collection: str = POSITIONS) -> dict[str, Any]:
+        """goldthread's ledger marks of a record (``ledger_mark``)."""
+        return ledger_mark(self.ctx, collection, doc_id)
 
     def position_doc(self, position_id: str) -> dict[str, Any]:
         """The stored hot document of a position."""

@@ -51,8 +51,8 @@ def run_with_one_bad(ctx: Context, make: Factory, bad_id: str) -> dict[str, Any]
     letter = found[bad_id]
     assert letter["reason_code"] == "BROKER_MISMATCH"
     assert all(e["type"] == "broker_mismatch" for e in errors(letter))
-    doc = make.position_doc(bad_id)
-    assert doc["dead_lettered_run_id"] == run.run_id and doc["archived_run_id"] is None
+    mark = make.mark(bad_id)
+    assert mark["dead_lettered_run_id"] == run.run_id and mark["archived_run_id"] is None
     return letter
 
 

@@ -28,7 +28,7 @@ from goldthread.pipeline.local_runtime import run_loop
 from goldthread.writer import POSITIONS, HotWriter
 from rich.console import Console
 
-from tests.conftest import DS, Factory, rows
+from tests.conftest import DS, Factory, ledger_mark, rows
 from tests.real.conftest import bigquery_emulator, firestore_emulator, pubsub_emulator  # noqa: F401 - fixtures
 from tests.support import emulators
 from tests.support.emulators import ManagedProcess, start_function
@@ -70,7 +70,7 @@ def test_canary_passes_and_leaves_real_records_alone(ctx: Context, make: Factory
     assert all(h.ms is not None and h.ms >= 0 for h in result.hops)
     assert rows(ctx, "fact_trades", "TRUE")[0]["position_id"] == result.position_id
     assert len(rows(ctx, "fact_trades", "TRUE")) == 1, "the canary archived only its own position"
-    assert make.position_doc("pos-real")["archived_run_id"] is None
+    assert make.mark("pos-real")["archived_run_id"] is None
     assert rows(ctx, "fact_trades", "is_canary")[0]["run_id"] == result.run_id
 
     run = runs.get_run(ctx, result.run_id)
@@ -85,7 +85,7 @@ def test_canary_passes_and_leaves_real_records_alone(ctx: Context, make: Factory
 
     trades = run_loop(ctx, "trades", DS)  # the real run archives the real trade, not the canary's
     assert (trades.published, trades.loaded) == (1, 1)
-    assert make.position_doc("pos-real")["archived_run_id"] == trades.run_id
+    assert make.mark("pos-real")["archived_run_id"] == trades.run_id
 
 
 def test_a_second_canary_reuses_its_orders_and_strategy(ctx: Context, make: Factory) -> None:
@@ -115,8 +115,9 @@ def assert_broken(ctx: Context, result: canary.CanaryResult, hop: str, caplog: p
     errors = [r for r in caplog.records if r.levelno == logging.ERROR and getattr(r, "hop", None) == hop]
     assert errors, "no ERROR log with the hop label"
     doc = ctx.hot.get(POSITIONS, result.position_id)
-    if doc is not None and doc.get("archived_run_id") is None:
-        assert doc["dead_lettered_run_id"] == result.run_id, "a broken canary's position must be set aside"
+    mark = ledger_mark(ctx, POSITIONS, result.position_id)
+    if doc is not None and mark["archived_run_id"] is None:
+        assert mark["dead_lettered_run_id"] == result.run_id, "a broken canary's position must be set aside"
 
 
 def test_a_stopped_bus_breaks_the_dispatch_hop(ctx: Context, make: Factory, caplog: pytest.LogCaptureFixture) -> None:
@@ -129,7 +130,7 @@ def test_a_stopped_bus_breaks_the_dispatch_hop(ctx: Context, make: Factory, capl
     assert "stopped" in result.hop("dispatch").detail
     trades = run_loop(ctx, "trades", DS)
     assert trades.published == 1, "the set-aside canary position never enters a real run"
-    assert make.position_doc("pos-real")["archived_run_id"] == trades.run_id
+    assert make.mark("pos-real")["archived_run_id"] == trades.run_id
     synced = ctx.warehouse.query("SELECT status FROM mart_golden_thread WHERE run_id = @r", {"r": result.run_id})
     assert synced == [{"status": "FAILED"}]
 

@@ -32,7 +32,7 @@ from goldthread.pipeline.runs import list_runs
 from goldthread.writer import HotWriter
 from rich.console import Console
 
-from tests.conftest import DEPLOYED, DS, Clock, Factory, PinnedBroker
+from tests.conftest import DEPLOYED, DS, Clock, Factory, PinnedBroker, ledger_mark
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -236,8 +236,8 @@ def test_demo_with_loops_a_and_d(home: Path, out: io.StringIO, monkeypatch: pyte
         snapshots = ctx.warehouse.query("SELECT COUNT(*) AS n FROM snapshot_accounts")[0]["n"]
         assert snapshots == 5
         archived = ctx.warehouse.query("SELECT COUNT(*) AS n FROM fact_trades")[0]["n"]
-        closed = [d for _, d in ctx.hot.query("live_positions") if d.get("status") == "CLOSED"]
-        assert archived == sum(1 for d in closed if d.get("archived_run_id"))
+        closed = [i for i, d in ctx.hot.query("live_positions") if d.get("status") == "CLOSED"]
+        assert archived == sum(1 for i in closed if ledger_mark(ctx, "live_positions", i)["archived_run_id"])
     finally:
         ctx.close()
 

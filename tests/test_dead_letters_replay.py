@@ -94,8 +94,8 @@ def test_transient_failure_is_dead_lettered_after_the_maximum_attempts(ctx: Cont
     assert f"delivery failed {attempts} times" in letter["error_message"]
     assert "CloudPubSubDeadLetterSource" not in letter["attributes_json"]  # the original attributes only
     assert json.loads(letter["payload"])["doc_id"] == "pos-1"
-    assert make.position_doc("pos-1")["dead_lettered_run_id"] == run.run_id
-    assert make.position_doc("pos-1")["archived_run_id"] is None
+    assert make.mark("pos-1")["dead_lettered_run_id"] == run.run_id
+    assert make.mark("pos-1")["archived_run_id"] is None
     assert (run.status, run.published, run.loaded, run.dead_lettered) == (RunStatus.PARTIAL, 1, 0, 1)
     assert_reconciled(run)
 
@@ -138,7 +138,7 @@ def test_bad_items_are_dead_lettered_with_reasons_while_the_rest_loads(ctx: Cont
     assert sorted(error_locs(letters["pos-two-faults"])) == ["est_fee_usd", "side", "surprise"]
     assert all(d["run_id"] == run.run_id and d["delivery_attempts"] == 1 for d in letters.values())
     for doc_id in letters:
-        assert make.position_doc(doc_id)["dead_lettered_run_id"] == run.run_id
+        assert make.mark(doc_id)["dead_lettered_run_id"] == run.run_id
 
     # the originals also went to the dead-letter topic, tagged with the reason and their source topic
     published = [message_from_event(e) for e in inspected]
@@ -195,7 +195,7 @@ def test_replay_after_a_fix_loads_the_record_under_a_new_run(ctx: Context, make:
     # the bot fixes the document through the writer, which clears the dead-letter mark
     fixed = SchemaGuardian.validate(LivePosition, {**broken, "qty": "3", "dead_lettered_run_id": None}, "pos-to-fix")
     HotWriter(ctx.hot).save_position(fixed)
-    assert make.position_doc("pos-to-fix")["dead_lettered_run_id"] is None
+    assert make.mark("pos-to-fix")["dead_lettered_run_id"] is None
 
     published_before = dict(ctx.bus.published)  # type: ignore[attr-defined]
     report = replay(ctx, dry_run=True)
@@ -216,7 +216,7 @@ def test_replay_after_a_fix_loads_the_record_under_a_new_run(ctx: Context, make:
     assert_reconciled(replayed)
     (row,) = rows(ctx, "fact_trades", "position_id = 'pos-to-fix'")
     assert row["run_id"] == replayed.run_id and row["qty"] == 3
-    assert make.position_doc("pos-to-fix")["archived_run_id"] == replayed.run_id
+    assert make.mark("pos-to-fix")["archived_run_id"] == replayed.run_id
     assert good.position_id in {r["position_id"] for r in rows(ctx, "fact_trades")}
 
     # the replayed dead letter is marked and not offered again; the unfixed one still is

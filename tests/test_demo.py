@@ -43,6 +43,8 @@ from goldthread.pipeline.runs import list_runs
 from goldthread.writer import POSITIONS, REJECTED, SIGNALS
 from rich.console import Console
 
+from tests.conftest import ledger_mark
+
 END = dt.date(2024, 3, 15)  # a Friday: the twelve days span two weekends' worth of calendar
 DAYS = 12
 BROKEN = {
@@ -140,7 +142,7 @@ def test_the_replayed_position_ends_in_fact_trades(demo: tuple[Context, DemoResu
     assert trade.run_id == replayed["replay_run_id"]
     (replay_run,) = list_runs(ctx, "replay")
     assert (replay_run.status, replay_run.published, replay_run.loaded) == (RunStatus.SUCCEEDED, 1, 1)
-    assert ctx.hot.get(POSITIONS, "pos-broken-qty")["archived_run_id"] == replay_run.run_id
+    assert ledger_mark(ctx, POSITIONS, "pos-broken-qty")["archived_run_id"] == replay_run.run_id
     assert any("pos-broken-qty" in note and "SUCCEEDED" in note for note in result.extras["notes"])
 
 

@@ -417,7 +417,7 @@ def test_property_fees_charged_to_trades_equal_the_postings_per_day_and_kind(
 
 def test_the_day_is_selected_both_as_timestamps_and_as_text() -> None:
     """Firestore never matches a timestamp range against a time a bot stored as text: the patch asks for both."""
-    from goldthread.patches.fee_patch import time_ranges
+    from goldthread.loops.base import time_ranges
 
     start, end = dt.datetime(2024, 3, 1, tzinfo=dt.UTC), dt.datetime(2024, 3, 5, tzinfo=dt.UTC)
     (low, high), (text_low, text_high) = time_ranges(start, end)

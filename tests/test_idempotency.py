@@ -95,7 +95,7 @@ def test_a_record_published_by_two_runs_is_loaded_once_and_a_duplicate_once(
     deliver(ctx)
     (row,) = rows(ctx, "fact_trades")
     assert row["run_id"] == first.run_id
-    assert make.position_doc("pos-1")["archived_run_id"] == first.run_id
+    assert make.mark("pos-1")["archived_run_id"] == first.run_id
     a, b = final(ctx, first), final(ctx, second)
     assert (a.loaded, a.duplicates) == (1, 0)
     assert (b.status, b.loaded, b.duplicates) == (RunStatus.SUCCEEDED, 0, 1)
@@ -129,7 +129,7 @@ def test_crash_after_the_warehouse_write_before_the_archive_mark(
         RunStatus.SUCCEEDED, positions, positions, 0, 0
     )
     for i in range(positions):
-        assert make.position_doc(f"pos-{i}")["archived_run_id"] == run.run_id
+        assert make.mark(f"pos-{i}")["archived_run_id"] == run.run_id
     assert_reconciled(run)
     assert dispatch(ctx, "trades", DS).published == 0  # nothing left behind
 
@@ -145,7 +145,7 @@ def test_crash_after_the_archive_mark_before_the_outcome_is_counted(
     assert record.calls["n"] == 2  # type: ignore[attr-defined]
     assert len(rows(ctx, "fact_trades")) == 2
     assert (run.status, run.published, run.loaded, run.duplicates) == (RunStatus.SUCCEEDED, 2, 2, 0)
-    assert {make.position_doc(p)["archived_run_id"] for p in ("pos-1", "pos-2")} == {run.run_id}
+    assert {make.mark(p)["archived_run_id"] for p in ("pos-1", "pos-2")} == {run.run_id}
     assert_reconciled(run)
 
 

@@ -33,7 +33,7 @@ from goldthread.pipeline.local_runtime import run_loop
 from goldthread.ports.market_data import Bars
 from goldthread.writer import SIGNALS
 
-from tests.conftest import DS, UTC, Clock, Factory, deliver, embedded_context, rows
+from tests.conftest import DS, UTC, Clock, Factory, deliver, embedded_context, ledger_mark, rows
 
 READY = dt.datetime(2024, 3, 7, tzinfo=UTC)  # end of DS + the default 24 h look-ahead
 AFTER = dt.datetime(2024, 3, 7, 3, 0, tzinfo=UTC)
@@ -138,9 +138,9 @@ def test_expired_and_stale_active_signals_are_archived_with_their_excursions(ctx
     archived = {r["signal_id"] for r in rows(ctx, "fact_signals_expired")}
     assert archived == {"c-expired", "c-stale", "c-nodata"}
     for signal_id in ("c-executed", "c-rejected", "c-expires-after-ds", "c-expired-after-ds"):
-        doc = ctx.hot.get(SIGNALS, signal_id)
-        assert doc["archived_run_id"] is None and doc["dead_lettered_run_id"] is None, signal_id
-    assert ctx.hot.get(SIGNALS, "c-stale")["archived_run_id"] == run.run_id
+        mark = ledger_mark(ctx, SIGNALS, signal_id)
+        assert mark["archived_run_id"] is None and mark["dead_lettered_run_id"] is None, signal_id
+    assert ledger_mark(ctx, SIGNALS, "c-stale")["archived_run_id"] == run.run_id
 
     long = fact(ctx, "c-expired")
     assert (long.ds, long.run_id, long.side, long.signal_price) == (DS, run.run_id, "long", D(100))
@@ -235,7 +235,7 @@ def test_a_forced_item_for_an_executed_or_rejected_signal_is_dead_lettered(
     (error,) = json.loads(letter["errors_json"])
     assert error["loc"] == "status"
     assert rows(ctx, "fact_signals_expired") == []
-    assert ctx.hot.get(SIGNALS, signal_id)["archived_run_id"] is None
+    assert ledger_mark(ctx, SIGNALS, signal_id)["archived_run_id"] is None
 
 
 @pytest.mark.parametrize("lookahead", [dt.timedelta(hours=36)])

@@ -32,7 +32,7 @@ from goldthread.pipeline.runs import list_runs
 from goldthread.writer import REJECTED
 from pydantic import ValidationError
 
-from tests.conftest import DS, UTC, Clock, Factory, embedded_context, rows
+from tests.conftest import DS, UTC, Clock, Factory, embedded_context, ledger_mark, rows
 
 CREATED = dt.datetime(2024, 3, 5, 10, 0, 30, tzinfo=UTC)  # 30 s into the 10:00 bar: entry is the 10:01 open
 READY_7D = dt.datetime(2024, 3, 13, tzinfo=UTC)  # end of DS + 7 days
@@ -130,8 +130,8 @@ def test_rows_for_each_exit_reason(ctx: Context, signals: dict[str, RejectedSign
     )
     assert {r["signal_id"] for r in rows(ctx, "fact_rejected_signals")} == {"b-tp", "b-sl", "b-tmo", "b-nodata"}
     for signal_id in ("b-tp", "b-sl", "b-tmo", "b-nodata"):
-        assert ctx.hot.get(REJECTED, signal_id)["archived_run_id"] == run.run_id
-    assert ctx.hot.get(REJECTED, "b-late")["archived_run_id"] is None
+        assert ledger_mark(ctx, REJECTED, signal_id)["archived_run_id"] == run.run_id
+    assert ledger_mark(ctx, REJECTED, "b-late")["archived_run_id"] is None
 
     tp = fact(ctx, "b-tp")
     assert (tp.exit_reason, tp.entry_price, tp.entry_time) == ("TAKE_PROFIT", D(100), at("2024-03-05 10:01"))
@@ -236,7 +236,7 @@ def test_an_invalid_rejected_signal_is_dead_lettered(ctx: Context, signals: dict
     assert (letter["doc_id"], letter["reason_code"], letter["loop"]) == ("b-bad", "VALIDATION", "rejected_signals")
     assert "take_profit" in letter["error_message"]
     assert rows(ctx, "fact_rejected_signals", "signal_id = 'b-bad'") == []
-    assert ctx.hot.get(REJECTED, "b-bad")["dead_lettered_run_id"] == run.run_id
+    assert ledger_mark(ctx, REJECTED, "b-bad")["dead_lettered_run_id"] == run.run_id
 
 
 @pytest.mark.parametrize(("symbol", "asset_class"), [

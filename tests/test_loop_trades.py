@@ -13,7 +13,6 @@ import datetime as dt
 import json
 from decimal import Decimal as D
 
-from goldthread.loops.base import parse_time
 from goldthread.models import AssetClass, Side
 from goldthread.models.hot import RunStatus
 from goldthread.pipeline.context import Context
@@ -58,10 +57,11 @@ def test_long_trade_pnl_at_the_broker_fills(ctx: Context, make: Factory, clock: 
     assert row["opened_at"] == SESSION and row["closed_at"] == closed_at
     assert row["side"] == "long" and row["asset_class"] == "equity" and row["symbol"] == "AAPL"
 
-    doc = make.position_doc("pos-long")
-    assert doc["archived_run_id"] == run.run_id
-    assert parse_time(doc["archived_at"]) == clock()
-    assert doc["dead_lettered_run_id"] is None
+    mark = make.mark("pos-long")  # in goldthread's ledger, never on the bot's document
+    assert mark["archived_run_id"] == run.run_id
+    assert mark["archived_at"] == clock()
+    assert mark["dead_lettered_run_id"] is None
+    assert not set(make.position_doc("pos-long")) & {"archived_run_id", "archived_at", "dead_lettered_run_id"}
 
 
 def test_short_option_trade_uses_the_multiplier(ctx: Context, make: Factory) -> None:
@@ -142,8 +142,8 @@ def test_strategy_version_in_force_at_signal_creation(ctx: Context, make: Factor
     assert "version 1.1 was in force" in letters["pos-wrong"]["errors_json"]
     assert letters["pos-ghost"]["reason_code"] == "SCD_CONFLICT"
     assert [e["loc"] for e in json.loads(letters["pos-ghost"]["errors_json"])] == ["strategy_id"]
-    assert make.position_doc("pos-wrong")["dead_lettered_run_id"] == run.run_id
-    assert make.position_doc("pos-wrong")["archived_run_id"] is None
+    assert make.mark("pos-wrong")["dead_lettered_run_id"] == run.run_id
+    assert make.mark("pos-wrong")["archived_run_id"] is None
 
     dim = {r["strategy_sk"]: r for r in rows(ctx, "dim_strategy")}
     assert dim["momo:1.0"]["valid_to"] == upgrade and dim["momo:1.0"]["is_current"] is False

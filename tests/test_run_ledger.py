@@ -49,11 +49,10 @@ from goldthread.pipeline.context import Context
 from goldthread.pipeline.dead_letters import list_dead_letters
 from goldthread.pipeline.dispatcher import dispatch
 from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
-from goldthread.ports.hot_store import Where
 from goldthread.writer import POSITIONS
 from rich.console import Console
 
-from tests.conftest import DS, NIGHT_AFTER, SESSION, Clock, Factory, PinnedBroker, deliver, rows
+from tests.conftest import DS, NIGHT_AFTER, SESSION, Clock, Factory, PinnedBroker, deliver, ledger_mark, rows
 
 REPO = Path(__file__).resolve().parents[1]
 PER_DAY = {DS: 2000, DS + dt.timedelta(days=1): 150, DS + dt.timedelta(days=2): 150}
@@ -175,7 +174,7 @@ def accepted(home: Path) -> list[int]:
 
 
 def unarchived(ctx: Context, ids: set[str]) -> set[str]:
-    return {doc_id for doc_id, _ in ctx.hot.query(POSITIONS, [Where("archived_run_id", "==", None)]) if doc_id in ids}
+    return {doc_id for doc_id in ids if not ledger_mark(ctx, POSITIONS, doc_id)["archived_run_id"]}
 
 
 def summary_text(run_list: list[JobMetadata]) -> str:
@@ -466,7 +465,7 @@ def test_a_loaded_item_forwarded_to_the_dead_letter_topic_is_no_open_letter(
         RunStatus.SUCCEEDED, 2, 0, 0)
     other = runs.get_run(ctx, stalled.run_id)
     assert other is not None and (other.status, other.duplicates, other.dead_lettered) == (RunStatus.SUCCEEDED, 1, 0)
-    assert make.position_doc("pos-2").get("dead_lettered_run_id") is None
+    assert make.mark("pos-2").get("dead_lettered_run_id") is None
     # a record never archived is still a letter
     make.closed_trade("pos-3")
     late = runs.start_run(ctx, "trades", DS)

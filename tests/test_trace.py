@@ -37,7 +37,7 @@ def test_a_loaded_trade_from_hot_document_to_marts(ctx: Context, make: Factory) 
     assert report.kind == "position" and report.found
     hot = report.section("hot documents")
     assert hot.status == "ok"
-    assert hot.rows[0]["archived_run_id"] == run.run_id and hot.rows[0]["dead_lettered_run_id"] is None
+    assert hot.rows[0]["archived_run_id"] == run.run_id and hot.rows[0].get("dead_lettered_run_id") is None
     assert hot.rows[1]["doc_id"] == "sig-pos-1" and hot.rows[1]["status"] == "EXECUTED"
     items = report.section("work items").rows
     assert [(i["run_id"], i["job"], i["run_status"], i["item_outcome"]) for i in items] == [

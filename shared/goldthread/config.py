@@ -58,6 +58,10 @@ class Settings:
     differ; the bot stamps after the order returns) before Loop A calls it a mismatch."""
     price_tolerance_bps: Decimal = Decimal(50)
     """Bot-versus-broker fill price discrepancy (basis points) beyond which a trade row is flagged."""
+    sweep_every_days: int = 0
+    """How often a dispatch also sweeps the whole collection for due records outside its day (late writes,
+    unreadable times, days whose run never happened): every ``ds`` whose ordinal is a multiple of it. 0 means
+    the default of the hot store: 1 (every run) on SQLite, where reads are free; 7 on Firestore."""
     warehouse_wait: dt.timedelta = dt.timedelta(minutes=10)
     """How long a local command waits for the embedded warehouse while another process holds it."""
     retry_min_backoff: dt.timedelta = dt.timedelta(seconds=10)
@@ -97,6 +101,11 @@ class Settings:
     def broker_path(self) -> Path:
         """SQLite file of the simulated broker's ledger."""
         return self.home / "broker.sqlite"
+
+    def sweeps_on(self, ds: dt.date) -> bool:
+        """Whether the dispatch for ``ds`` sweeps the whole collection (``sweep_every_days``)."""
+        every = self.sweep_every_days or (1 if self.hot == "sqlite" else 7)
+        return ds.toordinal() % every == 0
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some settings changed (tests tune one setting of a running context this way)."""
@@ -195,7 +204,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         fill_time_tolerance=dt.timedelta(seconds=fill_tolerance),
         price_tolerance_bps=price_tolerance,
         lease_timeout=_lease_timeout(env),
+        sweep_every_days=_sweep_every_days(env),
     )
+
+
+def _sweep_every_days(env: Mapping[str, str]) -> int:
+    """``GOLDTHREAD_SWEEP_EVERY_DAYS`` (default: 1 on SQLite, 7 on Firestore): whole days from 1 to 366."""
+    text = _env(env, "SWEEP_EVERY_DAYS", "")
+    if not text:
+        return 0
+    try:
+        days = int(text)
+    except ValueError as exc:
+        raise ConfigError(f"GOLDTHREAD_SWEEP_EVERY_DAYS {text!r} is not a whole number of days") from exc
+    if not 1 <= days <= 366:
+        raise ConfigError("GOLDTHREAD_SWEEP_EVERY_DAYS must be between 1 and 366")
+    return days
 
 
 def _lease_timeout(env: Mapping[str, str]) -> dt.timedelta:

@@ -172,11 +172,14 @@ def run_jobs(
 def correct_after_archiving(ctx: Context, last_jobs: list[tuple[str, dt.date]], job_runner: JobRunner) -> list[str]:
     """Correct an archived position through the writer API (the bot learned its real commission) and run the
     last day's Loop A and fee patch again: the row becomes revision 2, its old values kept in row_revisions."""
+    from goldthread.ledger import marks
     from goldthread.models import LivePosition
     from goldthread.writer import POSITIONS, HotWriter
 
-    archived = sorted((doc_id, doc) for doc_id, doc in ctx.hot.query(POSITIONS)
-                      if doc.get("archived_run_id") and not doc.get("is_canary"))
+    docs = dict(ctx.hot.query(POSITIONS))
+    held = marks.read_marks(ctx.hot, POSITIONS, list(docs))
+    archived = sorted((doc_id, doc) for doc_id, doc in docs.items()
+                      if doc_id in held and held[doc_id].archived_run_id and not doc.get("is_canary"))
     if not archived:
         return []
     doc_id, doc = archived[0]

@@ -1,9 +1,9 @@
 """The writer API a trading bot calls to put its live state into the hot store.
 
-Every write is validated by SchemaGuardian first, so a bot using this API cannot create garbage, and
-every document is written with goldthread's bookkeeping fields present and null (Firestore can only
-query ``== null`` on a field that exists). Rewriting a record (e.g. after fixing it) clears its
-dead-letter mark, so the next dispatch picks it up again.
+Every write is validated by SchemaGuardian first, so a bot using this API cannot create garbage. The
+documents carry only the bot's own fields: goldthread's bookkeeping lives in its ledger
+(``goldthread.ledger.marks``). Saving a corrected position clears its archive or dead-letter mark there, so
+the next dispatch picks it up again.
 """
 
 from __future__ import annotations
@@ -13,15 +13,18 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+from goldthread.ledger import marks
 from goldthread.models import LivePosition, LiveSignal, RejectedSignal, SchemaGuardian, Strategy
 from goldthread.models.hot import HotDocument, PositionStatus, SignalStatus
 from goldthread.ports.hot_store import HotStore
 
-SIGNALS, REJECTED, POSITIONS, STRATEGIES = "live_signals", "rejected_signals", "live_positions", "strategies"
+SIGNALS, REJECTED, POSITIONS, STRATEGIES = (
+    LiveSignal.collection, RejectedSignal.collection, LivePosition.collection, Strategy.collection
+)
 
 
 def document_of(model: HotDocument) -> dict[str, Any]:
-    """The stored form of a validated hot model, bookkeeping fields included.
+    """The stored form of a validated hot model (the legacy mark fields are never written).
 
     Python values (Decimal, aware datetime) are handed to the adapter, which stores them in its own
     exact form (text in SQLite, timestamps and decimal strings in Firestore).
@@ -74,17 +77,16 @@ class HotWriter:
         return position.position_id
 
     def save_position(self, position: LivePosition) -> str:
-        """Write a whole position (e.g. a corrected one); clears any archive or dead-letter mark.
+        """Write a whole position (e.g. a corrected one); its archive or dead-letter mark in the ledger is
+        cleared, so the next run archives it again (a revision) or re-checks it.
 
-        The ``loading_run_id`` mark of the stored position is kept: it records that a row may have been
-        written already, which the subscriber must then check before writing another.
+        The ledger's ``loading_run_id`` mark is kept: it records that a row may have been written already,
+        which the subscriber must then check before writing another.
         """
-        current = self.hot.get(POSITIONS, position.position_id) or {}
-        fixed = position.model_copy(update={"archived_run_id": None, "archived_at": None, "dead_lettered_run_id": None,
-                                            "loading_run_id": current.get("loading_run_id")})
-        SchemaGuardian.check_row(fixed)
-        self._write(POSITIONS, fixed.position_id, fixed)
-        return fixed.position_id
+        SchemaGuardian.check_row(position)
+        self._write(POSITIONS, position.position_id, position)
+        marks.clear_settled(self.hot, POSITIONS, [position.position_id])
+        return position.position_id
 
     def close_position(
         self, position_id: str, exit_order_id: str, exit_price: Decimal | None, closed_at: dt.datetime
@@ -99,9 +101,6 @@ class HotWriter:
             "exit_order_id": exit_order_id,
             "exit_filled_avg_price": exit_price,
             "closed_at": closed_at,
-            "archived_run_id": None,
-            "archived_at": None,
-            "dead_lettered_run_id": None,
         }
         closed = SchemaGuardian.validate(LivePosition, data, position_id)
         self._write(POSITIONS, position_id, closed)

@@ -196,6 +196,28 @@ def test_claim_marks_once_and_second_claim_changes_nothing(hot_store: HotStore) 
     assert hot_store.get("live_signals", "s000")["archived_run_id"] == "run-old"  # type: ignore[index]
 
 
+def test_claim_creates_absent_documents_it_is_given_and_stores_each_documents_own_fields(
+    hot_store: HotStore,
+) -> None:
+    hot_store.put("ledger_marks", "m-held", {"doc_id": "held", "archived_run_id": "run-0"})
+    create = {k: {"doc_id": k.removeprefix("m-")} for k in ("m-new", "m-held", "m-other")}
+    each = {"m-new": {"digest": "d-new"}, "m-held": {"digest": "d-held"}}
+
+    won = hot_store.claim("ledger_marks", ["m-new", "m-held", "m-absent"], "archived_run_id", "run-1",
+                          also={"archived_at": T0}, each=each, create=create)
+
+    assert won == ["m-new"]  # m-held was claimed before; m-absent is not in ``create``: left alone
+    new = hot_store.get("ledger_marks", "m-new")
+    assert new is not None and new["doc_id"] == "new" and new["archived_run_id"] == "run-1"
+    assert new["digest"] == "d-new" and as_datetime(new["archived_at"]) == T0
+    assert hot_store.get("ledger_marks", "m-held") == {"doc_id": "held", "archived_run_id": "run-0"}
+    assert hot_store.get("ledger_marks", "m-absent") is None and hot_store.get("ledger_marks", "m-other") is None
+    # a second claim of another field on the created document keeps what it holds
+    assert hot_store.claim("ledger_marks", ["m-new"], "loading_run_id", "run-2", create=create) == ["m-new"]
+    kept = hot_store.get("ledger_marks", "m-new")
+    assert kept is not None and (kept["archived_run_id"], kept["loading_run_id"]) == ("run-1", "run-2")
+
+
 def test_record_outcomes_counts_each_item_once(hot_store: HotStore) -> None:
     hot_store.put("job_metadata", "run-1", {"state": "RUNNING", "loaded": 0, "duplicates": 0, "dead_lettered": 0})
     first = hot_store.record_outcomes("run-1", {"a": "loaded", "b": "loaded", "c": "duplicates", "d": "dead_lettered"})

@@ -33,6 +33,7 @@ from goldthread.models.warehouse import row_id_for
 from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 
+from tests.conftest import ledger_mark
 from tests.reliability import crash_worker
 from tests.reliability.harness import FACT_TABLES, Month, build_month, reader_view, record, run_problems, view_diff
 
@@ -206,7 +207,7 @@ def records_problems(ctx: Context, home: Path, month: Month) -> list[str]:
     finally:
         warehouse.close()
     for doc_id in sorted(month.closed_positions):
-        doc = ctx.hot.get("live_positions", doc_id) or {}
+        doc = ledger_mark(ctx, "live_positions", doc_id)  # goldthread's marks, in its ledger
         rows = trades.get(row_id_for("fact_trades", doc_id), 0)
         if doc_id in month.broken and doc_id != crash_worker.FIXABLE:
             if not doc.get("dead_lettered_run_id") or rows:

@@ -56,14 +56,6 @@ def _index(collection: str, *fields: str) -> dict[str, Any]:
 
 
 FIRESTORE_INDEXES: list[dict[str, Any]] = [
-    # Dispatch of Loop A (trades): CLOSED positions neither archived nor dead-lettered.
-    _index("live_positions", "status", "archived_run_id", "dead_lettered_run_id"),
-    # Dispatch of Loop B (rejected signals): neither archived nor dead-lettered.
-    _index("rejected_signals", "archived_run_id", "dead_lettered_run_id"),
-    # Dispatch of Loop C (expired signals): EXPIRED / ACTIVE signals neither archived nor dead-lettered.
-    _index("live_signals", "status", "archived_run_id", "dead_lettered_run_id"),
-    # ...and signals whose status is none of the known ones (``not-in``: the inequality's field comes last).
-    _index("live_signals", "archived_run_id", "dead_lettered_run_id", "status"),
     # Price patch: CLOSED positions whose exit price is missing or zero.
     _index("live_positions", "status", "exit_filled_avg_price"),
     # Runs of one job and day (``goldthread runs``, the dashboard's run sync).
@@ -71,16 +63,13 @@ FIRESTORE_INDEXES: list[dict[str, Any]] = [
 ]
 """Composite indexes of the queries goldthread runs (``firestore.indexes.json`` is generated from this).
 
-Every dispatch query but one is equality-only on a record's status and bookkeeping marks, with a
-projection of the record's time field and cursor paging by document id: the set it returns is the backlog
-still to be archived, so dispatch reads about one document per archived record. The one is Loop C's search
-for signals of no known status: a ``not-in`` on ``status``, ordered by status then id, which reads only
-such signals. The day cut-off is applied to the projected time field in the dispatcher rather than as a
-range filter, so that a record whose timestamp is unreadable is still published (and dead-lettered with
-the reason) instead of silently never matching. Firestore could serve these equality queries by merging
-single-field indexes; the composite indexes make them direct. The fee patch's time-range queries use one
-field each (automatic single-field indexes). The emulator does not enforce indexes; production answers a
-missing one with FAILED_PRECONDITION (``ConfigError``).
+A dispatch reads the records of its day with a range on one field (the loop's time field: ``closed_at``,
+``created_at``, ``expires_at``), twice (a timestamp range and an ISO-text range, see
+``goldthread.loops.base.time_ranges``), with a projection and cursor paging by document id: automatic
+single-field indexes serve it, and it reads about one document per record of the day. A sweep reads the
+whole collection (no filter). The ledger's marks are read by id. The fee patch's time-range queries use one
+field each too. The emulator does not enforce indexes; production answers a missing one with
+FAILED_PRECONDITION (``ConfigError``).
 """
 
 
@@ -377,17 +366,25 @@ class FirestoreHotStore(HotStore):
         field: str,
         value: Any,
         also: Mapping[str, Any] | None = None,
+        *,
+        each: Mapping[str, Mapping[str, Any]] | None = None,
+        create: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[str]:
-        """Set ``field = value`` (and ``also``) where ``field`` is null or absent, in transactions.
+        """Set ``field = value`` (and ``also``, ``each[id]``) where ``field`` is null or absent, in transactions;
+        an absent document named in ``create`` is created with those fields and claimed in the same write.
 
         Each chunk of documents is read and written in one transaction, so a concurrent or redelivered
         claim of the same document either sees the field set (and skips it) or is retried by the SDK.
         """
         from google.cloud.firestore_v1.field_path import FieldPath
 
-        updates = {FieldPath(k).to_api_repr(): to_firestore(v) for k, v in {field: value, **(also or {})}.items()}
+        common = {field: value, **(also or {})}
         ids = list(dict.fromkeys(doc_ids))
         changed: list[str] = []
+
+        def fields_of(doc_id: str) -> dict[str, Any]:
+            return {**common, **dict((each or {}).get(doc_id) or {})}
+
         for i in range(0, len(ids), _TX_CHUNK):
             refs = [self._ref(collection, d) for d in ids[i : i + _TX_CHUNK]]
 
@@ -395,7 +392,11 @@ class FirestoreHotStore(HotStore):
                 got = []
                 for snap in self._client.get_all(refs, transaction=tx, **self._rt):
                     if snap.exists and _lookup(snap.to_dict() or {}, field) is None:
+                        updates = {FieldPath(k).to_api_repr(): to_firestore(v) for k, v in fields_of(snap.id).items()}
                         tx.update(snap.reference, updates)
+                        got.append(snap.id)
+                    elif not snap.exists and create and snap.id in create:
+                        tx.create(snap.reference, to_firestore({**dict(create[snap.id]), **fields_of(snap.id)}))
                         got.append(snap.id)
                 return got
 

@@ -253,15 +253,36 @@ class SqliteHotStore(HotStore):
         field: str,
         value: Any,
         also: Mapping[str, Any] | None = None,
+        *,
+        each: Mapping[str, Mapping[str, Any]] | None = None,
+        create: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[str]:
-        """Set ``field`` where it is null or absent, atomically; return the ids changed."""
+        """Set ``field`` (and ``also``, ``each[id]``) where it is null or absent, atomically; return the ids
+        changed. ``create`` gives the initial fields of documents to create first when absent."""
         updates = {field: value, **(also or {})}
-        for name in updates:  # every field name reaches the SQL text: each is validated, not only ``field``
-            _path_expr(name)
+        for name in [*updates, *(k for extra in (each or {}).values() for k in extra)]:
+            _path_expr(name)  # every field name reaches the SQL text: each is validated, not only ``field``
         setters = ", ".join(f"'$.{k}', json(?)" for k in updates)
         encoded = [dumps(encode_value(v)) for v in updates.values()]
         changed: list[str] = []
         with self._transaction() as db:
+            if create:
+                now = _now()
+                db.executemany(
+                    "INSERT OR IGNORE INTO docs (collection, id, data, updated_at) VALUES (?,?,?,?)",
+                    [(collection, d, dumps(encode_value(dict(create[d]))), now) for d in doc_ids if d in create],
+                )
+            if each:
+                for doc_id in doc_ids:
+                    extra = dict(each.get(doc_id) or {})
+                    sets = ", ".join([setters, *(f"'$.{k}', json(?)" for k in extra)])
+                    rows = db.execute(
+                        f"UPDATE docs SET data = json_set(data, {sets}), updated_at = ? WHERE collection = ? "
+                        f"AND id = ? AND json_extract(data, '$.{field}') IS NULL RETURNING id",
+                        (*encoded, *(dumps(encode_value(v)) for v in extra.values()), _now(), collection, doc_id),
+                    ).fetchall()
+                    changed.extend(r[0] for r in rows)
+                return changed
             for i in range(0, len(doc_ids), 400):
                 chunk = list(doc_ids[i : i + 400])
                 marks = ",".join("?" * len(chunk))

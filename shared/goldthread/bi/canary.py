@@ -47,6 +47,7 @@ from goldthread.errors import (
     HopFailedError,
     TransientError,
 )
+from goldthread.ledger import marks
 from goldthread.logs import get_logger
 from goldthread.models.broker import BrokerOrder, OrderSide
 from goldthread.models.hot import AssetClass, LivePosition, LiveSignal, PositionStatus, Side, SignalStatus, Strategy
@@ -297,9 +298,9 @@ def _check_row(ctx: Context, run_id: str, position: LivePosition) -> str:
     ]
     if wrong:
         raise _Broken("warehouse_write", f"the stored row differs from what was written: {', '.join(wrong)}")
-    doc = ctx.hot.get(POSITIONS, position.position_id) or {}
-    if doc.get("archived_run_id") != run_id:
-        raise _Broken("warehouse_write", f"row written but the hot document is not marked archived by {run_id}")
+    held = marks.read_marks(ctx.hot, POSITIONS, [position.position_id]).get(position.position_id)
+    if held is None or held.archived_run_id != run_id:
+        raise _Broken("warehouse_write", f"row written but the ledger does not mark the position archived by {run_id}")
     return f"fact_trades row {row.row_id} (run {row.run_id})"
 
 
@@ -454,7 +455,7 @@ def _record(ctx: Context, result: CanaryResult, position: LivePosition | None) -
         if hop is not None:
             runs.fail_run(ctx, result.run_id, result.error or hop)
             if position is not None:  # never let a broken canary's position reach a real run
-                ctx.hot.claim(POSITIONS, [result.position_id], "dead_lettered_run_id", result.run_id)
+                marks.claim(ctx.hot, POSITIONS, [result.position_id], marks.Mark.DEAD_LETTERED, result.run_id)
     except GoldthreadError as exc:
         log.error("canary result could not be recorded in job_metadata: %s", exc, extra={"run_id": result.run_id})
     if hop is not None:

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from goldthread.errors import GoldthreadError
+from goldthread.ledger import marks
 from goldthread.models.hot import JobMetadata
 from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
@@ -36,8 +37,14 @@ _ROW_COLUMNS: dict[str, tuple[str, ...]] = {
                               "r_multiple"),
     "fact_signals_expired": ("ds", "strategy_id", "symbol", "max_mfe_pct", "is_missed_moonshot"),
 }
-_DOC_FIELDS = ("status", "strategy_id", "strategy_version", "symbol", "is_canary", "archived_run_id", "archived_at",
-               "dead_lettered_run_id")
+_DOC_FIELDS = ("status", "strategy_id", "strategy_version", "symbol", "is_canary")
+_MARK_FIELDS = ("archived_run_id", "archived_at", "dead_lettered_run_id")
+
+
+def _marks_of(ctx: Context, collection: str, doc_id: Any) -> dict[str, Any]:
+    """The ledger's marks of a record (goldthread's, never the bot document's own fields)."""
+    held = marks.read_marks(ctx.hot, collection, [str(doc_id)]).get(str(doc_id)) if doc_id else None
+    return {k: getattr(held, k) for k in _MARK_FIELDS if held is not None and getattr(held, k) is not None}
 
 
 @dataclass
@@ -147,7 +154,8 @@ def _trace_record(ctx: Context, query: str, doc_id: str) -> TraceReport:
 
 def _hot_section(docs: dict[str, dict[str, Any]], related: list[str], ctx: Context) -> TraceSection:
     rows = [{"collection": c, "doc_id": d.get("position_id") or d.get("signal_id"),
-             **{k: d.get(k) for k in _DOC_FIELDS if k in d}} for c, d in docs.items()]
+             **{k: d.get(k) for k in _DOC_FIELDS if k in d},
+             **_marks_of(ctx, c, d.get("position_id") or d.get("signal_id"))} for c, d in docs.items()]
     position = docs.get("live_positions")
     if position and position.get("signal_id"):
         signal = ctx.hot.get("live_signals", str(position["signal_id"]))
@@ -157,7 +165,7 @@ def _hot_section(docs: dict[str, dict[str, Any]], related: list[str], ctx: Conte
         if "live_positions" not in docs or pid != docs["live_positions"].get("position_id"):
             doc = ctx.hot.get("live_positions", pid) or {}
             rows.append({"collection": "live_positions", "doc_id": pid, "role": "position of this signal",
-                         **{k: doc.get(k) for k in _DOC_FIELDS if k in doc}})
+                         **{k: doc.get(k) for k in _DOC_FIELDS if k in doc}, **_marks_of(ctx, "live_positions", pid)})
     return TraceSection("hot documents", "ok" if docs else "missing", rows,
                         "" if docs else "no hot document with this id")
 
@@ -204,10 +212,10 @@ def _work_items(
         str(x["doc_id"]) for x in letters}
     candidates: dict[str, str] = {}
     for collection, doc_id in targets:
-        doc = ctx.hot.get(collection, doc_id)
+        held = marks.read_marks(ctx.hot, collection, [doc_id]).get(doc_id)
         for mark in ("archived_run_id", "dead_lettered_run_id"):
-            if doc and doc.get(mark):
-                candidates[str(doc[mark])] = mark
+            if held is not None and getattr(held, mark):
+                candidates[str(getattr(held, mark))] = mark
     for row in facts:
         candidates.setdefault(str(row["run_id"]), "wrote the row")
     attempts: dict[str, int] = {}

@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from goldthread.errors import PermanentError, RecordNotFoundError, RecordValidationError, TransientError
+from goldthread.ledger import marks
+from goldthread.models.hot import LEGACY_MARKS, JobMetadata
 from goldthread.models.types import utc_in_range
 from goldthread.models.warehouse import FactRow
 from goldthread.models.work_items import Loop, WorkItem, errors_of
@@ -57,6 +59,60 @@ def unbuildable(kind: str, doc_id: str, exc: Exception) -> RecordValidationError
     return RecordValidationError(kind, doc_id, errors)
 
 
+def time_ranges(start: dt.datetime, end: dt.datetime) -> list[tuple[object, object]]:
+    """The bounds that select a stored time in ``[start, end)`` whatever type the bot stored it as.
+
+    Firestore orders values by type first, so a range of timestamps never matches a time a bot wrote as
+    text (``"2024-03-05T21:40:00Z"``). The second range, of ISO text widened by a day on each side (offsets
+    other than UTC sort within a day), finds those; the caller decides on the parsed time afterwards, so a
+    record selected twice or too widely changes nothing.
+    """
+    day = dt.timedelta(days=1)
+    return [(start, end), ((start - day).isoformat(), (end + day).isoformat())]
+
+
+def unsettled(ctx: Context, collection: str, wanted: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Of the ``wanted`` records (id -> projected fields), those the ledger has not settled, plus settled ones
+    whose document changed since it was marked (their settled marks are cleared: due again, as a revision or a
+    new letter). Marks goldthread 0.1/0.2 left on documents are adopted first (``adopt_legacy_marks``)."""
+    ids = list(wanted)
+    held = marks.read_marks(ctx.hot, collection, ids)
+    adopted = adopt_legacy_marks(ctx, collection, {d: wanted[d] for d in ids if d not in held})
+    settled = [d for d in ids if d in held and held[d].settled]
+    changed: list[str] = []
+    comparable = [d for d in settled if held[d].digest is not None]  # a mark without a digest stays settled
+    if comparable:
+        docs = ctx.hot.get_many_unparsed(collection, comparable)
+        changed = [d for d in comparable if d in docs and marks.digest_of(docs[d]) != held[d].digest]
+        marks.clear_settled(ctx.hot, collection, changed)
+    skip = (set(settled) - set(changed)) | adopted
+    return [d for d in ids if d not in skip]
+
+
+def adopt_legacy_marks(ctx: Context, collection: str, unmarked: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """Move the marks goldthread 0.1 and 0.2 wrote onto documents into the ledger, once; returns the ids adopted
+    as settled. A mark counts only if it names a run ``job_metadata`` knows: a value a bot copied or garbled
+    (``""``, a number, an unknown id) is ignored and the record is treated as unmarked."""
+    legacy = {d: {k: v for k, v in data.items() if k in LEGACY_MARKS and isinstance(v, str) and v}
+              for d, data in unmarked.items()}
+    legacy = {d: m for d, m in legacy.items() if m}
+    if not legacy:
+        return set()
+    named = {v for m in legacy.values() for k, v in m.items() if k.endswith("_run_id")}
+    known = set(ctx.hot.get_many(JobMetadata.collection, sorted(named)))
+    docs = ctx.hot.get_many_unparsed(collection, list(legacy))
+    adopted: set[str] = set()
+    for doc_id, fields in legacy.items():
+        digest = {doc_id: marks.digest_of(docs[doc_id])} if doc_id in docs else None
+        for mark in (marks.Mark.LOADING, marks.Mark.ARCHIVED, marks.Mark.DEAD_LETTERED):
+            run_id = fields.get(mark.value)
+            if run_id in known:
+                marks.claim(ctx.hot, collection, [doc_id], mark, str(run_id), digests=digest)
+                if mark is not marks.Mark.LOADING:
+                    adopted.add(doc_id)
+    return adopted
+
+
 def parse_time(value: Any) -> dt.datetime | None:
     """A stored timestamp (ISO text or datetime) as aware UTC, or None if unreadable, naive, outside the range
     the models accept (``UtcDatetime``: 1970 to 2100) or not even convertible to UTC: the caller then treats
@@ -80,10 +136,6 @@ class LoopSpec(ABC):
     collection: ClassVar[str | None]
     row_model: ClassVar[type[FactRow]]
     time_field: ClassVar[str] = ""
-
-    def due_filters(self) -> list[Where]:
-        """Server-side filters selecting records not yet archived nor dead-lettered."""
-        return [Where("archived_run_id", "==", None), Where("dead_lettered_run_id", "==", None)]
 
     def check_ready(self, ctx: Context, ds: dt.date) -> None:  # noqa: B027 - optional hook
         """Raise ``NotReadyError`` if ``ds`` cannot be processed yet (e.g. a window not passed)."""
@@ -114,23 +166,43 @@ class LoopSpec(ABC):
             raise outcome
         return outcome if isinstance(outcome, PermanentError) else None
 
-    def find_due(
-        self, ctx: Context, ds: dt.date, extra: Sequence[Where] = (), until: dt.datetime | None = None
-    ) -> list[str]:
-        """Unarchived records whose ``time_field`` falls on or before ``ds`` (before ``until`` if given).
+    def projection(self) -> list[str]:
+        """The fields a dispatch reads of each candidate record: enough to judge it due, and the marks goldthread
+        0.1 and 0.2 wrote onto documents (adopted once, see ``adopt_legacy_marks``)."""
+        return ["status", self.time_field, *LEGACY_MARKS]
 
-        Records whose timestamp cannot be read are included too: the subscriber will dead-letter them
-        with the reason, instead of leaving them silently behind.
+    def wanted(self, ctx: Context, data: Mapping[str, Any], ds: dt.date) -> bool:
+        """Whether a record (its projected fields) is due by the end of ``ds``, whatever its marks: by default
+        when its ``time_field`` is before the end of ``ds``, or unreadable (to be dead-lettered with the reason)."""
+        return self.is_due(data, day_bounds(ds)[1])
+
+    def candidates(self, ctx: Context, ds: dt.date, sweep: bool) -> dict[str, dict[str, Any]]:
+        """The records a dispatch for ``ds`` looks at, with their projected fields.
+
+        Without ``sweep``: those whose ``time_field`` falls on ``ds`` (stored as a timestamp or as ISO text, see
+        ``time_ranges``), a read per record of the day. With ``sweep``: every document of the collection, so
+        records outside the day are found too: written late with an old time, with an unreadable or missing
+        time or status, or of a day whose run never happened.
         """
         assert self.collection is not None
-        end = until or day_bounds(ds)[1]
-        due = []
-        for doc_id, data in ctx.hot.query(
-            self.collection, [*extra, *self.due_filters()], fields=[self.time_field]
-        ):
-            if self.is_due(data, end):
-                due.append(doc_id)
-        return due
+        if sweep:
+            return dict(ctx.hot.query(self.collection, fields=self.projection()))
+        start, end = day_bounds(ds)
+        found: dict[str, dict[str, Any]] = {}
+        for low, high in time_ranges(start, end):
+            where = [Where(self.time_field, ">=", low), Where(self.time_field, "<", high)]
+            found.update(ctx.hot.query(self.collection, where, fields=self.projection()))
+        return found
+
+    def find_due(self, ctx: Context, ds: dt.date, sweep: bool | None = None) -> list[str]:
+        """Ids of the records due for ``ds``: wanted (``wanted``) and not settled in the ledger, or settled but
+        changed since (a correction, archived again as a revision). ``sweep`` defaults to the settings'
+        schedule (``GOLDTHREAD_SWEEP_EVERY_DAYS``: every run on SQLite, weekly on Firestore)."""
+        assert self.collection is not None
+        sweep = ctx.settings.sweeps_on(ds) if sweep is None else sweep
+        found = self.candidates(ctx, ds, sweep)
+        wanted = {doc_id: data for doc_id, data in sorted(found.items()) if self.wanted(ctx, data, ds)}
+        return unsettled(ctx, self.collection, wanted)
 
     def is_due(self, data: Mapping[str, Any], end: dt.datetime) -> bool:
         """Whether a record's ``time_field`` is before ``end``; an unreadable one is due too (to be
@@ -145,6 +217,7 @@ class LoopSpec(ABC):
         store keeps text); missing ones become ``RecordNotFoundError``."""
         assert self.collection is not None
         docs = ctx.hot.get_many_unparsed(self.collection, [i.doc_id for i in items])
+        marks.observe(self.collection, docs)
         missing: BuildResult = {
             i.item_id: RecordNotFoundError(f"{self.collection}/{i.doc_id} does not exist", [
                 {"loc": "doc_id", "msg": f"{self.collection}/{i.doc_id} does not exist", "type": "not_found"}

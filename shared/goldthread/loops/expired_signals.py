@@ -14,7 +14,7 @@ asks for no bars.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -30,7 +30,6 @@ from goldthread.models.hot import LiveSignal, Side, SignalStatus
 from goldthread.models.warehouse import FactSignalExpired, row_id_for
 from goldthread.models.work_items import Loop, WorkItem
 from goldthread.pipeline.context import Context
-from goldthread.ports.hot_store import Where
 from goldthread.ports.market_data import to_ns
 
 
@@ -43,11 +42,14 @@ def missed_moonshot(max_mfe_pct: Decimal | None, threshold: Decimal) -> bool:
     return max_mfe_pct is not None and max_mfe_pct >= threshold
 
 
+_KNOWN_STATUSES = frozenset(s.value for s in SignalStatus)
+
+
 class ExpiredSignalsLoop(CounterfactualLoop):
     """Loop C: ``live_signals`` (expired, never executed) -> ``fact_signals_expired``."""
 
     loop: ClassVar[Loop] = Loop.EXPIRED_SIGNALS
-    collection: ClassVar[str | None] = "live_signals"
+    collection: ClassVar[str | None] = LiveSignal.collection
     row_model = FactSignalExpired
     time_field: ClassVar[str] = "expires_at"
     signal_model = LiveSignal
@@ -62,19 +64,21 @@ class ExpiredSignalsLoop(CounterfactualLoop):
 
     def find(self, ctx: Context, ds: dt.date) -> list[str]:
         """EXPIRED signals, and ACTIVE ones past their expiry (never executed), expiring on or before ``ds``;
-        and unarchived signals whose status is none of the known ones (``"expired"``, a number, null), which
-        no status filter would ever match: published, they are dead-lettered with the reason instead of left
-        behind unseen. Those two extra queries read only such signals, never the executed or rejected ones."""
-        assert self.collection is not None
-        expired = self.find_due(ctx, ds, [Where("status", "==", SignalStatus.EXPIRED.value)])
-        until = min(day_bounds(ds)[1], ctx.now())
-        stale = self.find_due(ctx, ds, [Where("status", "==", SignalStatus.ACTIVE.value)], until=until)
-        odd = [
-            doc_id
-            for status in (Where("status", "not-in", [s.value for s in SignalStatus]), Where("status", "==", None))
-            for doc_id, _ in ctx.hot.query(self.collection, [status, *self.due_filters()], fields=["status"])
-        ]
-        return self.find_and_remember(ctx, ds, sorted(set(expired) | set(stale) | set(odd)))
+        and signals whose status is none of the known ones (``"expired"``, a number, null, missing), which no
+        status filter would ever match: published, they are dead-lettered with the reason instead of left
+        behind unseen. Executed and rejected signals are read but never published."""
+        return self.find_and_remember(ctx, ds, self.find_due(ctx, ds))
+
+    def wanted(self, ctx: Context, data: Mapping[str, Any], ds: dt.date) -> bool:
+        """EXPIRED by the end of ``ds``, ACTIVE past its expiry (by the end of ``ds`` and by now), or of an
+        unknown status."""
+        status = data.get("status")
+        end = day_bounds(ds)[1]
+        if status == SignalStatus.EXPIRED.value:
+            return self.is_due(data, end)
+        if status == SignalStatus.ACTIVE.value:
+            return self.is_due(data, min(end, ctx.now()))
+        return not (isinstance(status, str) and status in _KNOWN_STATUSES)
 
     def check_signal(self, ctx: Context, signal: Any) -> None:
         """Only signals that expired without execution belong here, and only those whose life (``expires_at -

@@ -113,7 +113,7 @@ class RejectedSignalsLoop(CounterfactualLoop):
     """Loop B: ``rejected_signals`` -> ``fact_rejected_signals``."""
 
     loop: ClassVar[Loop] = Loop.REJECTED_SIGNALS
-    collection: ClassVar[str | None] = "rejected_signals"
+    collection: ClassVar[str | None] = RejectedSignal.collection
     row_model = FactRejectedSignal
     time_field: ClassVar[str] = "created_at"
     signal_model = RejectedSignal

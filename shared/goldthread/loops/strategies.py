@@ -38,7 +38,7 @@ def sync_dim_strategy(ctx: Context) -> dict[str, int]:
     """Rebuild the SCD2 intervals from the hot ``strategies`` collection and upsert them."""
     by_strategy: dict[str, list[Strategy]] = defaultdict(list)
     invalid = 0
-    for doc_id, data in ctx.hot.query("strategies"):
+    for doc_id, data in ctx.hot.query(Strategy.collection):
         try:
             by_strategy[data.get("strategy_id", "?")].append(SchemaGuardian.validate(Strategy, data, doc_id))
         except RecordValidationError as exc:

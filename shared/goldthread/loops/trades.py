@@ -35,33 +35,30 @@ from goldthread.pipeline.context import Context
 __all__ = ["TradesLoop", "discrepancy_bps", "effective_price", "trade_pnl"]  # the row helpers live in trade_rows
 
 
+_KNOWN_STATUSES = frozenset(s.value for s in PositionStatus)
+
+
 class TradesLoop(LoopSpec):
     """Loop A: ``live_positions`` (CLOSED) -> ``fact_trades``."""
 
     loop: ClassVar[Loop] = Loop.TRADES
-    collection: ClassVar[str | None] = "live_positions"
+    collection: ClassVar[str | None] = LivePosition.collection
     row_model = FactTrade
     time_field: ClassVar[str] = "closed_at"
 
     def find(self, ctx: Context, ds: dt.date) -> list[str]:
-        """CLOSED positions not yet archived, closed on or before ``ds``; and unarchived positions whose
-        status is neither OPEN nor CLOSED (``"closed"``, a number, missing), which no status filter would
-        ever match: published, they are dead-lettered with the reason instead of left behind unseen.
+        """CLOSED positions closed on or before ``ds`` that the ledger has not settled; and positions whose
+        status is neither OPEN nor CLOSED (``"closed"``, a number, missing), which no status filter would ever
+        match: published, they are dead-lettered with the reason instead of left behind unseen. What goldthread
+        0.2 wrote onto the documents, or a bot's copy of it, plays no part (``LoopSpec.find_due``)."""
+        return self.find_due(ctx, ds)
 
-        One pass over the unarchived positions, reading two fields of each (a single read per document
-        on Firestore); a CLOSED one whose ``closed_at`` cannot be read is published too, to be
-        dead-lettered with the reason.
-        """
-        assert self.collection is not None
-        end = day_bounds(ds)[1]
-        known = {s.value for s in PositionStatus}
-        due = []
-        for doc_id, data in ctx.hot.query(self.collection, self.due_filters(), fields=["status", self.time_field]):
-            status = data.get("status")
-            odd = not (isinstance(status, str) and status in known)
-            if odd or (status == PositionStatus.CLOSED.value and self.is_due(data, end)):
-                due.append(doc_id)
-        return due
+    def wanted(self, ctx: Context, data: Mapping[str, Any], ds: dt.date) -> bool:
+        """CLOSED and closed by the end of ``ds`` (or with an unreadable ``closed_at``), or of an unknown status."""
+        status = data.get("status")
+        if not (isinstance(status, str) and status in _KNOWN_STATUSES):
+            return True
+        return status == PositionStatus.CLOSED.value and self.is_due(data, day_bounds(ds)[1])
 
     def prepare(self, ctx: Context, ds: dt.date, doc_ids: Sequence[str]) -> dict[str, Any]:
         """Bring ``dim_strategy`` up to date before any item needs it."""
@@ -95,7 +92,7 @@ class TradesLoop(LoopSpec):
                 positions[item.item_id] = (item, position)
             except PermanentError as exc:
                 results[item.item_id] = exc
-        signals = ctx.hot.get_many_unparsed("live_signals", [p.signal_id for _, p in positions.values()])
+        signals = ctx.hot.get_many_unparsed(LiveSignal.collection, [p.signal_id for _, p in positions.values()])
         versions: dict[str, Version] = {}
         for item_id, (_, position) in positions.items():  # every check that needs no broker call comes first
             try:

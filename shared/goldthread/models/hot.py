@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -48,26 +48,33 @@ class PositionStatus(StrEnum):
     CLOSED = "CLOSED"
 
 
+LEGACY_MARKS = ("archived_run_id", "archived_at", "dead_lettered_run_id", "loading_run_id")
+"""Fields goldthread 0.1 and 0.2 wrote onto the bot's documents. goldthread now keeps its marks in its own
+collection (``RecordMark``, ``goldthread.ledger.marks``); on a document they are accepted whatever they hold
+and ignored, so a bot that copies, nulls or garbles them changes nothing."""
+
+
 class HotDocument(BaseModel):
-    """Base of every hot document: strict fields plus goldthread's archive mark."""
+    """Base of every hot document the bot writes: strict fields, and no goldthread bookkeeping.
+
+    ``collection`` names the hot collection of each model, declared once here and used everywhere.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    collection: ClassVar[str] = ""
 
-    archived_run_id: Identifier | None = Field(default=None, description="Run that archived this record.")
-    archived_at: UtcDatetime | None = Field(default=None, description="When it was archived (UTC).")
-    dead_lettered_run_id: Identifier | None = Field(
-        default=None, description="Run whose item for this record was dead-lettered; cleared by a rewrite."
-    )
-    loading_run_id: Identifier | None = Field(
-        default=None,
-        description="Run that first began writing this record's row where the warehouse bills its key check "
-        "(BigQuery); any later attempt checks the warehouse for the row first. Kept by rewrites.",
-    )
+    archived_run_id: Any = Field(default=None, exclude=True, description="Legacy mark (goldthread <= 0.2), ignored.")
+    archived_at: Any = Field(default=None, exclude=True, description="Legacy mark (goldthread <= 0.2), ignored.")
+    dead_lettered_run_id: Any = Field(default=None, exclude=True,
+                                      description="Legacy mark (goldthread <= 0.2), ignored.")
+    loading_run_id: Any = Field(default=None, exclude=True, description="Legacy mark (goldthread <= 0.2), ignored.")
     is_canary: StrictFlag = Field(default=False, description="Written by the Golden Thread canary, not a bot.")
 
 
 class LiveSignal(HotDocument):
     """A trading signal as the bot emitted it (collection ``live_signals``)."""
+
+    collection: ClassVar[str] = "live_signals"
 
     signal_id: Identifier
     strategy_id: Identifier
@@ -101,6 +108,8 @@ class LiveSignal(HotDocument):
 class RejectedSignal(LiveSignal):
     """A signal the risk filter refused (collection ``rejected_signals``)."""
 
+    collection: ClassVar[str] = "rejected_signals"
+
     rejection_reason: Identifier = Field(description="Machine-readable reason code, e.g. MAX_EXPOSURE.")
     rejected_at: UtcDatetime
 
@@ -119,6 +128,8 @@ class LivePosition(HotDocument):
     Fill prices may be missing or zero: Alpaca reports 0 until an order placed outside market hours is
     processed. The price patch repairs them; Loop A records the broker's own fill beside them.
     """
+
+    collection: ClassVar[str] = "live_positions"
 
     position_id: Identifier
     signal_id: Identifier
@@ -155,6 +166,8 @@ class LivePosition(HotDocument):
 class Strategy(HotDocument):
     """One deployed version of a strategy (collection ``strategies``, id ``{strategy_id}:{version}``)."""
 
+    collection: ClassVar[str] = "strategies"
+
     strategy_id: Identifier
     version: Version
     params: dict[str, Any] = Field(default_factory=dict, description="Parameters of this version.")
@@ -182,6 +195,7 @@ class JobMetadata(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+    collection: ClassVar[str] = "job_metadata"
 
     run_id: Identifier
     loop: Identifier
@@ -208,3 +222,36 @@ class JobMetadata(BaseModel):
     def reconciled(self) -> bool:
         """True when every published item has exactly one final outcome."""
         return self.dispatched_at is not None and self.processed == self.published
+
+
+class RecordMark(BaseModel):
+    """goldthread's mark of one bot record (collection ``ledger_marks``, id ``{collection}:{doc_id}``).
+
+    The marks live here, never on the bot's documents: the bot need not carry goldthread's fields and its
+    rewrites never race goldthread's. Each mark field is set once by a conditional claim (``claim`` of the
+    hot-store port), so a redelivered item cannot mark a record twice. ``digest`` is the content digest of
+    the document as it was archived or dead-lettered: a document whose digest has changed since (a bot
+    correcting it in place) is due again, as a revision.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    collection: ClassVar[str] = "ledger_marks"
+
+    record_collection: str = Field(description="Hot collection of the marked record.")
+    doc_id: str = Field(description="Document id of the marked record.")
+    loading_run_id: str | None = Field(
+        default=None,
+        description="Run that first began writing this record's row where the warehouse bills its key check "
+        "(BigQuery); any later attempt checks the warehouse for the row first. Kept by rewrites.",
+    )
+    archived_run_id: str | None = Field(default=None, description="Run that archived this record.")
+    archived_at: UtcDatetime | None = Field(default=None, description="When it was archived (UTC).")
+    dead_lettered_run_id: str | None = Field(
+        default=None, description="Run whose item for this record was dead-lettered; cleared when it changes."
+    )
+    digest: str | None = Field(default=None, description="Content digest of the document when last marked.")
+
+    @property
+    def settled(self) -> bool:
+        """Archived or dead-lettered: not due again unless the document changes."""
+        return bool(self.archived_run_id or self.dead_lettered_run_id)

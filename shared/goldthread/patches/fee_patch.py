@@ -32,11 +32,11 @@ from pydantic import ValidationError
 
 from goldthread.analytics.fees import FeeSchedule, Fill, allocate_fees
 from goldthread.logs import get_logger
-from goldthread.loops.base import day_bounds
+from goldthread.loops.base import day_bounds, time_ranges
 from goldthread.loops.broker_checks import MAX_FILL_DELAY
 from goldthread.loops.order_claims import claim_holders
 from goldthread.loops.trade_rows import FeeState, rebuild
-from goldthread.models.hot import AssetClass, JobMetadata
+from goldthread.models.hot import AssetClass, JobMetadata, LivePosition
 from goldthread.models.warehouse import FactTrade, PatchAudit
 from goldthread.patches.audit import audit_rows, changed_values, flatten
 from goldthread.pipeline import runs
@@ -87,19 +87,6 @@ def _asset_class(raw: object, symbol: str) -> AssetClass:
         return AssetClass.CRYPTO if "/" in symbol else AssetClass.EQUITY
 
 
-def time_ranges(start: dt.datetime, end: dt.datetime) -> list[tuple[object, object]]:
-    """The bounds that select a stored time in ``[start, end)`` whatever type the bot stored it as.
-
-    Firestore orders values by type first, so a range of timestamps never matches a time a bot wrote as
-    text (``"2024-03-05T21:40:00Z"``): such a position's orders would be missing from the day's fills and
-    their posted fees charged to the other trades. The second range, of ISO text widened by a day on each
-    side (offsets other than UTC sort within a day), finds them; which day an order filled is decided by
-    the broker's fill time afterwards, so a position selected twice or too widely changes nothing.
-    """
-    day = dt.timedelta(days=1)
-    return [(start, end), ((start - day).isoformat(), (end + day).isoformat())]
-
-
 def day_fees(ctx: Context, day: dt.date, schedule: FeeSchedule) -> DayFees:
     """Allocate ``day``'s posted activities to the orders the broker filled that day.
 
@@ -114,7 +101,7 @@ def day_fees(ctx: Context, day: dt.date, schedule: FeeSchedule) -> DayFees:
     legs: dict[str, tuple[object, object]] = {}
     for leg, time_field in (("entry", "opened_at"), ("exit", "closed_at")):
         for low, high in time_ranges(start - FILL_LOOKBACK, end):
-            for _doc_id, data in ctx.hot.query("live_positions", [Where(time_field, ">=", low),
+            for _doc_id, data in ctx.hot.query(LivePosition.collection, [Where(time_field, ">=", low),
                                                                   Where(time_field, "<", high)]):
                 order_id = data.get(f"{leg}_order_id")
                 if isinstance(order_id, str) and order_id:

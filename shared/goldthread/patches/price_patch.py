@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from goldthread.errors import RecordValidationError
+from goldthread.ledger import marks
 from goldthread.logs import get_logger
 from goldthread.loops.broker_checks import FillRules, mismatches
 from goldthread.loops.trade_rows import LegFill, rebuild
@@ -35,7 +36,7 @@ from goldthread.ports.hot_store import Where
 
 log = get_logger("price_patch")
 PATCH = "patch_prices"
-POSITIONS = "live_positions"
+POSITIONS = LivePosition.collection
 _ZEROES = ["0", "0.0", "0.00", "0E-9", "0.000000000"]
 TRADE_COLUMNS = ("qty", "entry_price", "exit_price", "broker_entry_price", "broker_exit_price", "broker_entry_qty",
                  "broker_exit_qty", "entry_discrepancy_bps", "exit_discrepancy_bps", "gross_pnl_usd", "net_pnl_usd",
@@ -83,6 +84,7 @@ def patch_prices(ctx: Context, dry_run: bool = False) -> PricePatchReport:
         fixes: list[tuple[str, dict[str, Any]]] = []
         run_id = run.run_id if run else "dry-run"
         rules = FillRules.of(ctx.settings)
+        archived = {d for d, m in marks.read_marks(ctx.hot, POSITIONS, list(positions)).items() if m.archived_run_id}
         for doc_id, p in sorted(positions.items()):
             fix: dict[str, Any] = {}
             for leg, order_id, price in (("entry", p.entry_order_id, p.entry_filled_avg_price),
@@ -108,7 +110,7 @@ def patch_prices(ctx: Context, dry_run: bool = False) -> PricePatchReport:
                 continue
             report.changes.append({"position_id": doc_id, **{k: str(v[1]) for k, v in changes.items()}})
             audits.extend(audit_rows(PATCH, run_id, POSITIONS, doc_id, changes, now))
-            if p.archived_run_id:
+            if doc_id in archived:
                 trade = _corrected_trade(ctx, fixed, orders, ctx.settings.price_tolerance_bps)
                 if trade is not None:
                     old, new = trade
@@ -126,6 +128,7 @@ def patch_prices(ctx: Context, dry_run: bool = False) -> PricePatchReport:
         ctx.warehouse.upsert_rows(FactTrade, trades, TRADE_COLUMNS)
         for doc_id, fix in fixes:
             ctx.hot.update(POSITIONS, doc_id, fix)
+        marks.refresh_digests(ctx.hot, POSITIONS, [doc_id for doc_id, _ in fixes if doc_id in archived])
         runs.record_outcomes(ctx, run.run_id, {c["position_id"]: "loaded" for c in report.changes})
         runs.finish_dispatch(ctx, run.run_id, len(report.changes),
                              {"unfilled": len(report.unfilled), "fact_trades_corrected": len(trades),

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from goldthread.errors import GoldthreadError, PermanentError
+from goldthread.ledger import marks
 from goldthread.logs import get_logger, redact
 from goldthread.models.warehouse import DeadLetter, row_id_for
 from goldthread.models.work_items import Loop, WorkItem
@@ -36,6 +37,18 @@ REASON_ATTRIBUTE = "goldthread_reason_code"
 ERROR_ATTRIBUTE = "goldthread_error"
 SOURCE_TOPIC_ATTRIBUTE = "goldthread_source_topic"
 _PUBSUB_DLQ_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
+
+
+def current_digests(ctx: Context, collection: str, doc_ids: Sequence[str]) -> dict[str, str]:
+    """The content digests of the documents as the failing build read them (``marks.observing``), or as they
+    are now for those it did not read: stored with the dead-letter mark, so a document corrected in place
+    afterwards is due again (and one left as it is is not dead-lettered again every run)."""
+    seen = marks.observed()
+    out = {d: seen[(collection, d)] for d in doc_ids if (collection, d) in seen}
+    unread = [d for d in doc_ids if d not in out]
+    if unread:
+        out.update({d: marks.digest_of(doc) for d, doc in ctx.hot.get_many_unparsed(collection, unread).items()})
+    return out
 
 
 def collection_of(loop: str) -> str | None:
@@ -125,7 +138,8 @@ def record_dead_letters(ctx: Context, entries: Sequence[DeadLetterEntry]) -> lis
             claims[(collection, item.run_id)].append(item.doc_id)
         outcomes[item.run_id][item.item_id] = "dead_lettered"
     for (collection, run_id), doc_ids in claims.items():
-        ctx.hot.claim(collection, doc_ids, "dead_lettered_run_id", run_id)
+        marks.claim(ctx.hot, collection, doc_ids, marks.Mark.DEAD_LETTERED, run_id,
+                    digests=current_digests(ctx, collection, doc_ids))
     for run_id, per_item in outcomes.items():
         runs.record_outcomes(ctx, run_id, per_item)
     for row, (_, reason_code, error_message, *_rest) in zip(rows, entries, strict=True):

@@ -84,7 +84,8 @@ def _dead_letter_id(
     ctx: Context, run_id: str, loop: Loop, ds: dt.date, topic: str, doc_id: str, exc: ValidationError
 ) -> int:
     """Dead-letter a record whose id cannot be a work item, mark it and count it; returns 1 (one item)."""
-    from goldthread.pipeline.dead_letters import collection_of, route_permanent_many
+    from goldthread.ledger import marks
+    from goldthread.pipeline.dead_letters import collection_of, current_digests, route_permanent_many
 
     body = json.dumps({"run_id": run_id, "loop": loop.value, "ds": ds.isoformat(), "doc_id": doc_id}).encode()
     attributes = {"run_id": run_id, "loop": loop.value, "ds": ds.isoformat(), "doc_id": doc_id[:128]}
@@ -95,6 +96,7 @@ def _dead_letter_id(
     route_permanent_many(ctx, [(message, error, None)])  # recorded first: a crash now repeats, never loses it
     collection = collection_of(loop.value)
     if collection:
-        ctx.hot.claim(collection, [doc_id], "dead_lettered_run_id", run_id)
+        marks.claim(ctx.hot, collection, [doc_id], marks.Mark.DEAD_LETTERED, run_id,
+                    digests=current_digests(ctx, collection, [doc_id]))
     runs.record_outcomes(ctx, run_id, {item_id_of(loop, doc_id, ds): "dead_lettered"})
     return 1

@@ -39,7 +39,7 @@ from goldthread.models.work_items import WorkItem
 from goldthread.pipeline.context import Context
 from goldthread.ports.hot_store import Lease, Where
 
-JOBS = "job_metadata"
+JOBS = JobMetadata.collection
 log = get_logger("runs")
 
 
@@ -222,10 +222,11 @@ def archived_outcomes(ctx: Context, items: Sequence[WorkItem], read_marks: bool 
     the item's own run wrote the stored row, else ``duplicates``.
 
     A record is archived when the warehouse holds the row the loop writes for it (``LoopSpec.row_key``),
-    or, with ``read_marks``, when its hot record carries ``archived_run_id``. This is what keeps a phantom
+    or, with ``read_marks``, when the ledger marks it archived. This is what keeps a phantom
     out of the dead letters: a message Pub/Sub forwards to the dead-letter topic after a slow ack, or a
     redelivery after the record's hot document was deleted, of a record that is in the warehouse.
     """
+    from goldthread.ledger import marks
     from goldthread.loops import get_loop
 
     by_loop: dict[str, list[WorkItem]] = defaultdict(list)
@@ -236,8 +237,8 @@ def archived_outcomes(ctx: Context, items: Sequence[WorkItem], read_marks: bool 
         spec = get_loop(loop)
         marked: dict[str, str] = {}
         if read_marks and spec.collection:
-            docs = ctx.hot.get_many(spec.collection, [i.doc_id for i in group])
-            marked = {k: str(d["archived_run_id"]) for k, d in docs.items() if d.get("archived_run_id")}
+            held = marks.read_marks(ctx.hot, spec.collection, [i.doc_id for i in group])
+            marked = {k: str(m.archived_run_id) for k, m in held.items() if m.archived_run_id}
         stored = {r["row_id"]: r for r in ctx.warehouse.get_rows(spec.row_model, sorted({spec.row_key(i)
                                                                                             for i in group}))}
         for item in group:

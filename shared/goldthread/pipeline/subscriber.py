@@ -12,9 +12,10 @@ For a batch of messages (one in a Cloud Function, many on the local path) it:
    redelivery of an archived record, counted as a duplicate;
 3. streams the rows keyed by their deterministic ``row_id`` (a second delivery is a duplicate). Where
    the warehouse bills its key check (BigQuery: one query per call, i.e. per item in a Cloud Function),
-   a first conditional mark on the hot record (``loading_run_id``) proves that no earlier attempt wrote
+   a first conditional mark on the record in the ledger (``loading_run_id``) proves that no earlier attempt wrote
    the row, and only records that already carry it pay for the check;
-4. marks the hot records archived with the run id (a conditional claim: never twice);
+4. marks the records archived with the run id in the ledger (``ledger.marks``: a conditional claim, never
+   twice), with the digest of the document archived;
 5. counts each item's outcome in its run (recorded once per item).
 
 A crash between any two steps is harmless: the redelivered message repeats the steps, each of which
@@ -31,6 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from goldthread.errors import MalformedMessageError, PermanentError, TransientError
+from goldthread.ledger import marks
 from goldthread.logs import get_logger
 from goldthread.loops import get_loop
 from goldthread.loops.base import unbuildable
@@ -80,7 +82,8 @@ def process_messages(ctx: Context, messages: Sequence[BusMessage]) -> list[BaseE
         seen[item.item_id] += 1
     for (loop, _round), entries in by_loop.items():
         try:
-            _process_loop(ctx, loop, messages, entries, results)
+            with marks.observing():  # the digests of the documents the build reads go with their marks
+                _process_loop(ctx, loop, messages, entries, results)
         except TransientError as exc:
             log.warning("transient failure, batch will be retried: %s", exc, extra={"loop": loop})
             for index, _ in entries:
@@ -151,7 +154,7 @@ def _write_rows(
         per_run[item.run_id].append(item.doc_id)
     first: set[str] = set()
     for run_id, doc_ids in per_run.items():
-        first.update(ctx.hot.claim(collection, doc_ids, "loading_run_id", run_id))
+        first.update(marks.claim(ctx.hot, collection, doc_ids, marks.Mark.LOADING, run_id))
     new = [row for _, item, row in good if item.doc_id in first]
     seen = [row for _, item, row in good if item.doc_id not in first]
     duplicates = ctx.warehouse.insert_rows(model, new, keys_are_new=True).duplicates if new else []
@@ -227,8 +230,11 @@ def _process_loop(
         per_run: dict[str, list[str]] = defaultdict(list)
         for _, item, _ in good:
             per_run[item.run_id].append(item.doc_id)
+        seen = marks.observed()
         for run_id, doc_ids in per_run.items():
-            ctx.hot.claim(spec.collection, doc_ids, "archived_run_id", run_id, also={"archived_at": ctx.now()})
+            digests = {d: seen[(spec.collection, d)] for d in doc_ids if (spec.collection, d) in seen}
+            marks.claim(ctx.hot, spec.collection, doc_ids, marks.Mark.ARCHIVED, run_id,
+                        also={"archived_at": ctx.now()}, digests=digests)
     outcomes: dict[str, dict[str, str]] = defaultdict(dict)
     for _, item, row in good:
         repeated = row.row_id in duplicates and f"{row.row_id}|{item.run_id}" not in own_earlier_write

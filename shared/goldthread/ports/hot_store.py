@@ -21,7 +21,9 @@ Op = Literal["==", "<", "<=", ">", ">=", "in", "not-in"]
 NOT_IN_LIMIT = 10
 """Most values a ``not-in`` filter may list (Firestore's limit, held by every store alike)."""
 
-COLLECTIONS = ("live_signals", "rejected_signals", "live_positions", "strategies", "job_metadata", "order_claims")
+COLLECTIONS = (
+    "live_signals", "rejected_signals", "live_positions", "strategies", "job_metadata", "order_claims", "ledger_marks"
+)
 
 
 @dataclass(frozen=True)
@@ -128,11 +130,16 @@ class HotStore(ABC):
         field: str,
         value: Any,
         also: Mapping[str, Any] | None = None,
+        *,
+        each: Mapping[str, Mapping[str, Any]] | None = None,
+        create: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[str]:
-        """Set ``field = value`` (and ``also``) on each document where ``field`` is null or absent.
+        """Set ``field = value`` (and ``also``, and ``each[doc_id]``) on each document where ``field`` is null
+        or absent.
 
         Atomic per document; returns the ids this call changed, so a redelivered item that finds its
-        record already claimed changes nothing.
+        record already claimed changes nothing. A document that does not exist is left alone, unless
+        ``create`` gives its initial fields: then it is created with them and claimed in the same step.
         """
 
     @abstractmethod

@@ -27,7 +27,6 @@ from goldthread.models.hot import PositionStatus
 from goldthread.ports.hot_store import HotStore
 from goldthread.writer import POSITIONS, REJECTED, SIGNALS, HotWriter
 
-_UNMARKED = {"archived_run_id": None, "archived_at": None, "dead_lettered_run_id": None}
 REJECTION_REASONS = ("MAX_EXPOSURE", "DAILY_LOSS_LIMIT", "LOW_LIQUIDITY", "CORRELATION_LIMIT")
 
 
@@ -220,39 +219,35 @@ class SimBot:
         closed = [d for _, d in self.hot.query(POSITIONS) if d.get("status") == "CLOSED"][:3]
         broken = []
         if closed:
-            bad = dict(self._with_own_orders(closed[0], Decimal(5)), position_id="pos-broken-qty", qty="-5",
-                       **_UNMARKED)
+            bad = dict(self._with_own_orders(closed[0], Decimal(5)), position_id="pos-broken-qty", qty="-5")
             self.hot.put(POSITIONS, "pos-broken-qty", bad)
             broken.append("pos-broken-qty")
         if len(closed) > 1:
-            bad = dict(self._with_own_orders(closed[1]), position_id="pos-broken-time", **_UNMARKED,
+            bad = dict(self._with_own_orders(closed[1]), position_id="pos-broken-time",
                        closed_at=(base - dt.timedelta(days=30)).isoformat())
             self.hot.put(POSITIONS, "pos-broken-time", bad)
             broken.append("pos-broken-time")
         if len(closed) > 2:
-            bad = dict(self._with_own_orders(closed[2]), position_id="pos-wrong-version", strategy_version="0.9",
-                       **_UNMARKED)
+            bad = dict(self._with_own_orders(closed[2]), position_id="pos-wrong-version", strategy_version="0.9")
             self.hot.put(POSITIONS, "pos-wrong-version", bad)
             broken.append("pos-wrong-version")
         if closed:  # its side contradicts its orders: the P&L sign would be inverted
             flipped = "short" if closed[0].get("side") == "long" else "long"
-            bad = dict(self._with_own_orders(closed[0]), position_id="pos-wrong-side", side=flipped, **_UNMARKED)
+            bad = dict(self._with_own_orders(closed[0]), position_id="pos-wrong-side", side=flipped)
             self.hot.put(POSITIONS, "pos-wrong-side", bad)
             broken.append("pos-wrong-side")
         if len(closed) > 1:  # names the orders another position already stands on: a phantom trade
-            bad = dict(closed[1], position_id="pos-double-claim", **_UNMARKED)
+            bad = dict(closed[1], position_id="pos-double-claim")
             self.hot.put(POSITIONS, "pos-double-claim", bad)
             broken.append("pos-double-claim")
         rejected = [d for _, d in self.hot.query(REJECTED)][:1]
         if rejected:
-            bad = dict(rejected[0], signal_id="sig-broken-barrier", take_profit=rejected[0]["stop_loss"],
-                       **_UNMARKED)
+            bad = dict(rejected[0], signal_id="sig-broken-barrier", take_profit=rejected[0]["stop_loss"])
             self.hot.put(REJECTED, "sig-broken-barrier", bad)
             broken.append("sig-broken-barrier")
         expired = [d for _, d in self.hot.query(SIGNALS) if d.get("status") == "EXPIRED"][:1]
         if expired:
-            bad = dict(expired[0], signal_id="sig-naive-time", created_at="2024-01-01T10:00:00",
-                       **_UNMARKED)
+            bad = dict(expired[0], signal_id="sig-naive-time", created_at="2024-01-01T10:00:00")
             self.hot.put(SIGNALS, "sig-naive-time", bad)
             broken.append("sig-naive-time")
         self.broken.extend(broken)
