@@ -101,6 +101,8 @@ def test_force_resets_a_home_with_other_data(home: Path, out: io.StringIO) -> No
 
     assert code == 0, out.getvalue()[-3000:]
     assert (home / DEMO_MARKER).is_file()
+    assert f"logs: {home / 'logs' / 'goldthread.jsonl'} (goldthread logs --run RUN_ID)" in out.getvalue()
+    assert (home / "logs" / "goldthread.jsonl").stat().st_size > 0
     ctx = Context(Settings(home=home))
     try:
         assert ctx.hot.get("live_signals", "my-signal") is None  # the person's document went with the reset

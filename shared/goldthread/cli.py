@@ -98,6 +98,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"golden thread canary: {'whole' if canary.ok else f'BROKEN at {canary.broken_hop}'} "
                   f"(run {canary.run_id})")
     console.print(f"data: {settings.home.resolve()}")
+    console.print(f"logs: {logs.where()} (goldthread logs --run RUN_ID)")
     console.print(f"dashboard: {build_for_context(ctx, settings.home / 'dashboard.html')}")
     ctx.close()
     return 0 if not report.reconciliation_failures(runs) and canary.ok else 1
