@@ -152,7 +152,7 @@ def test_no_files_in_a_cloud_function(home: Path, out: io.StringIO, monkeypatch:
     assert code == 0
     assert not (home / "logs").exists()
     assert logs.log_file() is None
-    assert logs.where("run-1") == 'Cloud Logging, jsonPayload.run_id="run-1"'
+    assert logs.where("run-1") == 'Cloud Logging, jsonPayload.run_id="run-1" OR jsonPayload.run_ids="run-1"'
 
 
 def test_the_file_level_stays_info_when_stderr_is_quieter(tmp_path: Path) -> None:

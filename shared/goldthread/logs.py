@@ -96,7 +96,8 @@ def where(run_id: str | None = None) -> str:
     if path is not None:
         return f"{path}" + (f" (goldthread logs --run {run_id})" if run_id else "")
     if in_cloud():
-        return "Cloud Logging" + (f", jsonPayload.run_id=\"{run_id}\"" if run_id else "")
+        return "Cloud Logging" + (f", jsonPayload.run_id=\"{run_id}\" OR jsonPayload.run_ids=\"{run_id}\""
+                                  if run_id else "")
     return "stderr" + (f" (run {run_id})" if run_id else "")
 
 
