@@ -18,9 +18,11 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/pyth
 	$(BIN)/pip install -q -r requirements-dev.txt -e .
 	touch $@ $(VENV)/.runtime
 
-## demo: create .venv, install, and run the demo on the embedded defaults (no cloud, nothing configured)
+## demo: create .venv, install, and run the demo on the embedded defaults (no cloud, nothing configured);
+## DEMO_ARGS passes options, e.g. DEMO_ARGS=--force to reset a home holding data the demo did not write
+DEMO_ARGS ?=
 demo: $(VENV)/.runtime
-	$(BIN)/goldthread demo
+	$(BIN)/goldthread demo $(DEMO_ARGS)
 
 ## test: install what the tests need, start what they need (the tests start the emulators), run everything
 test: $(VENV)/.dev

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from goldthread import logs
-from goldthread.config import load_settings
+from goldthread.config import load_settings, log_target
 from goldthread.errors import ConcurrentRunError, ConfigError, GoldthreadError, NotReadyError
 from goldthread.models.work_items import Loop
 from goldthread.pipeline.context import Context
@@ -80,7 +80,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from goldthread.pipeline.runs import list_runs
 
     settings = load_settings()
-    ctx, result = run_demo(settings, days=args.days, seed=args.seed, console=console)
+    ctx, result = run_demo(settings, days=args.days, seed=args.seed, console=console, force=args.force)
     from goldthread.bi.runs_sync import sync_job_runs
 
     sync_job_runs(ctx)  # the warehouse copy of job_metadata that pipeline health reads
@@ -98,6 +98,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"golden thread canary: {'whole' if canary.ok else f'BROKEN at {canary.broken_hop}'} "
                   f"(run {canary.run_id})")
     console.print(f"data: {settings.home.resolve()}")
+    console.print(f"logs: {logs.where()} (goldthread logs --run RUN_ID)")
     console.print(f"dashboard: {build_for_context(ctx, settings.home / 'dashboard.html')}")
     ctx.close()
     return 0 if not report.reconciliation_failures(runs) and canary.ok else 1
@@ -304,6 +305,20 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0 if report.found else 1
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print one run's log lines from GOLDTHREAD_HOME/logs, rotated files included; --json prints them raw."""
+    from goldthread.log_files import human_line, run_lines
+
+    directory = load_settings().log_dir
+    lines = run_lines(directory, args.run)
+    if not lines:
+        console.print(f"[red]not found:[/] no log lines of run {args.run} in {directory}")
+        return Exit.FAILED
+    for line in lines:
+        console.out(line if args.json else human_line(line), highlight=False)
+    return Exit.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; each sub-command's help is its function's docstring."""
     parser = argparse.ArgumentParser(prog="goldthread", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -317,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", cmd_demo)
     p.add_argument("--days", type=int, default=21, help="days of trading to simulate (default 21)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--force", action="store_true",
+                   help="reset GOLDTHREAD_HOME even if it holds data the demo did not write (deletes it)")
     p = add("run", cmd_run)
     p.add_argument("loop", choices=LOOP_NAMES)
     p.add_argument("--ds", type=_date, required=True, help="partition day, YYYY-MM-DD (UTC)")
@@ -358,12 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="signal, position, run or dead-letter id")
     p.add_argument("--json", action="store_true", help="print the trace as JSON")
     p.add_argument("--limit", type=int, default=30, help="rows shown per stage")
+    p = add("logs", cmd_logs)
+    p.add_argument("--run", required=True, help="run id (as `runs` and `trace` show it)")
+    p.add_argument("--json", action="store_true", help="print the raw JSON lines")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``goldthread`` command."""
-    logs.configure(level=os.environ.get("GOLDTHREAD_LOG_LEVEL", "ERROR"))
+    logs.configure(level=os.environ.get("GOLDTHREAD_LOG_LEVEL", "ERROR"), files=log_target())
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from goldthread.errors import ConfigError
+from goldthread.log_files import FileTarget
 from goldthread.models.work_items import Loop
 
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,62}$")
@@ -72,6 +73,10 @@ class Settings:
     """How long a dispatch lease lives without a heartbeat before another dispatch of the same job and day
     takes it over (``GOLDTHREAD_LEASE_TIMEOUT_SECONDS``); a local holder whose process is gone is taken over
     at once."""
+    log_max_bytes: int = 10 * 1024 * 1024
+    """Size past which ``<home>/logs/goldthread.jsonl`` is rolled over (``GOLDTHREAD_LOG_MAX_BYTES``, 10 MiB)."""
+    log_backups: int = 5
+    """How many rolled-over log files are kept (``GOLDTHREAD_LOG_BACKUPS``): ``goldthread.jsonl.1`` .. ``.5``."""
 
     def topic(self, loop: Loop | str) -> str:
         """Topic carrying the work items of ``loop``."""
@@ -106,6 +111,16 @@ class Settings:
         """Whether the dispatch for ``ds`` sweeps the whole collection (``sweep_every_days``)."""
         every = self.sweep_every_days or (1 if self.hot == "sqlite" else 7)
         return ds.toordinal() % every == 0
+
+    @property
+    def log_dir(self) -> Path:
+        """Where a local command writes its JSON log lines (``goldthread logs --run ID`` reads them)."""
+        return self.home / "logs"
+
+    @property
+    def log_target(self) -> FileTarget:
+        """The rotated log files of this home, as ``goldthread.logs.configure`` takes them."""
+        return FileTarget(self.log_dir, self.log_max_bytes, self.log_backups)
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some settings changed (tests tune one setting of a running context this way)."""
@@ -205,6 +220,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         price_tolerance_bps=price_tolerance,
         lease_timeout=_lease_timeout(env),
         sweep_every_days=_sweep_every_days(env),
+        **_log_rotation(env),
     )
 
 
@@ -220,6 +236,30 @@ def _sweep_every_days(env: Mapping[str, str]) -> int:
     if not 1 <= days <= 366:
         raise ConfigError("GOLDTHREAD_SWEEP_EVERY_DAYS must be between 1 and 366")
     return days
+
+
+def _log_rotation(env: Mapping[str, str]) -> dict[str, int]:
+    """``GOLDTHREAD_LOG_MAX_BYTES`` (default 10485760, at least 1024) and ``GOLDTHREAD_LOG_BACKUPS`` (default 5,
+    1..1000): the size and count of the rotated log files under ``<home>/logs/``."""
+    d = Settings()
+    try:
+        max_bytes = int(_env(env, "LOG_MAX_BYTES", str(d.log_max_bytes)))
+        backups = int(_env(env, "LOG_BACKUPS", str(d.log_backups)))
+    except ValueError as exc:
+        raise ConfigError(f"GOLDTHREAD_LOG_MAX_BYTES and GOLDTHREAD_LOG_BACKUPS must be whole numbers: {exc}") from exc
+    if max_bytes < 1024 or not 1 <= backups <= 1000:
+        raise ConfigError("GOLDTHREAD_LOG_MAX_BYTES must be at least 1024 and GOLDTHREAD_LOG_BACKUPS between 1 "
+                          "and 1000")
+    return {"log_max_bytes": max_bytes, "log_backups": backups}
+
+
+def log_target(env: Mapping[str, str] | None = None) -> FileTarget | None:
+    """The log files a local command writes to, or None when the settings do not load (the command itself
+    then reports the bad setting; its logs go to stderr only)."""
+    try:
+        return load_settings(env).log_target
+    except ConfigError:
+        return None
 
 
 def _lease_timeout(env: Mapping[str, str]) -> dt.timedelta:

@@ -5,6 +5,11 @@ market data under ``GOLDTHREAD_HOME`` (default ``.goldthread/``). Each simulated
 then the scheduler's jobs run as they would in production: Loop A (closed trades), Loop C (expired
 signals), Loop D (account snapshot), Loop B for the day whose 7-day window just ended, and the fee
 patch at T+1. Some documents are broken on purpose; at the end one is fixed and replayed.
+
+The demo starts from nothing, so it resets its home, and it never deletes data that is not its own: it marks
+a home it set up with a ``.goldthread-demo`` file, and resets only an empty home or a marked one. A home
+holding a hot store, warehouse or broker ledger without the mark is refused (``NotADemoHomeError``, exit 2)
+unless ``force`` is given.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -21,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from goldthread.adapters.sim_broker import SimulatedBroker
 from goldthread.adapters.synthetic_market_data import SyntheticMarketData
 from goldthread.config import Settings
-from goldthread.errors import NotReadyError
+from goldthread.errors import ConfigError, NotReadyError
 from goldthread.models.work_items import Loop
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
@@ -55,14 +61,43 @@ class DemoResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def reset_home(settings: Settings) -> None:
-    """Remove the embedded stores the demo writes, so it starts from nothing."""
+DEMO_MARKER = ".goldthread-demo"
+"""The file that marks a home as the demo's: the demo resets such a home (and an empty one) without asking."""
+_STORE_SUFFIXES = ("", "-wal", "-shm", ".wal")
+
+
+class NotADemoHomeError(ConfigError):
+    """The demo was pointed at a home holding data it did not write: nothing is deleted, nothing runs."""
+
+
+def store_files(settings: Settings) -> list[Path]:
+    """The embedded stores' files in the home (hot store, warehouse, broker ledger, with their journals)."""
+    return [candidate
+            for path in (settings.hot_path, settings.warehouse_path, settings.broker_path)
+            for suffix in _STORE_SUFFIXES
+            if (candidate := path.with_name(path.name + suffix)).exists()]
+
+
+def is_demo_home(settings: Settings) -> bool:
+    """Whether the demo may reset this home: it holds no store, or the demo marked it as its own."""
+    return (settings.home / DEMO_MARKER).is_file() or not store_files(settings)
+
+
+def reset_home(settings: Settings, force: bool = False) -> None:
+    """Remove the embedded stores the demo writes, so it starts from nothing, and mark the home as the demo's.
+
+    Refuses (``NotADemoHomeError``), deleting nothing, when the home holds stores the demo did not write,
+    unless ``force``: a person's hot store or warehouse is never lost to a demo by accident."""
+    if not force and not is_demo_home(settings):
+        names = ", ".join(sorted({p.name for p in store_files(settings)}))
+        raise NotADemoHomeError(
+            f"{settings.home} holds data the demo did not write ({names}): use an empty GOLDTHREAD_HOME, or "
+            f"--force to delete it")
     settings.home.mkdir(parents=True, exist_ok=True)
-    for path in (settings.hot_path, settings.warehouse_path, settings.broker_path):
-        for suffix in ("", "-wal", "-shm", ".wal"):
-            candidate = path.with_name(path.name + suffix)
-            if candidate.exists():
-                candidate.unlink()
+    for candidate in store_files(settings):
+        candidate.unlink()
+    (settings.home / DEMO_MARKER).write_text(
+        "This home belongs to `goldthread demo`: the next demo deletes its hot store, warehouse and broker ledger.\n")
 
 
 def build_demo_context(settings: Settings, start: dt.date) -> tuple[Context, SimClock, SimulatedBroker, SimBot]:
@@ -118,10 +153,12 @@ def run_demo(
     console: Console | None = None,
     end: dt.date | None = None,
     job_runner: JobRunner = run_job,
+    force: bool = False,
 ) -> tuple[Context, DemoResult]:
-    """Simulate ``days`` days of trading and archive them; returns the context for summaries."""
+    """Simulate ``days`` days of trading and archive them; returns the context for summaries. The home is reset
+    first: refused when it holds data the demo did not write, unless ``force`` (see ``reset_home``)."""
     console = console or Console()
-    reset_home(settings)
+    reset_home(settings, force=force)
     end = end or (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
     start = end - dt.timedelta(days=days - 1)
     ctx, clock, broker, bot = build_demo_context(settings, start)

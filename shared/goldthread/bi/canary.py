@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
+from goldthread import logs
 from goldthread.errors import (
     ConcurrentRunError,
     GoldthreadError,
@@ -279,7 +280,8 @@ def _diagnose_silence(ctx: Context, run_id: str, item: WorkItem, delivered_befor
         return _Broken("warehouse_write", f"{waited}; the warehouse refuses writes: {type(exc).__name__}: {exc}"[:1000])
     if failure is not None:
         return _Broken("validation", f"{waited}; it is invalid ({failure}) and its dead letter was not recorded")
-    return _Broken("delivery", f"{waited}: the subscriber did not receive it or keeps failing (see its logs)")
+    return _Broken("delivery", f"{waited}: the subscriber did not receive it or keeps failing (see the logs of run "
+                               f"{run_id}: {logs.where(run_id)})")
 
 
 def _check_row(ctx: Context, run_id: str, position: LivePosition) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 from goldthread.errors import GoldthreadError, PermanentError
 from goldthread.ledger import marks
-from goldthread.logs import get_logger, redact
+from goldthread.logs import get_logger, redact, where
 from goldthread.models.warehouse import DeadLetter, row_id_for
 from goldthread.models.work_items import Loop, WorkItem
 from goldthread.pipeline import runs
@@ -196,7 +196,9 @@ def handle_dead_letter(ctx: Context, message: BusMessage) -> None:
             return
     attempts = message.attributes.get(_PUBSUB_DLQ_COUNT, "?")
     source = message.attributes.get("CloudPubSubDeadLetterSourceSubscription", "")
-    text = f"delivery failed {attempts} times with transient errors (subscription {source}); see logs"
+    run_id = item.run_id if item is not None else _original_attributes(message).get("run_id", "")
+    text = (f"delivery failed {attempts} times with transient errors (subscription {source}); see the logs of run "
+            f"{run_id or '?'}: {where(run_id or None)}")
     record_dead_letter(
         ctx, message, "MAX_ATTEMPTS", text,
         [{"loc": "", "msg": text, "type": "max_delivery_attempts"}], None, source,

@@ -85,7 +85,8 @@ def process_messages(ctx: Context, messages: Sequence[BusMessage]) -> list[BaseE
             with marks.observing():  # the digests of the documents the build reads go with their marks
                 _process_loop(ctx, loop, messages, entries, results)
         except TransientError as exc:
-            log.warning("transient failure, batch will be retried: %s", exc, extra={"loop": loop})
+            log.warning("transient failure, batch will be retried: %s", exc,  # run_ids: `goldthread logs --run`
+                        extra={"loop": loop, "fields": {"run_ids": sorted({item.run_id for _, item in entries})}})
             for index, _ in entries:
                 if results[index] is None:
                     results[index] = exc
@@ -212,7 +213,8 @@ def _process_loop(
             good.append((index, item, outcome))
     retried = [results[index] for index, _ in entries if isinstance(results[index], TransientError)]
     if retried:
-        log.warning("transient failure, %d items will be retried: %s", len(retried), retried[0], extra={"loop": loop})
+        log.warning("transient failure, %d items will be retried: %s", len(retried), retried[0],
+                    extra={"loop": loop, "fields": {"run_ids": sorted({item.run_id for _, item in entries})}})
     if failed:  # recorded together; each message still gets its own outcome
         fate = _dead_letter_many(ctx, [(messages[index], error, item) for index, item, error in failed])
         for index, _, _ in failed:
