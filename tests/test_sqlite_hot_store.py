@@ -81,6 +81,7 @@ def test_a_reader_is_not_blocked_by_an_open_write_transaction(path: Path) -> Non
 def test_documents_survive_a_reopen(path: Path) -> None:
     store = SqliteHotStore(path)
     store.put_many("c", {f"d{i}": {"i": i} for i in range(50)})
+    store.put("job_metadata", "r1", {"loaded": 0})
     store.record_outcomes("r1", {"x": "loaded"})
     store.close()
     again = SqliteHotStore(path)
@@ -127,7 +128,7 @@ def test_racing_outcomes_from_two_connections_count_each_item_once(path: Path) -
         barrier.wait()
         for i in range(100):  # both sides record the same 100 items, one side as loaded, one as duplicates
             got = stores[n].record_outcomes("run-1", {f"trades:p{i}": "loaded" if n == 0 else "duplicates"})
-            added[n] += sum(got.values())
+            added[n] += sum(got.added.values())
 
     threads = [threading.Thread(target=record, args=(n,)) for n in (0, 1)]
     for t in threads:

@@ -221,10 +221,15 @@ def test_claim_creates_absent_documents_it_is_given_and_stores_each_documents_ow
 def test_record_outcomes_counts_each_item_once(hot_store: HotStore) -> None:
     hot_store.put("job_metadata", "run-1", {"state": "RUNNING", "loaded": 0, "duplicates": 0, "dead_lettered": 0})
     first = hot_store.record_outcomes("run-1", {"a": "loaded", "b": "loaded", "c": "duplicates", "d": "dead_lettered"})
-    assert first == {"loaded": 2, "duplicates": 1, "dead_lettered": 1}
+    assert first.added == {"loaded": 2, "duplicates": 1, "dead_lettered": 1}
+    # the run comes back from the same transaction, its counters updated
+    assert first.run is not None and (first.run["loaded"], first.run["state"]) == (2, "RUNNING")
     again = hot_store.record_outcomes("run-1", {"a": "dead_lettered", "b": "loaded", "e": "loaded"})
-    assert again == {"loaded": 1, "duplicates": 0, "dead_lettered": 0}  # a and b are redeliveries
-    assert hot_store.record_outcomes("run-1", {"a": "loaded"}) == {"loaded": 0, "duplicates": 0, "dead_lettered": 0}
+    assert again.added == {"loaded": 1, "duplicates": 0, "dead_lettered": 0}  # a and b are redeliveries
+    assert again.run is not None and (again.run["loaded"], again.run["duplicates"], again.run["dead_lettered"]) == (
+        3, 1, 1)
+    nothing = hot_store.record_outcomes("run-1", {"a": "loaded"})
+    assert nothing.added == {"loaded": 0, "duplicates": 0, "dead_lettered": 0}
     doc = hot_store.get("job_metadata", "run-1")
     assert doc is not None
     assert (doc["loaded"], doc["duplicates"], doc["dead_lettered"], doc["state"]) == (3, 1, 1, "RUNNING")
@@ -232,6 +237,8 @@ def test_record_outcomes_counts_each_item_once(hot_store: HotStore) -> None:
         "a": "loaded", "b": "loaded", "c": "duplicates", "d": "dead_lettered", "e": "loaded",
     }
     assert hot_store.item_outcomes("run-other") == {}
+    missing = hot_store.record_outcomes("run-other", {"a": "loaded"})  # no such run: nothing is recorded
+    assert (missing.run, hot_store.item_outcomes("run-other")) == (None, {})
     with pytest.raises(ValueError):
         hot_store.record_outcomes("run-1", {"f": "exploded"})
 

@@ -193,7 +193,7 @@ def test_concurrent_claims_and_outcomes_never_double_count(firestore_project: st
                                enumerate(stores)))
         added = list(pool.map(lambda s: s.record_outcomes("run-c", outcomes), stores))
     assert sorted(claims[0] + claims[1]) == doc_ids
-    assert sum(a["loaded"] for a in added) == 20
+    assert sum(a.added["loaded"] for a in added) == 20
     doc = stores[0].get("job_metadata", "run-c")
     assert doc is not None and doc["loaded"] == 20
     for store in stores:

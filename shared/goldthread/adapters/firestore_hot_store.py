@@ -15,8 +15,8 @@ repeats a document. Equality + range queries need the composite indexes in ``FIR
 
 The atomic operations use transactions: ``claim`` (a redelivered item finds the field already set and
 changes nothing), ``record_outcomes`` (an item document under ``job_metadata/{run_id}/items`` is created
-in the same transaction as the ``firestore.Increment`` of the run's counters, so a redelivery cannot
-count twice) and leases (collection ``leases``).
+in the same transaction that reads the run and writes its new counters, so a redelivery cannot count
+twice, and the run comes back from it) and leases (collection ``leases``).
 
 The SDK is imported lazily; every vendor error is translated at this boundary: unavailable, deadline,
 429/5xx and aborted become ``StoreUnavailableError`` (the bus retries), missing credentials, permissions
@@ -35,11 +35,10 @@ from typing import Any, ClassVar, TypeVar
 
 from goldthread.adapters.google_errors import translate, translated
 from goldthread.errors import ConfigError, GoldthreadError, PermanentError, StoreUnavailableError
-from goldthread.ports.hot_store import HotStore, Lease, Where, check_not_in
+from goldthread.ports.hot_store import OUTCOMES, HotStore, Lease, RecordedOutcomes, Where, check_not_in
 
 T = TypeVar("T")
 
-OUTCOMES = ("loaded", "duplicates", "dead_lettered")
 LEASES_COLLECTION = "leases"
 ITEMS_SUBCOLLECTION = "items"
 _RANGE_OPS = frozenset({"<", "<=", ">", ">="})
@@ -404,44 +403,56 @@ class FirestoreHotStore(HotStore):
             changed.extend(d for d in ids[i : i + _TX_CHUNK] if d in won)
         return changed
 
-    def record_outcomes(self, run_id: str, outcomes: Mapping[str, str]) -> dict[str, int]:
-        """Create ``job_metadata/{run_id}/items/{item}`` once per item and increment the run's counters.
+    def record_outcomes(self, run_id: str, outcomes: Mapping[str, str]) -> RecordedOutcomes:
+        """Create ``job_metadata/{run_id}/items/{item}`` once per item and add to the run's counters.
 
-        Item documents and the ``firestore.Increment`` of ``loaded``/``duplicates``/``dead_lettered``
-        on ``job_metadata/{run_id}`` commit in one transaction per chunk: an item already recorded is
-        skipped, so a redelivered message is never counted twice.
+        The run document and the chunk's item documents are read in one transaction, which creates the
+        items not yet recorded and writes the run's new counters: an item already recorded is skipped, so a
+        redelivered message is never counted twice, and the run as the transaction left it is returned, so
+        nobody reads it again.
         """
-        from google.cloud import firestore
-
         for outcome in outcomes.values():
             if outcome not in OUTCOMES:
                 raise ValueError(f"unknown outcome {outcome!r}")
         run_ref = self._ref("job_metadata", run_id)
         items = list(outcomes.items())
         added = dict.fromkeys(OUTCOMES, 0)
+        run: dict[str, Any] | None = None
         for i in range(0, len(items), _TX_CHUNK):
             chunk = items[i : i + _TX_CHUNK]
 
-            def _record(tx: Any, chunk: list[tuple[str, str]] = chunk) -> dict[str, int]:
+            def _record(
+                tx: Any, chunk: list[tuple[str, str]] = chunk
+            ) -> tuple[dict[str, int], dict[str, Any] | None]:
                 refs = {item: run_ref.collection(ITEMS_SUBCOLLECTION).document(item) for item, _ in chunk}
-                snaps = self._client.get_all(list(refs.values()), transaction=tx, **self._rt)
-                existing = {s.id for s in snaps if s.exists}
+                snaps = {s.reference.path: s for s in self._client.get_all([run_ref, *refs.values()], transaction=tx,
+                                                                             **self._rt)}
+                stored = snaps[run_ref.path]
                 counts = dict.fromkeys(OUTCOMES, 0)
+                if not stored.exists:
+                    return counts, None
+                existing = {path for path, snap in snaps.items() if snap.exists}
                 now = dt.datetime.now(dt.UTC)
                 for item, outcome in chunk:
-                    if item in existing:
+                    if refs[item].path in existing:
                         continue
                     tx.create(refs[item], {"outcome": outcome, "recorded_at": now})
                     counts[outcome] += 1
+                data = from_firestore(stored.to_dict() or {})
                 if any(counts.values()):
-                    tx.set(run_ref, {k: firestore.Increment(n) for k, n in counts.items()}, merge=True)
-                return counts
+                    totals = {k: int(data.get(k) or 0) + n for k, n in counts.items()}
+                    tx.update(run_ref, totals)
+                    data.update(totals)
+                return counts, data
 
             for item, _ in chunk:
                 _check_id(item)
-            for k, n in self._transactional(_record, "record_outcomes").items():
+            counts, run = self._transactional(_record, "record_outcomes")
+            if run is None:
+                break
+            for k, n in counts.items():
                 added[k] += n
-        return added
+        return RecordedOutcomes(added, run)
 
     def item_outcomes(self, run_id: str) -> dict[str, str]:
         """Every item outcome recorded for a run, from its ``items`` subcollection."""

@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 
 from goldthread.adapters.jsonish import dumps, encode_value, loads
 from goldthread.errors import StoreUnavailableError
-from goldthread.ports.hot_store import HotStore, Lease, Where, check_not_in
+from goldthread.ports.hot_store import OUTCOMES as _OUTCOMES
+from goldthread.ports.hot_store import HotStore, Lease, RecordedOutcomes, Where, check_not_in
 
 _OPS = {"==": "=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-_OUTCOMES = ("loaded", "duplicates", "dead_lettered")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
     collection TEXT NOT NULL,
@@ -296,13 +296,16 @@ class SqliteHotStore(HotStore):
         return changed
 
     # -- runs and leases -------------------------------------------------------------------------
-    def record_outcomes(self, run_id: str, outcomes: Mapping[str, str]) -> dict[str, int]:
-        """Insert each item's outcome once; add the new ones to the run document's counters."""
+    def record_outcomes(self, run_id: str, outcomes: Mapping[str, str]) -> RecordedOutcomes:
+        """Insert each item's outcome once; add the new ones to the run document's counters; return both."""
         added = dict.fromkeys(_OUTCOMES, 0)
         unknown = set(outcomes.values()).difference(_OUTCOMES)
         if unknown:
             raise ValueError(f"unknown outcome {sorted(unknown)[0]!r}")
         with self._transaction() as db:
+            run = "SELECT data FROM docs WHERE collection = 'job_metadata' AND id = ?"
+            if db.execute(run, (run_id,)).fetchone() is None:
+                return RecordedOutcomes(added, None)
             for outcome in _OUTCOMES:  # one statement per outcome; rowcount counts only the rows inserted
                 cur = db.executemany(
                     "INSERT OR IGNORE INTO run_items (run_id, item_id, outcome) VALUES (?,?,?)",
@@ -316,7 +319,8 @@ class SqliteHotStore(HotStore):
                     "WHERE collection = 'job_metadata' AND id = ?",
                     (*(added[k] for k in _OUTCOMES), _now(), run_id),
                 )
-        return added
+            (data,) = db.execute(run, (run_id,)).fetchone()
+        return RecordedOutcomes(added, loads(data))
 
     def item_outcomes(self, run_id: str) -> dict[str, str]:
         """Every item outcome of a run."""

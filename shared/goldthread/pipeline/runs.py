@@ -196,25 +196,30 @@ def fail_run(ctx: Context, run_id: str, error: str, published: int | None = None
 def record_outcomes(ctx: Context, run_id: str, outcomes: Mapping[str, str]) -> dict[str, int]:
     """Count each item's outcome once in its run, then finish the run if it is complete.
 
+    The counters come back from the transaction that changed them (``HotStore.record_outcomes``): the run is
+    never read again to decide whether it is finished. Items of a run that does not exist are not counted.
     An item counted in a STALLED or FAILED run was published, so ``published`` never stays below the
     outcomes. Progress is a heartbeat: the run's ``heartbeat_at`` moves (at most once a minute or so)
     and, while its dispatch is still publishing, its lease is renewed.
     """
-    if not outcomes or ctx.hot.get(JOBS, run_id) is None:
+    if not outcomes:
         return {}
-    added = ctx.hot.record_outcomes(run_id, outcomes)
-    if any(added.values()):
-        run = maybe_finish(ctx, run_id)
-        if run and run.status in (RunStatus.STALLED, RunStatus.FAILED) and run.processed > run.published:
-            # a late delivery (Pub/Sub redelivering a dead dispatcher's last batch) proves it was published
-            ctx.hot.update(JOBS, run_id, {"published": run.processed})
-        now = ctx.now()
-        every = min(ctx.settings.run_timeout / 10, ctx.settings.lease_timeout / 5)
-        if run and run.status is RunStatus.RUNNING and now - run.heartbeat_at > every:
-            ctx.hot.update(JOBS, run_id, {"heartbeat_at": now})
-            if run.dispatched_at is None:
-                ctx.hot.renew_lease(lease_name(run.loop, run.ds), run_id, now, ctx.settings.lease_timeout)
-    return added
+    recorded = ctx.hot.record_outcomes(run_id, outcomes)
+    if recorded.run is None:
+        return {}
+    if not any(recorded.added.values()):
+        return recorded.added
+    run = _finish_if_reconciled(ctx, JobMetadata.model_validate(recorded.run))
+    if run.status in (RunStatus.STALLED, RunStatus.FAILED) and run.processed > run.published:
+        # a late delivery (Pub/Sub redelivering a dead dispatcher's last batch) proves it was published
+        ctx.hot.update(JOBS, run_id, {"published": run.processed})
+    now = ctx.now()
+    every = min(ctx.settings.run_timeout / 10, ctx.settings.lease_timeout / 5)
+    if run.status is RunStatus.RUNNING and now - run.heartbeat_at > every:
+        ctx.hot.update(JOBS, run_id, {"heartbeat_at": now})
+        if run.dispatched_at is None:
+            ctx.hot.renew_lease(lease_name(run.loop, run.ds), run_id, now, ctx.settings.lease_timeout)
+    return recorded.added
 
 
 def archived_outcomes(ctx: Context, items: Sequence[WorkItem], read_marks: bool = True) -> dict[str, str]:
@@ -251,18 +256,25 @@ def archived_outcomes(ctx: Context, items: Sequence[WorkItem], read_marks: bool 
 
 
 def maybe_finish(ctx: Context, run_id: str) -> JobMetadata | None:
-    """Set SUCCEEDED or PARTIAL once every published item has an outcome."""
+    """Set SUCCEEDED or PARTIAL once every published item has an outcome (reading the run once)."""
     run = get_run(ctx, run_id)
-    if run is None or run.status is not RunStatus.RUNNING or not run.reconciled:
+    return _finish_if_reconciled(ctx, run) if run is not None else None
+
+
+def _finish_if_reconciled(ctx: Context, run: JobMetadata) -> JobMetadata:
+    """``run`` finished (SUCCEEDED, or PARTIAL when some items were dead-lettered) if it is RUNNING and every
+    published item has an outcome; returns the run as it now stands, without reading it again."""
+    if run.status is not RunStatus.RUNNING or not run.reconciled:
         return run
     status = RunStatus.PARTIAL if run.dead_lettered else RunStatus.SUCCEEDED
-    ctx.hot.update(JOBS, run_id, {"status": status.value, "finished_at": ctx.now()})
+    now = ctx.now()
+    ctx.hot.update(JOBS, run.run_id, {"status": status.value, "finished_at": now})
     log.info(
         "run finished %s: published=%d loaded=%d duplicates=%d dead_lettered=%d",
         status.value, run.published, run.loaded, run.duplicates, run.dead_lettered,
-        extra={"run_id": run_id, "loop": run.loop, "ds": run.ds},
+        extra={"run_id": run.run_id, "loop": run.loop, "ds": run.ds},
     )
-    return get_run(ctx, run_id)
+    return run.model_copy(update={"status": status, "finished_at": now})
 
 
 def _stall(ctx: Context, run: JobMetadata, reason: str) -> None:

@@ -48,6 +48,18 @@ def check_not_in(where: Where) -> list[Any]:
     return values
 
 
+OUTCOMES = ("loaded", "duplicates", "dead_lettered")
+"""The final outcomes of an item, each a counter of its run (``JobMetadata``)."""
+
+
+@dataclass(frozen=True)
+class RecordedOutcomes:
+    """What ``record_outcomes`` did: the counts it added, and the run document after the change."""
+
+    added: dict[str, int]
+    run: dict[str, Any] | None
+
+
 @dataclass(frozen=True)
 class Lease:
     """A lease as stored: its holder (a run id), when it expires unless renewed, its last heartbeat and the
@@ -143,11 +155,13 @@ class HotStore(ABC):
         """
 
     @abstractmethod
-    def record_outcomes(self, run_id: str, outcomes: Mapping[str, str]) -> dict[str, int]:
+    def record_outcomes(self, run_id: str, outcomes: Mapping[str, str]) -> RecordedOutcomes:
         """Record each item's final outcome in a run once, and add it to the run's counters.
 
         ``outcomes`` maps item id to ``loaded``, ``duplicates`` or ``dead_lettered``. An item already
-        recorded is ignored (its first outcome stands). Returns the counts this call added.
+        recorded is ignored (its first outcome stands). Returns the counts this call added and the run's
+        document as the same transaction left it (its counters included), so nobody reads it again; for a
+        run that does not exist nothing is recorded and ``run`` is None.
         """
 
     @abstractmethod
