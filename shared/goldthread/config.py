@@ -68,6 +68,9 @@ class Settings:
     """How long a dispatch lease lives without a heartbeat before another dispatch of the same job and day
     takes it over (``GOLDTHREAD_LEASE_TIMEOUT_SECONDS``); a local holder whose process is gone is taken over
     at once."""
+    read_only: bool = False
+    """Open the embedded stores read-only and create nothing (set by the command line for a command that only
+    reads, on a home it cannot write); the cloud backends ignore it."""
 
     def topic(self, loop: Loop | str) -> str:
         """Topic carrying the work items of ``loop``."""
