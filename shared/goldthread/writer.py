@@ -18,6 +18,17 @@ from goldthread.models.hot import HotDocument, PositionStatus, SignalStatus
 from goldthread.ports.hot_store import HotStore
 
 SIGNALS, REJECTED, POSITIONS, STRATEGIES = "live_signals", "rejected_signals", "live_positions", "strategies"
+MODELS: dict[str, type[HotDocument]] = {
+    SIGNALS: LiveSignal, REJECTED: RejectedSignal, POSITIONS: LivePosition, STRATEGIES: Strategy,
+}
+"""The model of each collection the writer API writes (what ``save_document`` validates against)."""
+
+
+def document_id(collection: str, model: HotDocument) -> str:
+    """The id a validated document is stored under in ``collection`` (a strategy's is ``id:version``)."""
+    if isinstance(model, Strategy):
+        return f"{model.strategy_id}:{model.version}"
+    return str(getattr(model, "position_id" if collection == POSITIONS else "signal_id"))
 
 
 def document_of(model: HotDocument) -> dict[str, Any]:
@@ -85,6 +96,27 @@ class HotWriter:
         SchemaGuardian.check_row(fixed)
         self._write(POSITIONS, fixed.position_id, fixed)
         return fixed.position_id
+
+    def save_document(self, collection: str, doc_id: str, data: Any) -> HotDocument:
+        """Validate a whole document (a mapping or JSON text) against ``collection``'s model and write it, as a
+        person fixing a dead-lettered record does (``goldthread hot put``).
+
+        Like ``save_position``: the archive and dead-letter marks are cleared (the next dispatch picks the record
+        up again) and the stored ``loading_run_id`` is kept. Raises ``RecordValidationError`` with every field's
+        error, ``KeyError`` for a collection the writer does not write, and ``ValueError`` when ``doc_id`` is not
+        the id the document itself carries.
+        """
+        if collection not in MODELS:
+            raise KeyError(collection)
+        model = SchemaGuardian.validate(MODELS[collection], data, doc_id)
+        if document_id(collection, model) != doc_id:
+            raise ValueError(f"the document's own id is {document_id(collection, model)!r}, not {doc_id!r}")
+        current = self.hot.get(collection, doc_id) or {}
+        fixed = model.model_copy(update={"archived_run_id": None, "archived_at": None, "dead_lettered_run_id": None,
+                                         "loading_run_id": current.get("loading_run_id")})
+        SchemaGuardian.check_row(fixed)
+        self._write(collection, doc_id, fixed)
+        return fixed
 
     def close_position(
         self, position_id: str, exit_order_id: str, exit_price: Decimal | None, closed_at: dt.datetime
