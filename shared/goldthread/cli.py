@@ -164,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(console, {"run": record})
     else:
-        output.print_pairs(console, f"run {run.run_id}: {output.status_text(run.status.value)}", record)
+        output.print_pairs(console, f"run {run.run_id}: {run.status.value}", record)
     return exit_for([run.status.value])
 
 

@@ -17,7 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from goldthread.models.hot import JobMetadata, RunStatus
 from goldthread.report import FINISHED, still_due
@@ -196,8 +198,8 @@ def print_letters(console: Console, letters: Sequence[Mapping[str, Any]], limit:
             state = f"replayed by {d['replay_run_id']}"
         elif state == "discarded":
             state = f"discarded by {d.get('discarded_by')}"
-        table.add_row(str(d["row_id"]), str(d["ds"]), d["loop"], d["doc_id"], d["reason_code"], first_error(d)[:160],
-                      span(age_seconds(d["dead_lettered_at"], now)), state)
+        table.add_row(*(cell(v) for v in (d["row_id"], d["ds"], d["loop"], d["doc_id"], d["reason_code"],
+                                          first_error(d)[:160], span(age_seconds(d["dead_lettered_at"], now)), state)))
     console.print(table)
 
 
@@ -207,7 +209,7 @@ def print_pairs(console: Console, title: str, pairs: Mapping[str, Any]) -> None:
     table.add_column("", style="bold")
     table.add_column("", overflow="fold")
     for name, value in pairs.items():
-        table.add_row(name, "" if value is None else str(jsonable(value)))
+        table.add_row(name, cell(value))
     console.print(table)
 
 
@@ -218,10 +220,22 @@ def print_rows(console: Console, title: str, rows: Sequence[Mapping[str, Any]], 
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows[:limit]:
-        table.add_row(*("" if row.get(c) is None else str(jsonable(row.get(c))) for c in columns))
+        table.add_row(*(cell(row.get(c)) for c in columns))
     console.print(table)
 
 
-def status_text(status: str) -> str:
+def status_text(status: str) -> Text:
     """A run status coloured as everywhere on the console."""
-    return f"[{STATUS_COLORS.get(status, 'white')}]{status}[/]"
+    return Text(status, style=STATUS_COLORS.get(status, ""))
+
+
+def cell(value: Any) -> Text | str:
+    """A table cell: a ``Text`` as it is, anything else as plain text (yes/no for a flag; markup escaped)."""
+    if isinstance(value, Text):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    plain = jsonable(value)
+    return escape(plain if isinstance(plain, str) else json.dumps(plain, ensure_ascii=False))

@@ -46,7 +46,7 @@ def print_status(console: Console, report: StatusReport) -> None:
         console.print("canary: never run")
     else:
         broken = f", broken at {canary['broken_hop']}" if canary["broken_hop"] else ""
-        console.print(f"canary: {output.status_text(canary['status'])} {canary['run_id']}, "
+        console.print(f"canary: {escape(canary['status'])} {canary['run_id']}, "
                       f"{output.span(canary['age_seconds'])} ago{broken}")
     if report.ok:
         console.print("[green]healthy: nothing needs a person")
