@@ -226,18 +226,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
-def _check_ids(ctx: Context, ids: Sequence[str] | None) -> None:
-    """``NotFoundError`` naming every given id that is neither a dead letter's id nor a dead-lettered record's."""
-    from goldthread.pipeline.dead_letters import list_dead_letters
-
-    if not ids:
-        return
-    known = {str(v) for d in list_dead_letters(ctx, ids=ids, include_replayed=True) for v in (d["row_id"], d["doc_id"])}
-    missing = [i for i in ids if i not in known]
-    if missing:
-        raise NotFoundError(f"not found: no dead letter with id or record {', '.join(map(repr, missing))}")
-
-
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     """List, show or discard dead letters: ids, reasons, payloads, the record as it is now."""
     from goldthread.console import letters, screens
@@ -247,7 +235,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         if args.action == "list":
             from goldthread.pipeline.dead_letters import list_dead_letters
 
-            _check_ids(ctx, args.ids)
+            letters.check_ids(ctx, args.ids)
             found = list_dead_letters(ctx, args.loop, args.reason, args.ids, include_replayed=args.all)
             if args.json:
                 output.print_json(console, {"dead_letters": [output.letter_record(d, ctx.now())
@@ -323,11 +311,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Re-validate dead letters and republish those that now pass (--dry-run only reports)."""
     from goldthread.adapters.local_bus import LocalBus
+    from goldthread.console.letters import check_ids
     from goldthread.pipeline.replay import replay
     from goldthread.pipeline.runs import get_run
 
     ctx = _context()
-    _check_ids(ctx, args.ids)
+    check_ids(ctx, args.ids)
     result = replay(ctx, args.loop, args.reason, args.ids, dry_run=args.dry_run)
     failing = result.still_failing + result.not_replayable
     statuses = ["PARTIAL"] if failing else []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from goldthread.errors import GoldthreadError, NotFoundError, RecordValidationEr
 from goldthread.models import SchemaGuardian
 from goldthread.models.hot import HotDocument, JobMetadata
 from goldthread.pipeline.context import Context
-from goldthread.pipeline.dead_letters import collection_of, discard_dead_letter, get_dead_letter
+from goldthread.pipeline.dead_letters import collection_of, discard_dead_letter, get_dead_letter, list_dead_letters
 from goldthread.writer import MODELS, HotWriter
 
 OPERATOR_ENV = "GOLDTHREAD_OPERATOR"
@@ -59,6 +60,18 @@ class LetterView:
         return {"dead_letter": self.letter, "payload": self.payload, "errors": self.errors,
                 "collection": self.collection, "hot_document": self.document,
                 "validates_now": self.validates_now, "validation_errors": self.validation_errors}
+
+
+def check_ids(ctx: Context, ids: Sequence[str] | None) -> None:
+    """``NotFoundError`` naming every given id that is neither a dead letter's id nor a dead-lettered record's
+    (``dead-letters list --id``, ``replay --id``: an unknown id is an answer, not an empty list)."""
+    if not ids:
+        return
+    letters = list_dead_letters(ctx, ids=ids, include_replayed=True)
+    known = {str(v) for d in letters for v in (d["row_id"], d["doc_id"])}
+    missing = [i for i in ids if i not in known]
+    if missing:
+        raise NotFoundError(f"not found: no dead letter with id or record {', '.join(map(repr, missing))}")
 
 
 def validate_document(collection: str, doc_id: str, data: Any) -> list[dict[str, Any]]:
