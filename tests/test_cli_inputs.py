@@ -160,7 +160,7 @@ BAD = [
     (["backfill", "trades", "--start", "2024-03-05", "--end", "2024-03-01"], 2),
     (["backfill", "trades", "--start", "2024-03-05", "--end", "2099-12-31", "--dry-run"], 2),
     (["runs", "--limit", "-1"], 2), (["runs", "--limit", "ten"], 2), (["runs", "--status", "DONE"], 2),
-    (["runs", "--since", "yesterday"], 2), (["runs", "--job", "🚀"], 1), (["runs", "--job", "\udcff"], 1),
+    (["runs", "--since", "yesterday"], 2), (["runs", "--job", "🚀"], 1), (["runs", "--job", "\udcff"], 2),
     (["dead-letters", "list", "--loop", "bonds"], 2), (["dead-letters", "list", "--limit", "-5"], 2),
     (["dead-letters", "list", "--id", "' OR 1=1 --"], 1), (["dead-letters", "show", "ﬀ\u0000"], 1),
     (["dead-letters", "discard", "nope", "--reason", " "], 2), (["dead-letters", "purge"], 2),
@@ -213,7 +213,7 @@ def test_no_odd_input_ends_in_a_traceback(template: tuple[str, ...], value: str,
 def test_a_real_process_answers_bad_input_in_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "GOLDTHREAD_HOME": str(tmp_path / "home"),
            "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)])}
-    for argv, code in ((["trace", "nosuch"], 1), (["runs", "--limit", "-3"], 2),
+    for argv, code in ((["trace", "nosuch"], 1), (["runs", "--limit", "-3"], 2), (["trace", "\udcff\udcfe"], 2),
                        (["backfill", "trades", "--start", "2024-03-05", "--end", "2024-03-01"], 2)):
         got = subprocess.run([sys.executable, "-m", "goldthread.cli", *argv], env=env, capture_output=True,
                              text=True, timeout=120, check=False)
