@@ -574,11 +574,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     to log one for an unexpected error)."""
     logs.configure(level=os.environ.get("GOLDTHREAD_LOG_LEVEL", "ERROR"))
     argv = list(sys.argv[1:] if argv is None else argv)
-    for arg in argv:  # bytes the shell passed that are not UTF-8 (Python keeps them as lone surrogates)
-        if not arg.isprintable() and any("\ud800" <= ch <= "\udfff" for ch in arg):
-            shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "replace")
-            console.print(f"[red]refused:[/] argument '{escape(shown)}' is not UTF-8 text", soft_wrap=True)
-            return Exit.REFUSED
+    from goldthread.console.checks import not_utf8
+
+    bad = not_utf8(argv)
+    if bad is not None:
+        console.print(f"[red]refused:[/] argument '{escape(bad)}' is not UTF-8 text", soft_wrap=True)
+        return Exit.REFUSED
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

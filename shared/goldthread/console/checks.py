@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from goldthread.config import Settings
@@ -77,3 +78,12 @@ def check_range(start: dt.date, end: dt.date) -> None:
     """Refuse a range whose end comes before its start."""
     if end < start:
         raise RefusedError(f"--end {end} is before --start {start}; nothing was run (a range runs start..end)")
+
+
+def not_utf8(argv: Sequence[str]) -> str | None:
+    """The first argument holding bytes the shell passed that are not UTF-8 (Python keeps each as a lone
+    surrogate), shown with those bytes escaped; None when every argument is text."""
+    for arg in argv:
+        if any("\ud800" <= ch <= "\udfff" for ch in arg):
+            return arg.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+    return None
