@@ -22,6 +22,7 @@ from rich.markup import escape
 from goldthread import logs
 from goldthread.config import load_settings
 from goldthread.console import output
+from goldthread.console.checks import arg_count, arg_date, arg_port, arg_seconds
 from goldthread.errors import (
     ConcurrentRunError,
     ConfigError,
@@ -66,40 +67,6 @@ def exit_for(statuses: Sequence[str]) -> Exit:
         if code in codes:
             return code
     return Exit.OK
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a YYYY-MM-DD date") from exc
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from exc
-    if not 0 < value < 86400:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 86400 seconds")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _count(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0..65535)")
-    return value
 
 
 def _context(reads_only: bool = False) -> Context:
@@ -485,24 +452,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(*(flags or ("loop",)), type=str.lower, choices=LOOP_NAMES, **kw)
 
     p = add("demo", cmd_demo)
-    p.add_argument("--days", type=_count, default=21, help="days of trading to simulate")
+    p.add_argument("--days", type=arg_count, default=21, help="days of trading to simulate")
     p.add_argument("--seed", type=int, default=42, help="seed of the simulated bot (same seed, same days)")
     p = add("run", cmd_run)
     loop_arg(p, help="the loop to run")
-    p.add_argument("--ds", type=_date, required=True, help="partition day, YYYY-MM-DD (UTC), today at the latest")
+    p.add_argument("--ds", type=arg_date, required=True, help="partition day, YYYY-MM-DD (UTC), today at the latest")
     json_flag(p)
     p = add("backfill", cmd_backfill)
     loop_arg(p, help="the loop to run")
-    p.add_argument("--start", type=_date, required=True, help="first day, YYYY-MM-DD")
-    p.add_argument("--end", type=_date, required=True, help="last day, YYYY-MM-DD (from --start to today)")
+    p.add_argument("--start", type=arg_date, required=True, help="first day, YYYY-MM-DD")
+    p.add_argument("--end", type=arg_date, required=True, help="last day, YYYY-MM-DD (from --start to today)")
     p.add_argument("--dry-run", action="store_true", help="print the records due per day; start no run")
     json_flag(p)
     p = add("runs", cmd_runs)
     p.add_argument("--job", help="only this job: a loop, patch_fees, patch_prices, replay or canary")
-    p.add_argument("--ds", type=_date, help="only runs of this partition day")
+    p.add_argument("--ds", type=arg_date, help="only runs of this partition day")
     p.add_argument("--status", type=str.upper, choices=[s.value for s in RunStatus], help="only runs in this status")
-    p.add_argument("--since", type=_date, help="only runs started on or after this day (UTC)")
-    p.add_argument("--limit", type=_count, default=40, help="rows shown (the summary counts every run)")
+    p.add_argument("--since", type=arg_date, help="only runs started on or after this day (UTC)")
+    p.add_argument("--limit", type=arg_count, default=40, help="rows shown (the summary counts every run)")
     json_flag(p)
     p = add("dead-letters", cmd_dead_letters)
     actions = p.add_subparsers(dest="action", required=True, metavar="action")
@@ -511,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--reason", help="only this reason code, any case: VALIDATION, SCD_CONFLICT, MAX_ATTEMPTS ...")
     q.add_argument("--id", dest="ids", action="append", help="dead-letter or record id (repeatable)")
     q.add_argument("--all", action="store_true", help="include letters already replayed or discarded")
-    q.add_argument("--limit", type=_count, default=50, help="rows shown")
+    q.add_argument("--limit", type=arg_count, default=50, help="rows shown")
     json_flag(q)
     q = add("show", cmd_dead_letters, actions)
     q.add_argument("id", help="dead-letter id (the id column of dead-letters list)")
@@ -540,22 +507,22 @@ def build_parser() -> argparse.ArgumentParser:
     json_flag(p)
     p = add("patch", cmd_patch)
     p.add_argument("which", choices=["fees", "prices"], help="fees (T+1 posted fees) or prices (missing fills)")
-    p.add_argument("--ds", type=_date, help="trading day (fees only)")
+    p.add_argument("--ds", type=arg_date, help="trading day (fees only)")
     p.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
-    p.add_argument("--limit", type=_count, default=30, help="changes shown")
+    p.add_argument("--limit", type=arg_count, default=30, help="changes shown")
     json_flag(p)
     p = add("schema", cmd_schema)
     p.add_argument("action", choices=["generate", "check"], help="write the generated files, or list stale ones")
     p = add("dashboard", cmd_dashboard)
     p.add_argument("--out", type=Path, help="where to write the HTML (default GOLDTHREAD_HOME/dashboard.html)")
     p.add_argument("--serve", action="store_true", help="serve it on 127.0.0.1 until Ctrl-C")
-    p.add_argument("--port", type=_port, default=8050, help="port of --serve (0: any free port)")
+    p.add_argument("--port", type=arg_port, default=8050, help="port of --serve (0: any free port)")
     p = add("canary", cmd_canary)
-    p.add_argument("--timeout", type=_seconds, default=30.0, help="seconds to wait for delivery")
+    p.add_argument("--timeout", type=arg_seconds, default=30.0, help="seconds to wait for delivery")
     json_flag(p)
     p = add("trace", cmd_trace)
     p.add_argument("id", help="signal, position, run or dead-letter id")
-    p.add_argument("--limit", type=_count, default=30, help="rows shown per stage")
+    p.add_argument("--limit", type=arg_count, default=30, help="rows shown per stage")
     json_flag(p)
     return parser
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import tempfile
@@ -87,3 +88,41 @@ def not_utf8(argv: Sequence[str]) -> str | None:
         if any("\ud800" <= ch <= "\udfff" for ch in arg):
             return arg.encode("utf-8", "backslashreplace").decode("ascii", "replace")
     return None
+
+
+def arg_date(text: str) -> dt.date:
+    """Argument type: a YYYY-MM-DD day."""
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a YYYY-MM-DD date") from exc
+
+
+def arg_count(text: str) -> int:
+    """Argument type: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def arg_seconds(text: str) -> float:
+    """Argument type: seconds, above 0 and below a day."""
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from exc
+    if not 0 < value < 86400:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 86400 seconds")
+    return value
+
+
+def arg_port(text: str) -> int:
+    """Argument type: a TCP port."""
+    value = arg_count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0..65535)")
+    return value
