@@ -431,7 +431,11 @@ def test_a_home_the_user_cannot_write_in_a_real_process(home: Path, out: io.Stri
                "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)])}
         as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
                      "goldthread.cli"]
-        for argv in (["runs"], ["dead-letters", "list"], ["trace", "pos-1"], ["status"]):
+        elsewhere = base / "out"
+        elsewhere.mkdir()
+        elsewhere.chmod(0o777)
+        for argv in (["runs"], ["dead-letters", "list"], ["trace", "pos-1"], ["status"],
+                     ["dashboard", "--out", str(elsewhere / "dashboard.html")]):
             got = subprocess.run([*as_nobody, *argv], env=env, capture_output=True, text=True, timeout=120,
                                  check=False)
             assert got.returncode in (0, 3) and "Traceback" not in got.stderr, (argv, got.stdout, got.stderr)
@@ -441,6 +445,7 @@ def test_a_home_the_user_cannot_write_in_a_real_process(home: Path, out: io.Stri
                              text=True, timeout=120, check=False)
         assert got.returncode == 2 and "is not writable" in got.stdout and "Traceback" not in got.stderr
         assert snapshot(ro_home) == before  # nothing created, nothing changed
+        assert (elsewhere / "dashboard.html").stat().st_size > 0
     finally:
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
