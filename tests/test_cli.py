@@ -133,8 +133,8 @@ def test_one_exit_code_convention(statuses: list[str], code: int) -> None:
 def test_run_runs_dead_letters_and_replay(home: Path, out: io.StringIO) -> None:
     seed(home)
 
-    code, text = run_cli(out, "run", "trades", "--ds", DS.isoformat())
-    run = json.loads(text)
+    code, text = run_cli(out, "run", "trades", "--ds", DS.isoformat(), "--json")
+    run = json.loads(text)["run"]
     assert code == cli.Exit.PARTIAL == 3  # something needs a person's attention
     assert (run["status"], run["published"], run["loaded"], run["dead_lettered"]) == ("PARTIAL", 3, 2, 1)
     assert (home / "hot.sqlite").exists() and (home / "warehouse.duckdb").exists()
@@ -173,8 +173,8 @@ def test_run_runs_dead_letters_and_replay(home: Path, out: io.StringIO) -> None:
     code, text = run_cli(out, "dead-letters", "list", "--all")
     assert "pos-bad" in text and "replay-" in text
 
-    code, text = run_cli(out, "run", "trades", "--ds", DS.isoformat())  # nothing left to archive
-    again = json.loads(text)
+    code, text = run_cli(out, "run", "trades", "--ds", DS.isoformat(), "--json")  # nothing left to archive
+    again = json.loads(text)["run"]
     assert code == 0 and (again["status"], again["published"]) == ("SUCCEEDED", 0)
 
     ctx = Context(load_settings())

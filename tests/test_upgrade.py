@@ -69,6 +69,8 @@ def test_a_warehouse_the_previous_release_built_keeps_every_row_and_runs_go_on(
     assert {p: (r["gross_pnl_usd"], r["revision"], r["price_discrepancy_flagged"]) for p, r in old.items()} == {
         "pos-old-1": (D("12"), None, None), "pos-old-2": (D("-3"), None, None)}  # (104-100)x3, (49-50)x3
     assert upgraded.query("SELECT COUNT(*) AS n FROM row_revisions")[0]["n"] == 0  # a new table, created
+    letters = upgraded.stored_columns()["dead_letters"]  # 0.2.0: a letter can be discarded, with who and why
+    assert all(letters[c][1] for c in ("discarded_at", "discarded_by", "discard_reason"))
     stored = upgraded.stored_columns()["snapshot_accounts"]
     assert stored["cash"][1] and stored["delta"][1] and stored["source"][1]  # relaxed and added, nullable
 

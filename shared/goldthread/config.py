@@ -77,6 +77,9 @@ class Settings:
     """Size past which ``<home>/logs/goldthread.jsonl`` is rolled over (``GOLDTHREAD_LOG_MAX_BYTES``, 10 MiB)."""
     log_backups: int = 5
     """How many rolled-over log files are kept (``GOLDTHREAD_LOG_BACKUPS``): ``goldthread.jsonl.1`` .. ``.5``."""
+    read_only: bool = False
+    """Open the embedded stores read-only and create nothing (set by the command line for a command that only
+    reads, on a home it cannot write); the cloud backends ignore it."""
 
     def topic(self, loop: Loop | str) -> str:
         """Topic carrying the work items of ``loop``."""
@@ -195,6 +198,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not 0 < lifetime <= 3660:  # NaN fails too
         raise ConfigError("GOLDTHREAD_MAX_SIGNAL_LIFETIME_DAYS must be a number of days above 0 and at most 3660")
     bars = _env(env, "BARS_FILE", "")
+    rotation = _log_rotation(env)
     return Settings(
         home=Path(_env(env, "HOME", str(d.home))),
         hot=_env(env, "HOT", d.hot),
@@ -220,7 +224,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         price_tolerance_bps=price_tolerance,
         lease_timeout=_lease_timeout(env),
         sweep_every_days=_sweep_every_days(env),
-        **_log_rotation(env),
+        log_max_bytes=rotation[0],
+        log_backups=rotation[1],
     )
 
 
@@ -238,7 +243,7 @@ def _sweep_every_days(env: Mapping[str, str]) -> int:
     return days
 
 
-def _log_rotation(env: Mapping[str, str]) -> dict[str, int]:
+def _log_rotation(env: Mapping[str, str]) -> tuple[int, int]:
     """``GOLDTHREAD_LOG_MAX_BYTES`` (default 10485760, at least 1024) and ``GOLDTHREAD_LOG_BACKUPS`` (default 5,
     1..1000): the size and count of the rotated log files under ``<home>/logs/``."""
     d = Settings()
@@ -250,7 +255,7 @@ def _log_rotation(env: Mapping[str, str]) -> dict[str, int]:
     if max_bytes < 1024 or not 1 <= backups <= 1000:
         raise ConfigError("GOLDTHREAD_LOG_MAX_BYTES must be at least 1024 and GOLDTHREAD_LOG_BACKUPS between 1 "
                           "and 1000")
-    return {"log_max_bytes": max_bytes, "log_backups": backups}
+    return max_bytes, backups
 
 
 def log_target(env: Mapping[str, str] | None = None) -> FileTarget | None:

@@ -130,3 +130,11 @@ class HopFailedError(GoldthreadError):
     def __init__(self, hop: str, message: str) -> None:
         super().__init__(f"hop {hop!r} failed: {message}")
         self.hop = hop
+
+
+class RefusedError(GoldthreadError):
+    """A command refused its arguments before attempting anything (an impossible date range, say)."""
+
+
+class NotFoundError(GoldthreadError):
+    """An id or name given on the command line names nothing goldthread knows."""

@@ -21,6 +21,16 @@ from goldthread.ports.hot_store import HotStore
 SIGNALS, REJECTED, POSITIONS, STRATEGIES = (
     LiveSignal.collection, RejectedSignal.collection, LivePosition.collection, Strategy.collection
 )
+MODELS: dict[str, type[HotDocument]] = {model.collection: model for model in (LiveSignal, RejectedSignal, LivePosition,
+                                                                              Strategy)}
+"""The model of each collection the writer API writes (what ``save_document`` validates against)."""
+
+
+def document_id(collection: str, model: HotDocument) -> str:
+    """The id a validated document is stored under in ``collection`` (a strategy's is ``id:version``)."""
+    if isinstance(model, Strategy):
+        return f"{model.strategy_id}:{model.version}"
+    return str(getattr(model, "position_id" if collection == POSITIONS else "signal_id"))
 
 
 def document_of(model: HotDocument) -> dict[str, Any]:
@@ -87,6 +97,25 @@ class HotWriter:
         self._write(POSITIONS, position.position_id, position)
         marks.clear_settled(self.hot, POSITIONS, [position.position_id])
         return position.position_id
+
+    def save_document(self, collection: str, doc_id: str, data: Any) -> HotDocument:
+        """Validate a whole document (a mapping or JSON text) against ``collection``'s model and write it, as a
+        person fixing a dead-lettered record does (``goldthread hot put``).
+
+        Like ``save_position``: the record's archive and dead-letter marks in the ledger are cleared (the next
+        dispatch picks the record up again) and its ``loading_run_id`` mark is kept. Raises
+        ``RecordValidationError`` with every field's
+        error, ``KeyError`` for a collection the writer does not write, and ``ValueError`` when ``doc_id`` is not
+        the id the document itself carries.
+        """
+        if collection not in MODELS:
+            raise KeyError(collection)
+        model = SchemaGuardian.validate(MODELS[collection], data, doc_id)
+        if document_id(collection, model) != doc_id:
+            raise ValueError(f"the document's own id is {document_id(collection, model)!r}, not {doc_id!r}")
+        self._write(collection, doc_id, model)
+        marks.clear_settled(self.hot, collection, [doc_id])
+        return model
 
     def close_position(
         self, position_id: str, exit_order_id: str, exit_price: Decimal | None, closed_at: dt.datetime

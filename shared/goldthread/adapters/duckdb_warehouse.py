@@ -101,6 +101,11 @@ class DuckDbWarehouse(Warehouse):
         wait_seconds: float = 0.0,
         on_wait: Callable[[str], None] | None = None,
     ) -> None:
+        self.read_only = read_only and str(path) != ":memory:" and Path(path).exists()
+        """Opened read-only (its tables are as stored; nothing is created). Asked read-only of a missing file,
+        it is an empty in-memory warehouse instead, so a reading command on a fresh home creates no file."""
+        if read_only and not self.read_only:
+            path, read_only = ":memory:", False
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()

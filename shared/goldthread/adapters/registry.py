@@ -31,7 +31,7 @@ def _make(module: str, cls: str, build: Callable[[Any, Settings], Any]) -> Calla
 
 REGISTRY: dict[str, dict[str, Callable[[Settings], Any]]] = {
     "hot": {
-        "sqlite": _make("sqlite_hot_store", "SqliteHotStore", lambda k, s: k(s.hot_path)),
+        "sqlite": _make("sqlite_hot_store", "SqliteHotStore", lambda k, s: k(s.hot_path, read_only=s.read_only)),
         "firestore": _make("firestore_hot_store", "FirestoreHotStore", lambda k, s: k(project=s.project)),
     },
     "bus": {
@@ -40,7 +40,7 @@ REGISTRY: dict[str, dict[str, Callable[[Settings], Any]]] = {
     },
     "warehouse": {
         "duckdb": _make("duckdb_warehouse", "DuckDbWarehouse", lambda k, s: k(
-            s.warehouse_path, wait_seconds=s.warehouse_wait.total_seconds(), on_wait=_tell)),
+            s.warehouse_path, read_only=s.read_only, wait_seconds=s.warehouse_wait.total_seconds(), on_wait=_tell)),
         "bigquery": _make(
             "bigquery_warehouse", "BigQueryWarehouse", lambda k, s: k(project=s.project, dataset=s.dataset)
         ),

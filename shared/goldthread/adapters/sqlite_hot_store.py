@@ -75,16 +75,40 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """``path`` opened read-only: shared (``mode=ro``) when SQLite may create its ``-shm`` beside it, else
+    ``immutable`` (a directory it cannot write; the WAL was checkpointed when the last writer closed)."""
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?{query}", uri=True, timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()
+            return db
+        except sqlite3.Error as exc:
+            error = exc
+    raise StoreUnavailableError(f"cannot open hot store {path} read-only: {error}")
+
+
 class SqliteHotStore(HotStore):
-    """The embedded hot store (default). ``path`` is the SQLite file, created on first use."""
+    """The embedded hot store (default). ``path`` is the SQLite file, created on first use.
+
+    ``read_only`` opens it for reading only and creates nothing: a missing file reads as an empty store, and a
+    WAL file in a directory the process cannot write (no ``-shm`` to create) is opened ``immutable``.
+    """
 
     name: ClassVar[str] = "sqlite"
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, read_only: bool = False) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
         self._lock = threading.RLock()
+        if read_only and str(path) != ":memory:" and self.path.exists():
+            self._db = _open_read_only(self.path)
+            return
+        if str(path) != ":memory:" and not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if read_only:
+            path = ":memory:"  # nothing stored yet: an empty store, and no file created
         try:
             self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")

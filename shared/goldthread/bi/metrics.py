@@ -193,7 +193,7 @@ _ROWS: tuple[tuple[str, str, str, str, bool], ...] = (
     ("mart_dead_letters", "letters", "count", "Dead letters (each counted once).", False),
     ("mart_dead_letters", "replayed_letters", "count", "Letters with a replay record (dead_letter_replays).", False),
     ("mart_dead_letters", "open_letters", "count",
-     "Letters not replayed: what `goldthread dead-letters list` shows.", False),
+     "Letters neither replayed nor discarded: what `goldthread dead-letters list` shows.", False),
     ("mart_dead_letters", "last_dead_lettered_at", "timestamp", "Newest letter of the group.", False),
     # mart_golden_thread
     ("mart_golden_thread", "run_id", "id",

@@ -111,6 +111,29 @@ def previous_fire(cron: str, time_zone: str, before: dt.datetime) -> dt.datetime
     raise ValueError(f"{cron!r} never fires in the 400 days before {before}")
 
 
+def next_fire(cron: str, time_zone: str, after: dt.datetime) -> dt.datetime:
+    """The first time strictly after ``after`` (UTC-aware) when ``cron`` fires in ``time_zone``; UTC-aware.
+
+    The mirror of ``previous_fire`` (same day-of-month / weekday rule), for "next scheduled run".
+    """
+    minutes, hours, days, months, weekdays = cron_fields(cron)
+    dom_any, dow_any = len(days) == 31, len(weekdays) == 7
+    zone = ZoneInfo(time_zone)
+    day = after.astimezone(zone).date()
+    for _ in range(400):
+        cron_dow = (day.weekday() + 1) % 7
+        dom_ok, dow_ok = day.day in days, cron_dow in weekdays
+        matches = (dom_ok and dow_ok) if (dom_any or dow_any) else (dom_ok or dow_ok)
+        if day.month in months and matches:
+            for hour in sorted(hours):
+                for minute in sorted(minutes):
+                    moment = dt.datetime.combine(day, dt.time(hour, minute), zone).astimezone(dt.UTC)
+                    if moment > after:
+                        return moment
+        day += dt.timedelta(days=1)
+    raise ValueError(f"{cron!r} never fires in the 400 days after {after}")
+
+
 def _as_time(value: Any) -> dt.datetime | None:
     if value is None:
         return None

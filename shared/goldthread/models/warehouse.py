@@ -383,6 +383,18 @@ class DeadLetter(WarehouseRow):
     delivery_attempts: int = Field(ge=0)
     dead_lettered_at: UtcDatetime
     is_canary: bool = False
+    discarded_at: UtcDatetime | None = Field(
+        default=None, json_schema_extra=added_in("0.2.0"),
+        description="When a person closed the letter as won't-fix (`goldthread dead-letters discard`); a "
+        "discarded letter is no longer open and is never replayed. Null while open.",
+    )
+    discarded_by: str | None = Field(
+        default=None, max_length=256, json_schema_extra=added_in("0.2.0"),
+        description="Who discarded it (the operating-system user, or GOLDTHREAD_OPERATOR).",
+    )
+    discard_reason: Text | None = Field(
+        default=None, json_schema_extra=added_in("0.2.0"), description="Why it was discarded, as given.",
+    )
 
 
 class PatchAudit(WarehouseRow):

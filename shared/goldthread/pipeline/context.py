@@ -78,6 +78,8 @@ class Context:
         (the embedded DuckDB file) the BI marts too, so they exist wherever the tables do. On BigQuery Terraform
         declares the views."""
         wh: Warehouse = self._get("warehouse")
+        if not self._tables_ready and getattr(wh, "read_only", False):
+            self._tables_ready = True  # a store opened read-only is read as it is: nothing is created
         if not self._tables_ready:
             wh.ensure_tables()
             if getattr(wh, "views_follow_tables", False):

@@ -212,7 +212,8 @@ def list_dead_letters(
     ids: Sequence[str] | None = None,
     include_replayed: bool = False,
 ) -> list[dict[str, Any]]:
-    """Dead letters, newest first, filtered by loop, reason code and ids (dead-letter or doc ids)."""
+    """Dead letters, newest first, filtered by loop, reason code (either ignoring case) and ids (dead-letter or
+    doc ids). Open letters only unless ``include_replayed``: neither replayed nor discarded."""
     sql = (
         "SELECT d.*, r.replay_run_id, r.replayed_at FROM dead_letters d "
         "LEFT JOIN dead_letter_replays r ON r.dead_letter_id = d.row_id WHERE TRUE"
@@ -220,14 +221,50 @@ def list_dead_letters(
     params: dict[str, Any] = {}
     if loop:
         sql += " AND d.loop = @loop"
-        params["loop"] = Loop(loop).value
+        params["loop"] = Loop(loop.lower()).value
     if reason:
-        sql += " AND d.reason_code = @reason"
-        params["reason"] = reason
+        sql += " AND UPPER(d.reason_code) = @reason"
+        params["reason"] = reason.upper()
     if ids:
         sql += " AND (d.row_id IN UNNEST(@ids) OR d.doc_id IN UNNEST(@ids))"
         params["ids"] = list(ids)
     if not include_replayed:
-        sql += " AND r.replay_run_id IS NULL"
+        sql += " AND r.replay_run_id IS NULL AND d.discarded_at IS NULL"
     sql += " ORDER BY d.dead_lettered_at DESC, d.row_id"
     return ctx.warehouse.query(sql, params)
+
+
+def get_dead_letter(ctx: Context, dead_letter_id: str) -> dict[str, Any] | None:
+    """One dead letter by its id, with its replay (``replay_run_id``, ``replayed_at``) if any; None if unknown."""
+    rows = ctx.warehouse.query(
+        "SELECT d.*, r.replay_run_id, r.replayed_at FROM dead_letters d "
+        "LEFT JOIN dead_letter_replays r ON r.dead_letter_id = d.row_id WHERE d.row_id = @id "
+        "ORDER BY d.dead_lettered_at DESC LIMIT 1",
+        {"id": dead_letter_id},
+    )
+    return rows[0] if rows else None
+
+
+def discard_dead_letter(ctx: Context, dead_letter_id: str, reason: str, by: str) -> dict[str, Any]:
+    """Close a dead letter as won't-fix: who, when and why are stored on the letter (``discarded_*``), which
+    leaves the open letters (``list_dead_letters``, ``mart_dead_letters``) and is never replayed.
+
+    Raises ``KeyError`` for an unknown id and ``ValueError`` for an empty reason, a letter replayed already
+    (it is closed) or discarded already (the first discard stands: the audit is not rewritten).
+    """
+    if not reason.strip():
+        raise ValueError("a discard needs a reason (--reason TEXT)")
+    letter = get_dead_letter(ctx, dead_letter_id)
+    if letter is None:
+        raise KeyError(dead_letter_id)
+    if letter.get("replay_run_id"):
+        raise ValueError(f"dead letter {dead_letter_id} was replayed by run {letter['replay_run_id']}; it is closed")
+    if letter.get("discarded_at"):
+        raise ValueError(f"dead letter {dead_letter_id} was discarded already, by {letter['discarded_by']} at "
+                         f"{letter['discarded_at']}: {letter['discard_reason']}")
+    fields = {"discarded_at": ctx.now(), "discarded_by": by[:256], "discard_reason": redact(reason.strip())[:1024]}
+    row = DeadLetter.model_validate({k: v for k, v in {**letter, **fields}.items() if k in DeadLetter.model_fields})
+    ctx.warehouse.upsert_rows(DeadLetter, [row], list(fields))
+    log.warning("dead letter discarded by %s: %s", fields["discarded_by"], fields["discard_reason"],
+                extra={"run_id": row.run_id, "loop": row.loop, "doc_id": row.doc_id, "reason_code": row.reason_code})
+    return {**letter, **fields}

@@ -170,7 +170,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attributes_json VARCHAR NOT NULL,
     delivery_attempts BIGINT NOT NULL,
     dead_lettered_at TIMESTAMPTZ NOT NULL,
-    is_canary BOOLEAN NOT NULL
+    is_canary BOOLEAN NOT NULL,
+    discarded_at TIMESTAMPTZ,
+    discarded_by VARCHAR,
+    discard_reason VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS dead_letter_replays (
