@@ -110,7 +110,7 @@ locals {
     mart_equity_curve         = "One row per account and day from the end-of-day snapshots (cash and market values may be NULL where the snapshot could not know them)."
     mart_fee_drift            = "Estimated vs actual (broker-posted) fees per closing day and asset class, with the finalisation backlog (trades still waiting for their posted fee)."
     mart_pipeline_health      = "One row per job and day (the run's ds) from job_runs (synced from job_metadata). The canary's own runs are not here: they are in mart_golden_thread. Whether a job is late is judged against its schedule (goldthread.bi.schedules), not here."
-    mart_dead_letters         = "One row per day dead-lettered (ds), loop and reason: letters, how many were replayed and how many are still open. Open = not replayed, the definition of `goldthread dead-letters list`. Canary letters excluded."
+    mart_dead_letters         = "One row per day dead-lettered (ds), loop and reason: letters, how many were replayed and how many are still open. Open = neither replayed nor discarded (closed as won't-fix), the definition of `goldthread dead-letters list`. Canary letters excluded."
     mart_golden_thread        = "One row per Golden Thread canary run, with its hop timings and the canary trade it archived (same run and day). The ONLY mart that shows canary rows, and it shows nothing else."
   }
 }

@@ -184,7 +184,7 @@ def test_dead_letters_list_show_fix_and_discard(home: Path, out: io.StringIO, mo
     assert "greater_than" in text and '"qty": "-2"' in text and "does not validate now" in text
     code, view = cli_json(out, "dead-letters", "show", ident)
     assert set(view) == {"dead_letter", "payload", "errors", "collection", "hot_document", "validates_now",
-                         "validation_errors"}
+                         "validation_errors", "marks"}
     assert view["validates_now"] is False and view["errors"][0]["loc"] == "qty"
     assert view["hot_document"]["qty"] == "-2" and view["collection"] == "live_positions"
 
@@ -200,7 +200,8 @@ def test_dead_letters_list_show_fix_and_discard(home: Path, out: io.StringIO, mo
     assert code == 0 and "written live_positions/pos-bad" in text
     code, view = cli_json(out, "dead-letters", "show", ident)
     assert view["validates_now"] is True and view["hot_document"]["qty"] == "3"
-    assert view["hot_document"]["dead_lettered_run_id"] is None  # the mark cleared: the next dispatch takes it
+    assert view["marks"]["dead_lettered_run_id"] is None  # the ledger's mark cleared: the next dispatch takes it
+    assert "dead_lettered_run_id" not in view["hot_document"]  # goldthread writes nothing on the bot's document
 
     code, text = cli_run(out, "dead-letters", "discard", ident, "--reason", "bot bug, trade re-entered by hand")
     assert code == 0 and "by ops-alice" in text
@@ -470,7 +471,7 @@ def test_backfill_dry_run_counts_what_each_day_would_publish(home: Path, out: io
     assert "would publish 4 records over 5 days; nothing was published" in text
     ctx = Context(load_settings())
     assert list_runs(ctx) == []  # no run, no lease, nothing published
-    assert not any(d.get("archived_run_id") for _, d in ctx.hot.query("live_positions"))
+    assert list(ctx.hot.query("ledger_marks")) == []  # nothing marked
     ctx.close()
     code, data = cli_json(out, "backfill", "trades", "--start", "2024-03-03", "--end", "2024-03-07")
     assert [(d["ds"], d["published"]) for d in data["days"]] == [

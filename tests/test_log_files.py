@@ -84,8 +84,8 @@ def test_a_run_is_logged_to_the_home_at_info_and_logs_prints_it(
     home: Path, out: io.StringIO, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seed(home)  # two good closed trades and one broken document
-    code, text = run_cli(out, "run", "trades", "--ds", DS.isoformat())
-    run_id = json.loads(text)["run_id"]
+    code, text = run_cli(out, "run", "trades", "--ds", DS.isoformat(), "--json")
+    run_id = json.loads(text)["run"]["run_id"]
     assert code == cli.Exit.PARTIAL
     assert capsys.readouterr().err == ""  # stderr shows errors only (the CLI's default) ...
 
@@ -124,9 +124,9 @@ def test_logs_through_the_installed_command_and_across_rotated_files(home: Path)
     seed(home)
     env = {**os.environ, "GOLDTHREAD_LOG_MAX_BYTES": "1024", "GOLDTHREAD_LOG_BACKUPS": "50"}
     assert run_module(env, "run", "accounts", "--ds", DS.isoformat()).returncode == 0  # fills most of a file
-    done = run_module(env, "run", "trades", "--ds", DS.isoformat())
+    done = run_module(env, "run", "trades", "--ds", DS.isoformat(), "--json")
     assert done.returncode == 3, done.stdout + done.stderr
-    run_id = json.loads(done.stdout)["run_id"]
+    run_id = json.loads(done.stdout)["run"]["run_id"]
 
     backups = list((home / "logs").glob(f"{LOG_FILE_NAME}.*[0-9]"))
     assert backups, "no rollover"

@@ -58,7 +58,7 @@ def test_a_command_waits_for_the_warehouse_another_holds_then_succeeds(tmp_path:
     home = tmp_path / "home"
     holder = hold_warehouse(home, 3.0)
     started = time.monotonic()
-    cmd = goldthread(home, "run", "accounts", "--ds", today(), wait=60)
+    cmd = goldthread(home, "run", "accounts", "--ds", today(), "--json", wait=60)
     out, err = cmd.communicate(timeout=120)
     holder.wait(timeout=30)
     assert cmd.returncode == 0, (out, err)

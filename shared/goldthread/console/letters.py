@@ -18,6 +18,7 @@ from typing import Any
 
 from goldthread.console.output import field_errors, letter_record
 from goldthread.errors import GoldthreadError, NotFoundError, RecordValidationError, RefusedError
+from goldthread.ledger import marks
 from goldthread.models import SchemaGuardian
 from goldthread.models.hot import HotDocument, JobMetadata
 from goldthread.pipeline.context import Context
@@ -54,12 +55,15 @@ class LetterView:
     validates_now: bool | None
     """Whether the hot document passes SchemaGuardian now (None: the loop has no hot document, or it is gone)."""
     validation_errors: list[dict[str, Any]] = field(default_factory=list)
+    marks: dict[str, Any] = field(default_factory=dict)
+    """goldthread's ledger marks of the record now (``ledger.marks``): archived, dead-lettered, loading."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of ``dead-letters show --json`` (README "JSON output")."""
         return {"dead_letter": self.letter, "payload": self.payload, "errors": self.errors,
                 "collection": self.collection, "hot_document": self.document,
-                "validates_now": self.validates_now, "validation_errors": self.validation_errors}
+                "validates_now": self.validates_now, "validation_errors": self.validation_errors,
+                "marks": self.marks}
 
 
 def check_ids(ctx: Context, ids: Sequence[str] | None) -> None:
@@ -99,8 +103,10 @@ def show_dead_letter(ctx: Context, dead_letter_id: str) -> LetterView:
     if collection in READABLE and document is not None:
         errors = validate_document(collection, letter["doc_id"], document)
         validates = not errors
+    held = marks.read_marks(ctx.hot, collection, [letter["doc_id"]]).get(letter["doc_id"]) if collection else None
+    mark_fields = ("archived_run_id", "archived_at", "dead_lettered_run_id", "loading_run_id")
     return LetterView(letter_record(letter, ctx.now()), payload, field_errors(letter), collection, document,
-                      validates, errors)
+                      validates, errors, {k: getattr(held, k) if held else None for k in mark_fields})
 
 
 def discard(ctx: Context, dead_letter_id: str, reason: str) -> dict[str, Any]:

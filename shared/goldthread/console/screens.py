@@ -74,6 +74,7 @@ def print_letter(console: Console, view: LetterView) -> None:
             console.print(f"[green]validates now[/]: goldthread replay --id {view.letter['id']} republishes it")
         else:
             output.print_rows(console, "does not validate now", view.validation_errors)
+        output.print_pairs(console, "goldthread's marks of the record (ledger)", view.marks)
 
 
 def print_backfill(console: Console, report: BackfillReport) -> None:
