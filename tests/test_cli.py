@@ -263,3 +263,28 @@ def test_full_demo_smoke(home: Path, out: io.StringIO) -> None:
         cells = [c.strip() for c in line.split("│") if c.strip()]
         if len(cells) == 6 and cells[0] in {"trades", "accounts", "rejected_signals", "expired_signals"}:
             assert cells[1] == "0" and cells[4] == "0" and cells[5] == "0", line  # none RUNNING/FAILED/STALLED
+
+
+def test_run_sweep_finds_a_late_written_record_the_weekly_schedule_leaves_for_later(
+    home: Path, out: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOLDTHREAD_SWEEP_EVERY_DAYS", "7")  # Firestore's default: reads are billed there
+    seed(home, bad=False)
+    quiet = DS if DS.toordinal() % 7 else DS + dt.timedelta(days=1)  # not a sweep day
+    assert run_cli(out, "run", "trades", "--ds", str(DS))[0] == 0
+    # the bot writes, late, a copy of pos-1 closed two days earlier, without any goldthread field
+    ctx = Context(Settings(home=home))
+    late = dict(ctx.hot.get("live_positions", "pos-1") or {}, position_id="pos-late")
+    for leg in ("opened_at", "closed_at"):
+        late[leg] = (dt.datetime.fromisoformat(late[leg]) - dt.timedelta(days=2)).isoformat()
+    ctx.hot.put("live_positions", "pos-late", late)
+    ctx.close()
+
+    code, data = run_cli(out, "run", "trades", "--ds", str(quiet), "--json")
+    assert code == 0 and json.loads(data)["run"]["published"] == 0  # its day's range only: not found yet
+    code, data = run_cli(out, "run", "trades", "--ds", str(quiet), "--sweep", "--json")
+    run = json.loads(data)["run"]
+    # found by the sweep: it names orders another position holds, so it is dead-lettered naming them
+    assert (code, run["published"], run["dead_lettered"]) == (3, 1, 1)
+    letters = json.loads(run_cli(out, "dead-letters", "list", "--json")[1])
+    assert [x["record"] for x in letters["dead_letters"]] == ["pos-late"]

@@ -31,7 +31,7 @@ from goldthread.errors import (
     NotReadyError,
     RefusedError,
 )
-from goldthread.models.hot import RunStatus
+from goldthread.models.hot import JobMetadata, RunStatus
 from goldthread.models.work_items import Loop
 from goldthread.pipeline.context import Context
 
@@ -126,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     check_day(args.loop, args.ds, _today())
     ctx = _context()
-    run = run_loop(ctx, args.loop, args.ds)
+    run = run_loop(ctx, args.loop, args.ds, sweep=True if args.sweep else None)
     record = output.run_record(run, ctx.now())
     ctx.close()
     if args.json:
@@ -153,7 +153,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     else:
         with Progress(console=console, disable=args.json) as progress:
             task = progress.add_task(f"backfill {args.loop}", total=(args.end - args.start).days + 1)
-            report = plan.backfill(ctx, args.loop, args.start, args.end, run_loop,
+            def run_day(ctx: Context, loop: str, day: dt.date) -> JobMetadata:
+                return run_loop(ctx, loop, day, sweep=True if args.sweep and day == args.end else None)
+
+            report = plan.backfill(ctx, args.loop, args.start, args.end, run_day,
                                    on_day=lambda _day: progress.advance(task))
     ctx.close()
     if args.json:
@@ -474,12 +477,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run)
     loop_arg(p, help="the loop to run")
     p.add_argument("--ds", type=arg_date, required=True, help="partition day, YYYY-MM-DD (UTC), today at the latest")
+    p.add_argument("--sweep", action="store_true",
+                   help="read the whole collection, not only the day (default: GOLDTHREAD_SWEEP_EVERY_DAYS decides)")
     json_flag(p)
     p = add("backfill", cmd_backfill)
     loop_arg(p, help="the loop to run")
     p.add_argument("--start", type=arg_date, required=True, help="first day, YYYY-MM-DD")
     p.add_argument("--end", type=arg_date, required=True, help="last day, YYYY-MM-DD (from --start to today)")
     p.add_argument("--dry-run", action="store_true", help="print the records due per day; start no run")
+    p.add_argument("--sweep", action="store_true",
+                   help="the last day's run reads the whole collection (records outside every day of the range)")
     json_flag(p)
     p = add("runs", cmd_runs)
     p.add_argument("--job", help="only this job: a loop, patch_fees, patch_prices, replay or canary")

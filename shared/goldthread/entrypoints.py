@@ -81,12 +81,16 @@ def _dispatch(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
         loop = Loop(str(body.get("loop", "")))
     except ValueError as exc:
         raise ConfigError(f"unknown loop {body.get('loop')!r}; one of {[x.value for x in Loop]}") from exc
-    run = dispatch(ctx, loop, day_from(body, ctx.now()))
+    sweep = body.get("sweep")
+    if sweep is not None and not isinstance(sweep, bool):
+        raise ConfigError(f"sweep must be true or false, not {sweep!r}")
+    run = dispatch(ctx, loop, day_from(body, ctx.now()), sweep=sweep)
     return run.model_dump(mode="json")
 
 
 def dispatch_http(request: Any) -> tuple[str, int, dict[str, str]]:
-    """HTTP (scheduler): ``{"loop": "trades", "ds": "2024-01-05"}`` or ``{"loop": ..., "ds_offset_days": -1}``."""
+    """HTTP (scheduler): ``{"loop": "trades", "ds": "2024-01-05"}`` or ``{"loop": ..., "ds_offset_days": -1}``;
+    ``"sweep": true`` reads the whole collection whatever the sweep schedule."""
     return http_call(_dispatch, request)
 
 

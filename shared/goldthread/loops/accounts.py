@@ -90,7 +90,7 @@ class AccountsLoop(LoopSpec):
             raise FutureDayError(f"accounts: ds {ds} is in the future (today is {today} UTC); "
                                  "an account snapshot can only record a day that has begun")
 
-    def find(self, ctx: Context, ds: dt.date) -> list[str]:
+    def find(self, ctx: Context, ds: dt.date, sweep: bool | None = None) -> list[str]:
         """One item, the account the broker credentials belong to; none for a past day without history."""
         account_id = ctx.broker.get_account().account_id
         if ds >= ctx.now().date():

@@ -152,8 +152,9 @@ class LoopSpec(ABC):
         return row_id_for(self.row_model.__table__, item.doc_id)
 
     @abstractmethod
-    def find(self, ctx: Context, ds: dt.date) -> list[str]:
-        """Ids of the records to archive for ``ds``, each published as one work item."""
+    def find(self, ctx: Context, ds: dt.date, sweep: bool | None = None) -> list[str]:
+        """Ids of the records to archive for ``ds``, each published as one work item. ``sweep`` reads the whole
+        collection rather than the day (None: the settings' schedule, ``Settings.sweeps_on``)."""
 
     @abstractmethod
     def build(self, ctx: Context, items: Sequence[WorkItem]) -> BuildResult:

@@ -62,12 +62,12 @@ class ExpiredSignalsLoop(CounterfactualLoop):
         """The signal's life plus the look-ahead."""
         return signal.created_at, signal.expires_at + ctx.settings.expiry_lookahead
 
-    def find(self, ctx: Context, ds: dt.date) -> list[str]:
+    def find(self, ctx: Context, ds: dt.date, sweep: bool | None = None) -> list[str]:
         """EXPIRED signals, and ACTIVE ones past their expiry (never executed), expiring on or before ``ds``;
         and signals whose status is none of the known ones (``"expired"``, a number, null, missing), which no
         status filter would ever match: published, they are dead-lettered with the reason instead of left
         behind unseen. Executed and rejected signals are read but never published."""
-        return self.find_and_remember(ctx, ds, self.find_due(ctx, ds))
+        return self.find_and_remember(ctx, ds, self.find_due(ctx, ds, sweep))
 
     def wanted(self, ctx: Context, data: Mapping[str, Any], ds: dt.date) -> bool:
         """EXPIRED by the end of ``ds``, ACTIVE past its expiry (by the end of ``ds`` and by now), or of an

@@ -127,9 +127,9 @@ class RejectedSignalsLoop(CounterfactualLoop):
         """From creation to the end of the validity window."""
         return signal.created_at, signal.created_at + ctx.settings.validity_window
 
-    def find(self, ctx: Context, ds: dt.date) -> list[str]:
+    def find(self, ctx: Context, ds: dt.date, sweep: bool | None = None) -> list[str]:
         """Unarchived rejected signals created on or before ``ds``."""
-        return self.find_and_remember(ctx, ds, self.find_due(ctx, ds))
+        return self.find_and_remember(ctx, ds, self.find_due(ctx, ds, sweep))
 
     def build(self, ctx: Context, items: Sequence[WorkItem]) -> BuildResult:
         """Triple-barrier outcomes for the batch, one vectorised call per symbol."""

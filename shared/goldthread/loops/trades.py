@@ -46,12 +46,12 @@ class TradesLoop(LoopSpec):
     row_model = FactTrade
     time_field: ClassVar[str] = "closed_at"
 
-    def find(self, ctx: Context, ds: dt.date) -> list[str]:
+    def find(self, ctx: Context, ds: dt.date, sweep: bool | None = None) -> list[str]:
         """CLOSED positions closed on or before ``ds`` that the ledger has not settled; and positions whose
         status is neither OPEN nor CLOSED (``"closed"``, a number, missing), which no status filter would ever
         match: published, they are dead-lettered with the reason instead of left behind unseen. What goldthread
         0.2 wrote onto the documents, or a bot's copy of it, plays no part (``LoopSpec.find_due``)."""
-        return self.find_due(ctx, ds)
+        return self.find_due(ctx, ds, sweep)
 
     def wanted(self, ctx: Context, data: Mapping[str, Any], ds: dt.date) -> bool:
         """CLOSED and closed by the end of ``ds`` (or with an unreadable ``closed_at``), or of an unknown status."""

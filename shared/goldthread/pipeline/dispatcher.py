@@ -39,6 +39,7 @@ def dispatch(
     loop: Loop | str,
     ds: dt.date,
     progress: Callable[[int, int], None] | None = None,
+    sweep: bool | None = None,
 ) -> JobMetadata:
     """Publish the day's work items for ``loop``; returns the run record.
 
@@ -50,7 +51,8 @@ def dispatch(
     run = runs.start_run(ctx, spec.loop.value, ds)
     published = 0
     try:
-        doc_ids = spec.find(ctx, ds)
+        swept = bool(spec.collection) and (ctx.settings.sweeps_on(ds) if sweep is None else sweep)
+        doc_ids = spec.find(ctx, ds, swept)
         runs.record_published(ctx, run.run_id, 0, due=len(doc_ids))
         details = spec.prepare(ctx, ds, doc_ids)
         runs.record_published(ctx, run.run_id, 0)
@@ -70,7 +72,7 @@ def dispatch(
             runs.record_published(ctx, run.run_id, published)
             if progress:
                 progress(start + len(chunk), len(doc_ids))
-        runs.finish_dispatch(ctx, run.run_id, published, details)
+        runs.finish_dispatch(ctx, run.run_id, published, {**details, "swept": swept})
     except Exception as exc:
         runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}", published)  # items already out still count
         raise

@@ -86,7 +86,11 @@ def fewer_gc_passes() -> Iterator[None]:
 
 
 def run_loop(
-    ctx: Context, loop: Loop | str, ds: dt.date, progress: Callable[[int, int], None] | None = None
+    ctx: Context,
+    loop: Loop | str,
+    ds: dt.date,
+    progress: Callable[[int, int], None] | None = None,
+    sweep: bool | None = None,
 ) -> JobMetadata:
     """Dispatch one loop for one day and, on the local bus, deliver everything it published.
 
@@ -96,7 +100,7 @@ def run_loop(
     """
     bus = ctx.bus
     if not isinstance(bus, LocalBus):
-        run = dispatch(ctx, loop, ds, progress)
+        run = dispatch(ctx, loop, ds, progress, sweep)
     else:
         def drain(published: int, total: int) -> None:
             if bus.backlog >= DRAIN_BACKLOG:
@@ -105,7 +109,7 @@ def run_loop(
                 progress(published, total)
 
         with fewer_gc_passes():
-            run = dispatch(ctx, loop, ds, drain)
+            run = dispatch(ctx, loop, ds, drain, sweep)
             bus.run_until_idle()
     final = runs.get_run(ctx, run.run_id)
     assert final is not None
