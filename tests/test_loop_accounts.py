@@ -192,7 +192,7 @@ def test_an_item_for_another_account_is_dead_lettered(
 ) -> None:
     clock.set(DS_CLOSE)
     spec = get_loop("accounts")
-    monkeypatch.setattr(spec, "find", lambda c, ds: ["SIM-ACCOUNT-1", "SOMEONE-ELSE"])
+    monkeypatch.setattr(spec, "find", lambda c, ds, sweep=None: ["SIM-ACCOUNT-1", "SOMEONE-ELSE"])
     run = run_loop(ctx, "accounts", DS)
     assert (run.status, run.published, run.loaded, run.dead_lettered) == (RunStatus.PARTIAL, 2, 1, 1)
     (letter,) = rows(ctx, "dead_letters")

@@ -46,7 +46,8 @@ def test_running_until_every_item_has_an_outcome_then_succeeded(ctx: Context, ma
     assert run.started_at == run.dispatched_at == NIGHT_AFTER
     assert run.run_id.startswith("trades-20240305-") and run.loop == "trades" and run.ds == DS
     assert run.git_hash == ctx.settings.git_hash
-    assert run.details == {"due": 2, "strategy_versions": 1, "invalid_strategy_docs": 0}
+    # the embedded store sweeps on every run (GOLDTHREAD_SWEEP_EVERY_DAYS defaults to 1 on SQLite)
+    assert run.details == {"due": 2, "strategy_versions": 1, "invalid_strategy_docs": 0, "swept": True}
     assert not run.reconciled
     clock.advance(dt.timedelta(minutes=3))
     deliver(ctx)
@@ -74,7 +75,7 @@ def test_partial_when_some_items_are_dead_lettered(ctx: Context, make: Factory) 
 def test_failed_when_finding_the_records_fails(ctx: Context, make: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
     make.closed_trade("pos-1")
 
-    def broken_find(c: Context, ds: dt.date) -> list[str]:
+    def broken_find(c: Context, ds: dt.date, sweep: bool | None = None) -> list[str]:
         raise StoreUnavailableError("hot store timed out")
 
     monkeypatch.setattr(get_loop("trades"), "find", broken_find)
@@ -183,12 +184,12 @@ def test_a_concurrent_dispatch_of_the_same_loop_and_day_stands_down(
     real_find = spec.find
     seen: dict[str, Any] = {}
 
-    def find_while_another_dispatch_arrives(c: Context, ds: dt.date) -> list[str]:
+    def find_while_another_dispatch_arrives(c: Context, ds: dt.date, sweep: bool | None = None) -> list[str]:
         with pytest.raises(ConcurrentRunError) as info:
             dispatch(c, "trades", ds)  # same loop and day while the lease is held
         seen["error"] = str(info.value)
         seen["other_day"] = dispatch(c, "accounts", ds)  # another loop is not blocked
-        return real_find(c, ds)
+        return real_find(c, ds, sweep)
 
     monkeypatch.setattr(spec, "find", find_while_another_dispatch_arrives)
     run = run_loop(ctx, "trades", DS)

@@ -60,10 +60,10 @@ def held_find(ctx: Context, hold: float) -> None:
     spec = get_loop("trades")
     real = type(spec).find
 
-    def slow(self: Any, c: Context, ds: dt.date) -> list[str]:
+    def slow(self: Any, c: Context, ds: dt.date, sweep: bool | None = None) -> list[str]:
         if c is ctx:
             time.sleep(hold)
-        return real(self, c, ds)
+        return real(self, c, ds, sweep)
 
     type(spec).find = slow  # type: ignore[method-assign]
 
