@@ -199,3 +199,26 @@ def test_document_of_leaves_the_legacy_fields_out() -> None:
         "status": "OPEN", "est_fee_usd": "0", "archived_run_id": 42,
     })
     assert not set(document_of(position)) & set(LEGACY_MARKS)
+
+
+def test_a_correction_through_the_writer_api_is_found_whatever_day_the_record_falls_on(
+    ctx: Context, make: Factory, clock: Clock
+) -> None:
+    firestore_like(ctx, 7)
+    make.closed_trade("pos-1", fee=D("0.50"))
+    clock.set(at(DS + 3 * DAY))
+    first = run_loop(ctx, "trades", DS, sweep=False)
+    assert first.loaded == 1
+    corrected = make.position_doc("pos-1") | {"est_fee_usd": "0.80"}
+    from goldthread.models import LivePosition
+
+    make.writer.save_position(LivePosition.model_validate(corrected))
+    assert ledger_mark(ctx, POSITIONS, "pos-1")["archived_run_id"] is None
+
+    later = run_loop(ctx, "trades", DS + 2 * DAY, sweep=False)  # another day's range, no sweep
+
+    assert (later.published, later.loaded) == (1, 1)
+    (row,) = rows(ctx, "fact_trades", "position_id = 'pos-1'")
+    assert row["revision"] == 2 and row["est_fee_usd"] == D("0.8")
+    assert ledger_mark(ctx, POSITIONS, "pos-1")["archived_run_id"] == later.run_id
+    assert run_loop(ctx, "trades", DS + 2 * DAY, sweep=False).published == 0  # settled again: not due

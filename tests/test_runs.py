@@ -259,3 +259,29 @@ def test_a_batch_with_bad_documents_leaves_no_reference_cycles(ctx: Context, mak
         gc.garbage.clear()
     assert (run.loaded, run.dead_lettered) == (6, 1)
     assert cyclic == []
+
+
+def test_running_records_the_block_finished_or_failed_with_what_it_published(ctx: Context) -> None:
+    with runs.running(ctx, "patch_prices", DS, {"why": "test"}) as scope:
+        assert scope.run is not None and scope.run.status is RunStatus.RUNNING
+        scope.published = 0
+        scope.details = {"checked": 3}
+    assert scope.run is not None and scope.run.status is RunStatus.SUCCEEDED
+    assert scope.run.details == {"why": "test", "checked": 3} and scope.run.dispatched_at is not None
+
+    with pytest.raises(RuntimeError), runs.running(ctx, "patch_prices", DS + dt.timedelta(days=1)) as failing:
+        failing.published = 2  # two items went out before the failure
+        raise RuntimeError("broker gone")
+    assert failing.run is not None
+    stored = runs.get_run(ctx, failing.run.run_id)
+    assert stored is not None and stored.status is RunStatus.FAILED and stored.published == 2
+    assert stored.error == "RuntimeError: broker gone"
+    # the lease is given back: the same job and day can run again at once
+    with runs.running(ctx, "patch_prices", DS + dt.timedelta(days=1)) as again:
+        pass
+    assert again.run is not None and again.run.status is RunStatus.SUCCEEDED
+
+    with runs.running(ctx, "patch_prices", DS, record=False) as dry:
+        assert dry.run is None
+    assert [r.run_id for r in runs.list_runs(ctx, "patch_prices")].count(scope.run.run_id) == 1
+    assert len(runs.list_runs(ctx, "patch_prices")) == 3  # the dry run recorded nothing

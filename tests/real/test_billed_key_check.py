@@ -18,7 +18,7 @@ from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
 from goldthread.pipeline.subscriber import process_messages
 from goldthread.ports.bus import BusMessage
 
-from tests.conftest import DS, NIGHT_AFTER
+from tests.conftest import DS, NIGHT_AFTER, ledger_mark
 from tests.reliability.test_real_faults import embedded, loaded_once, sim_orders, write_trades
 from tests.support.emulators import ManagedProcess
 
@@ -65,7 +65,7 @@ def test_first_attempts_skip_the_billed_key_check(
     assert (run.published, run.loaded, run.duplicates, run.dead_lettered) == (4, 4, 0, 0)
     assert queries == []
     assert loaded_once(ctx.warehouse, names)
-    assert {ctx.hot.get("live_positions", n)["loading_run_id"] for n in names} == {run.run_id}
+    assert {ledger_mark(ctx, "live_positions", n)["loading_run_id"] for n in names} == {run.run_id}
     ctx.close()
 
 
@@ -76,11 +76,12 @@ def test_a_crash_after_the_row_is_written_stores_it_once(
     real_claim = ctx.hot.claim
     failed: list[str] = []
 
-    def archive_dies_once(collection: str, doc_ids: Any, field: str, value: Any, also: Any = None) -> list[str]:
+    def archive_dies_once(collection: str, doc_ids: Any, field: str, value: Any, also: Any = None,
+                          **kw: Any) -> list[str]:
         if field == "archived_run_id" and not failed:
             failed.append(value)
             raise StoreUnavailableError("hot store lost between the row and its archive mark")
-        return real_claim(collection, doc_ids, field, value, also)
+        return real_claim(collection, doc_ids, field, value, also, **kw)
 
     ctx.hot.claim = archive_dies_once  # type: ignore[method-assign]
     run = run_loop(ctx, "trades", DS)
@@ -111,10 +112,10 @@ def test_another_runs_item_for_a_written_record_is_a_duplicate(
 
     real_claim = ctx.hot.claim
 
-    def no_archive(collection: str, doc_ids: Any, field: str, value: Any, also: Any = None) -> list[str]:
+    def no_archive(collection: str, doc_ids: Any, field: str, value: Any, also: Any = None, **kw: Any) -> list[str]:
         if field == "archived_run_id" and value == first.run_id:
             raise StoreUnavailableError("the first run stalls after writing its row")
-        return real_claim(collection, doc_ids, field, value, also)
+        return real_claim(collection, doc_ids, field, value, also, **kw)
 
     ctx.hot.claim = no_archive  # type: ignore[method-assign]
     assert isinstance(deliver(first.run_id)[0], StoreUnavailableError)

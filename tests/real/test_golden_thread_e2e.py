@@ -51,6 +51,7 @@ from goldthread.pipeline.replay import replay
 from goldthread.sim.bot import SimBot
 from goldthread.writer import POSITIONS, HotWriter, document_of
 
+from tests.conftest import ledger_mark
 from tests.fakes.alpaca_server import FakeAlpaca
 from tests.support.emulators import ManagedProcess
 from tests.support.real_stack import FAKE_ACCOUNT_ID, RealStack, normalise, seed_alpaca, start_real_stack
@@ -148,8 +149,8 @@ def fix_broken_position(ctx: Context) -> None:
 def correct_archived_position(ctx: Context) -> str:
     """The bot corrects an archived position (its fee estimate) through the writer API: the next Loop A run
     loads it as revision 2 of its row."""
-    archived = sorted(doc_id for doc_id, doc in ctx.hot.query(POSITIONS)
-                      if doc.get("archived_run_id") and doc_id.startswith("pos-2"))
+    archived = sorted(doc_id for doc_id, _ in ctx.hot.query(POSITIONS)
+                      if doc_id.startswith("pos-2") and ledger_mark(ctx, POSITIONS, doc_id)["archived_run_id"])
     assert archived, "the scenario must have archived positions"
     doc = ctx.hot.get(POSITIONS, archived[0])
     assert doc is not None

@@ -42,7 +42,7 @@ from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
 from goldthread.pipeline.replay import replay
 from goldthread.writer import HotWriter
 
-from tests.conftest import DS, NIGHT_AFTER, SESSION
+from tests.conftest import DS, NIGHT_AFTER, SESSION, ledger_mark
 from tests.fakes.alpaca_server import FakeAlpaca
 from tests.reliability.harness import bump, run_problems
 from tests.support import emulators
@@ -223,7 +223,7 @@ def test_firestore_frozen_mid_delivery_is_retried_and_nothing_is_lost(tmp_path: 
             replay(ctx)
             bus.run_until_idle()
         assert loaded_once(ctx.warehouse, names)
-        assert all(ctx.hot.get("live_positions", n)["archived_run_id"] for n in names)  # type: ignore[index]
+        assert all(ledger_mark(ctx, "live_positions", n)["archived_run_id"] for n in names)
         assert run_problems(ctx) == []
         bump("real_faults", emulator_outages=1, nacked_during_outage=sub.nacked)
         ctx.close()

@@ -30,9 +30,10 @@ from enum import StrEnum
 from typing import Any
 
 from goldthread.models.hot import LEGACY_MARKS, RecordMark
-from goldthread.ports.hot_store import HotStore
+from goldthread.ports.hot_store import HotStore, Where
 
 MARKS = RecordMark.collection
+DUE_AGAIN = "due_again"
 
 
 class Mark(StrEnum):
@@ -114,20 +115,31 @@ def claim(
     keys = {mark_id(collection, d): d for d in dict.fromkeys(doc_ids)}
     create = {key: {"record_collection": collection, "doc_id": doc_id} for key, doc_id in keys.items()}
     each = {mark_id(collection, d): {"digest": digest} for d, digest in (digests or {}).items()} or None
+    if mark is not Mark.LOADING:  # settled again: no longer due
+        also = {**(also or {}), DUE_AGAIN: None}
     won = hot.claim(MARKS, list(keys), mark.value, run_id, also, each=each, create=create)
     return [keys[key] for key in won]
 
 
 def clear_settled(hot: HotStore, collection: str, doc_ids: Sequence[str]) -> None:
     """Make records due again after their documents changed: the archived and dead-letter marks (and the
-    digest) are cleared; ``loading_run_id`` is kept, since a row may exist and must be checked for."""
+    digest) are cleared and ``due_again`` is set, so the next dispatch finds them whatever day their time
+    falls on (``due_again_ids``); ``loading_run_id`` is kept, since a row may exist and must be checked for."""
     for doc_id in dict.fromkeys(doc_ids):
         try:
             hot.update(MARKS, mark_id(collection, doc_id), {
                 Mark.ARCHIVED.value: None, "archived_at": None, Mark.DEAD_LETTERED.value: None, "digest": None,
+                DUE_AGAIN: True,
             })
         except KeyError:
             continue  # never marked: nothing to clear
+
+
+def due_again_ids(hot: HotStore, collection: str) -> list[str]:
+    """Records whose settled marks were cleared (a correction) and that no run has settled since: an equality
+    query on goldthread's own field, which every mark document carries once it was cleared."""
+    where = [Where("record_collection", "==", collection), Where(DUE_AGAIN, "==", True)]
+    return [str(data["doc_id"]) for _, data in hot.query(MARKS, where, fields=["doc_id"]) if data.get("doc_id")]
 
 
 def refresh_digests(hot: HotStore, collection: str, doc_ids: Sequence[str]) -> None:

@@ -202,6 +202,10 @@ class LoopSpec(ABC):
         assert self.collection is not None
         sweep = ctx.settings.sweeps_on(ds) if sweep is None else sweep
         found = self.candidates(ctx, ds, sweep)
+        corrected = [d for d in marks.due_again_ids(ctx.hot, self.collection) if d not in found]
+        if corrected:  # records a correction made due again, whatever day their time falls on
+            found.update({d: {k: doc.get(k) for k in self.projection()}
+                          for d, doc in ctx.hot.get_many(self.collection, corrected).items()})
         wanted = {doc_id: data for doc_id, data in sorted(found.items()) if self.wanted(ctx, data, ds)}
         return unsettled(ctx, self.collection, wanted)
 

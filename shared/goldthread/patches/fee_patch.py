@@ -178,8 +178,8 @@ def patch_fees(ctx: Context, ds: dt.date, dry_run: bool = False, schedule: FeeSc
     """Finalise the fees of every unfinalised trade closed on or before ``ds`` whose days are posted."""
     schedule = schedule or FeeSchedule()
     report = FeePatchReport(ds)
-    run = None if dry_run else runs.start_run(ctx, PATCH, ds)
-    try:
+    with runs.running(ctx, PATCH, ds, record=not dry_run) as scope:
+        run = scope.run
         trades = [
             FactTrade.model_validate(r)
             for r in ctx.warehouse.query(
@@ -237,15 +237,12 @@ def patch_fees(ctx: Context, ds: dt.date, dry_run: bool = False, schedule: FeeSc
         ctx.warehouse.upsert_rows(FactTrade, updated, UPDATED_COLUMNS)
         outcomes = {t.position_id: "loaded" for t in updated}
         runs.record_outcomes(ctx, run.run_id, outcomes)
-        runs.finish_dispatch(ctx, run.run_id, len(updated), {
+        scope.published = len(updated)
+        scope.details = {
             "unfinalised": len(report.unfinalised), "days": report.days,
             "fees_usd": str(sum((t.actual_fee_usd or Decimal(0) for t in updated), Decimal(0))),
-        })
-        report.run = runs.get_run(ctx, run.run_id)
-        log.info("fee patch: %d trades finalised, %d left unfinalised", len(updated), len(report.unfinalised),
-                 extra={"run_id": run.run_id, "ds": ds, "patch": PATCH})
-        return report
-    except Exception as exc:
-        if run is not None:
-            runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}")
-        raise
+        }
+    report.run = scope.run
+    log.info("fee patch: %d trades finalised, %d left unfinalised", len(updated), len(report.unfinalised),
+             extra={"run_id": report.run.run_id if report.run else None, "ds": ds, "patch": PATCH})
+    return report

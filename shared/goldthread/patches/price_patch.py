@@ -69,8 +69,8 @@ def patch_prices(ctx: Context, dry_run: bool = False) -> PricePatchReport:
     """Repair missing fill prices from the broker; correct archived trades in the same run."""
     report = PricePatchReport()
     now = ctx.now()
-    run = None if dry_run else runs.start_run(ctx, PATCH, now.date())
-    try:
+    with runs.running(ctx, PATCH, now.date(), record=not dry_run) as scope:
+        run = scope.run
         positions = {}
         for doc_id, data in candidates(ctx).items():
             try:
@@ -130,15 +130,11 @@ def patch_prices(ctx: Context, dry_run: bool = False) -> PricePatchReport:
             ctx.hot.update(POSITIONS, doc_id, fix)
         marks.refresh_digests(ctx.hot, POSITIONS, [doc_id for doc_id, _ in fixes if doc_id in archived])
         runs.record_outcomes(ctx, run.run_id, {c["position_id"]: "loaded" for c in report.changes})
-        runs.finish_dispatch(ctx, run.run_id, len(report.changes),
-                             {"unfilled": len(report.unfilled), "fact_trades_corrected": len(trades),
-                              "mismatched": len(report.mismatched)})
-        report.run = runs.get_run(ctx, run.run_id)
-        return report
-    except Exception as exc:
-        if run is not None:
-            runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}")
-        raise
+        scope.published = len(report.changes)
+        scope.details = {"unfilled": len(report.unfilled), "fact_trades_corrected": len(trades),
+                         "mismatched": len(report.mismatched)}
+    report.run = scope.run
+    return report
 
 
 def _contradictions(p: LivePosition, orders: dict[str, BrokerOrder], rules: FillRules) -> list[dict[str, Any]]:

@@ -48,16 +48,16 @@ def dispatch(
     """
     spec = get_loop(loop)
     spec.check_ready(ctx, ds)
-    run = runs.start_run(ctx, spec.loop.value, ds)
-    published = 0
-    try:
+    with runs.running(ctx, spec.loop.value, ds) as scope:
+        assert scope.run is not None
+        run_id = scope.run.run_id
         swept = bool(spec.collection) and (ctx.settings.sweeps_on(ds) if sweep is None else sweep)
         doc_ids = spec.find(ctx, ds, swept)
-        runs.record_published(ctx, run.run_id, 0, due=len(doc_ids))
-        details = spec.prepare(ctx, ds, doc_ids)
-        runs.record_published(ctx, run.run_id, 0)
+        runs.record_published(ctx, run_id, 0, due=len(doc_ids))
+        scope.details = {**spec.prepare(ctx, ds, doc_ids), "swept": swept}
+        runs.record_published(ctx, run_id, 0)
         topic = ctx.settings.topic(spec.loop)
-        encode = WorkItem.encoder(run.run_id, spec.loop, ds, ctx.now())
+        encode = WorkItem.encoder(run_id, spec.loop, ds, ctx.now())
         for start in range(0, len(doc_ids), PUBLISH_BATCH):
             chunk = doc_ids[start : start + PUBLISH_BATCH]
             messages = []
@@ -65,21 +65,16 @@ def dispatch(
                 try:
                     messages.append(encode(doc_id))
                 except ValidationError as exc:
-                    published += _dead_letter_id(ctx, run.run_id, spec.loop, ds, topic, doc_id, exc)
+                    scope.published += _dead_letter_id(ctx, run_id, spec.loop, ds, topic, doc_id, exc)
             if messages:
                 ctx.bus.publish_batch(topic, messages)
-            published += len(messages)
-            runs.record_published(ctx, run.run_id, published)
+            scope.published += len(messages)  # items already out count even if the dispatch fails later
+            runs.record_published(ctx, run_id, scope.published)
             if progress:
                 progress(start + len(chunk), len(doc_ids))
-        runs.finish_dispatch(ctx, run.run_id, published, {**details, "swept": swept})
-    except Exception as exc:
-        runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}", published)  # items already out still count
-        raise
-    log.info("dispatched %d items", published, extra={"run_id": run.run_id, "loop": spec.loop.value, "ds": ds})
-    final = runs.get_run(ctx, run.run_id)
-    assert final is not None
-    return final
+    log.info("dispatched %d items", scope.published, extra={"run_id": run_id, "loop": spec.loop.value, "ds": ds})
+    assert scope.run is not None
+    return scope.run
 
 
 def _dead_letter_id(

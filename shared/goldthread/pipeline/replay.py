@@ -75,26 +75,24 @@ def replay(
     if dry_run or not candidates:
         return report
     now = ctx.now()
-    run = runs.start_run(ctx, "replay", now.date(), {"dead_letters": len(candidates)})
     records: list[ReplayRecord] = []
     published = report.published
-    try:
+    with runs.running(ctx, "replay", now.date(), {"dead_letters": len(candidates)}) as scope:
+        assert scope.run is not None
+        run_id = scope.run.run_id
         for letter, old in candidates:
-            new = WorkItem(run_id=run.run_id, loop=old.loop, ds=old.ds, doc_id=old.doc_id, published_at=now)
+            new = WorkItem(run_id=run_id, loop=old.loop, ds=old.ds, doc_id=old.doc_id, published_at=now)
             if new.item_id not in published:  # a record dead-lettered by two overlapping runs goes out once, or
                 published.append(new.item_id)  # the run would wait forever for its second outcome; an account's
                 data, attributes = new.to_message()  # snapshots of two days are two records (two item ids)
                 ctx.bus.publish(ctx.settings.topic(new.loop), data, attributes)
+                scope.published = len(published)
             records.append(ReplayRecord(
                 row_id=row_id_for("dead_letter_replays", letter["row_id"]), ds=now.date(),
-                dead_letter_id=letter["row_id"], replay_run_id=run.run_id, original_run_id=letter["run_id"],
+                dead_letter_id=letter["row_id"], replay_run_id=run_id, original_run_id=letter["run_id"],
                 loop=letter["loop"], doc_id=letter["doc_id"], replayed_at=now,
             ))
         ctx.warehouse.insert_rows(ReplayRecord, records)
-        runs.finish_dispatch(ctx, run.run_id, len(published))
-    except Exception as exc:
-        runs.fail_run(ctx, run.run_id, f"{type(exc).__name__}: {exc}", len(published))
-        raise
-    log.info("replayed %d dead letters", len(candidates), extra={"run_id": run.run_id})
-    report.run = runs.get_run(ctx, run.run_id)
+    log.info("replayed %d dead letters", len(candidates), extra={"run_id": run_id})
+    report.run = scope.run
     return report

@@ -28,7 +28,9 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,39 @@ def start_run(ctx: Context, job: str, ds: dt.date, details: Mapping[str, Any] | 
             _stall(ctx, taken, f"dispatch taken over by run {run.run_id}: {why}")
     log.info("run started", extra={"run_id": run.run_id, "loop": job, "ds": ds})
     return run
+
+
+@dataclass
+class RunScope:
+    """A run inside ``running``: the body sets ``published`` (items out) and ``details`` as it goes; ``run`` is
+    the run as recorded (None when nothing is recorded: a dry run), refreshed once the block ends."""
+
+    run: JobMetadata | None
+    published: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def running(
+    ctx: Context, job: str, ds: dt.date, details: Mapping[str, Any] | None = None, *, record: bool = True
+) -> Iterator[RunScope]:
+    """The one way a job records a run: start it (lease, RUNNING), run the block, then record its dispatch
+    complete with what the block published (it finishes once every item has an outcome), or, if the block
+    raised, mark it FAILED with the error and the items already out, and re-raise. ``record=False`` (a dry run)
+    records nothing and yields a scope without a run."""
+    if not record:
+        yield RunScope(None)
+        return
+    scope = RunScope(start_run(ctx, job, ds, details))
+    assert scope.run is not None
+    run_id = scope.run.run_id
+    try:
+        yield scope
+    except BaseException as exc:
+        fail_run(ctx, run_id, f"{type(exc).__name__}: {exc}", scope.published)
+        raise
+    finish_dispatch(ctx, run_id, scope.published, scope.details)
+    scope.run = get_run(ctx, run_id)
 
 
 def record_published(ctx: Context, run_id: str, published: int, due: int | None = None) -> None:
