@@ -227,7 +227,9 @@ def both_stacks(
             dt.datetime.combine(days[-1] + dt.timedelta(days=9), dt.time(), dt.UTC),
         )
         emulator_env = {**firestore_emulator.env, **pubsub_emulator.env, **bigquery_emulator.env}
-        stack = start_real_stack(alpaca, emulator_env)
+        # the same schedule as the embedded stack (a sweep on every run), so both find the same records; the
+        # weekly default of Firestore is tested in tests/test_bot_documents.py
+        stack = start_real_stack(alpaca, emulator_env, sweep_every_days=1)
         try:
             real = stack.context()
             for collection, model in COLLECTIONS.items():

@@ -106,14 +106,18 @@ class RealStack:
             proc.stop()
 
 
-def start_real_stack(alpaca: FakeAlpaca, emulators: Mapping[str, str]) -> RealStack:
-    """Start every function and create the Pub/Sub topology pointing at them."""
+def start_real_stack(alpaca: FakeAlpaca, emulators: Mapping[str, str], sweep_every_days: int | None = None
+                     ) -> RealStack:
+    """Start every function and create the Pub/Sub topology pointing at them (``sweep_every_days`` overrides
+    Firestore's weekly sweep schedule, ``GOLDTHREAD_SWEEP_EVERY_DAYS``)."""
     from goldthread.adapters.pubsub_bus import ensure_loop_topology, ensure_subscription
 
     tag = uuid.uuid4().hex[:8]
     project = "goldthread-e2e"
     env = stack_env(project, f"e2e_{tag}", f"e2e-{tag}", alpaca.url, emulators,
                     (alpaca.api_key, alpaca.secret_key))
+    if sweep_every_days is not None:
+        env["GOLDTHREAD_SWEEP_EVERY_DAYS"] = str(sweep_every_days)
     settings = load_settings(env)
     stack = RealStack(settings, env)
     names = [*SUBSCRIBERS, "dead_letter_sink", *HTTP_FUNCTIONS]

@@ -26,6 +26,7 @@ and invalid requests (including a missing index) become ``ConfigError``, anythin
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import heapq
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -189,6 +190,20 @@ class FirestoreHotStore(HotStore):
             )
         self._client = client
         self._rt: dict[str, Any] = {"retry": retry, "timeout": timeout}
+        self._bound_transactions(timeout, retry)
+
+    def _bound_transactions(self, timeout: float, retry: Any) -> None:
+        """Bound the calls a transaction makes by itself like every other request.
+
+        The SDK's ``Transaction`` begins, commits and rolls back with the API defaults (a 60 s timeout and
+        retries), so a store that stops answering held a transaction for a minute and then surfaced as a
+        ``ValueError`` from the rollback of a transaction that never began. The client's GAPIC stub is created
+        once and cached; its three methods get this store's timeout and retry policy (a caller's own wins)."""
+        api = getattr(self._client, "_firestore_api", None)
+        for name in ("begin_transaction", "commit", "rollback"):
+            method = getattr(api, name, None)
+            if method is not None and not isinstance(method, functools.partial):
+                setattr(api, name, functools.partial(method, timeout=timeout, retry=retry))
 
     @property
     def client(self) -> Any:
@@ -203,7 +218,12 @@ class FirestoreHotStore(HotStore):
         from google.cloud import firestore
 
         with vendor_errors(action):
-            return firestore.transactional(fn)(self._client.transaction())  # type: ignore[no-any-return]
+            try:
+                return firestore.transactional(fn)(self._client.transaction())  # type: ignore[no-any-return]
+            except ValueError as exc:  # the SDK rolling back a transaction that never began masks why it did not
+                if exc.__context__ is not None and not isinstance(exc.__context__, ValueError):
+                    raise exc.__context__ from exc
+                raise
 
     # -- documents -------------------------------------------------------------------------------
     def get(self, collection: str, doc_id: str) -> dict[str, Any] | None:
