@@ -22,11 +22,11 @@ import pyarrow as pa
 import pytest
 from goldthread.adapters.synthetic_market_data import SyntheticMarketData
 from goldthread.config import Settings
+from goldthread.ledger import runs
 from goldthread.loops import bars as bars_module
 from goldthread.loops.bars import load_bars, prefetch
 from goldthread.models.hot import RunStatus
 from goldthread.models.work_items import Loop, WorkItem
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dispatcher import dispatch
 from goldthread.pipeline.local_runtime import run_loop

@@ -21,8 +21,8 @@ from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
 from goldthread.adapters.local_bus import LocalBus
 from goldthread.bi import canary
 from goldthread.bi.canary import HOPS, run_canary
+from goldthread.ledger import runs
 from goldthread.models.hot import RunStatus
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import run_loop
 from goldthread.writer import POSITIONS, HotWriter

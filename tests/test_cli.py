@@ -24,11 +24,11 @@ from goldthread.adapters.local_bus import LocalBus
 from goldthread.adapters.sqlite_hot_store import SqliteHotStore
 from goldthread.adapters.synthetic_market_data import SyntheticMarketData
 from goldthread.config import Settings, load_settings
+from goldthread.ledger.runs import list_runs
 from goldthread.models import LivePosition, SchemaGuardian
 from goldthread.models.hot import RunStatus
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dead_letters import list_dead_letters
-from goldthread.pipeline.runs import list_runs
 from goldthread.writer import HotWriter
 from rich.console import Console
 

@@ -31,9 +31,9 @@ from goldthread.adapters.sqlite_hot_store import SqliteHotStore
 from goldthread.adapters.synthetic_market_data import SyntheticMarketData
 from goldthread.bi.schedules import next_fire
 from goldthread.config import Settings, load_settings
+from goldthread.ledger.runs import list_runs
 from goldthread.models.hot import JobMetadata, RunStatus
 from goldthread.pipeline.context import Context
-from goldthread.pipeline.runs import list_runs
 from rich.console import Console
 
 from tests.conftest import DEPLOYED, DS, Clock, Factory, PinnedBroker

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from cloudevents.http import CloudEvent
 from goldthread.errors import BrokerUnavailableError
+from goldthread.ledger import runs
 from goldthread.models import JobMetadata, LivePosition, Loop, SchemaGuardian
 from goldthread.models.hot import RunStatus
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dead_letters import REASON_ATTRIBUTE, SOURCE_TOPIC_ATTRIBUTE, list_dead_letters
 from goldthread.pipeline.local_runtime import run_loop

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 from goldthread.config import Settings
 from goldthread.demo import DemoResult, run_demo
+from goldthread.ledger.runs import list_runs
 from goldthread.loops.rejected_signals import fee_per_unit
 from goldthread.models import (
     FactRejectedSignal,
@@ -39,7 +40,6 @@ from goldthread.models import (
 from goldthread.models.hot import RunStatus
 from goldthread.models.warehouse import DeadLetter, WarehouseRow
 from goldthread.pipeline.context import Context
-from goldthread.pipeline.runs import list_runs
 from goldthread.writer import POSITIONS, REJECTED, SIGNALS
 from rich.console import Console
 

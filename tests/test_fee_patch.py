@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from goldthread.analytics.fees import FeeSchedule, FeeType, Fill, allocate_fees, daily_fee_activities, fee_type_of
 from goldthread.errors import RecordValidationError
+from goldthread.ledger.runs import list_runs
 from goldthread.loops.order_claims import CLAIMS
 from goldthread.models import AssetClass, FactTrade, PatchAudit, Side
 from goldthread.models.broker import FeeActivity
@@ -28,7 +29,6 @@ from goldthread.patches import fee_patch
 from goldthread.patches.fee_patch import DayFees, day_fees, order_owners, owned_legs, patch_fees
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import run_loop
-from goldthread.pipeline.runs import list_runs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

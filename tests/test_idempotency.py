@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 from goldthread.errors import StoreUnavailableError, WarehouseWriteError
+from goldthread.ledger import runs
 from goldthread.models import JobMetadata, Loop, WorkItem
 from goldthread.models.hot import RunStatus
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dispatcher import dispatch
 from goldthread.pipeline.local_runtime import run_loop

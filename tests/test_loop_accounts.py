@@ -20,6 +20,7 @@ from decimal import Decimal as D
 
 import pytest
 from goldthread.errors import FutureDayError, PermanentError
+from goldthread.ledger.runs import list_runs
 from goldthread.loops import get_loop
 from goldthread.loops.accounts import history_of_day, portfolio_greeks
 from goldthread.models.broker import EquityPoint, OptionPosition, OrderSide
@@ -27,7 +28,6 @@ from goldthread.models.hot import RunStatus
 from goldthread.models.types import quantize9
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import run_loop
-from goldthread.pipeline.runs import list_runs
 
 from tests.conftest import DS, SESSION, Clock, PinnedBroker, rows
 

@@ -23,10 +23,10 @@ import pytest
 from goldthread.adapters.synthetic_market_data import FileMarketData
 from goldthread.config import Settings
 from goldthread.errors import NotReadyError
+from goldthread.ledger import runs
 from goldthread.models import FactSignalExpired, Side, SignalStatus
 from goldthread.models.hot import RunStatus
 from goldthread.models.work_items import Loop, WorkItem
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dispatcher import dispatch
 from goldthread.pipeline.local_runtime import run_loop

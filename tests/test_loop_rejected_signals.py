@@ -21,6 +21,7 @@ import pytest
 from goldthread.adapters.synthetic_market_data import FileMarketData
 from goldthread.config import Settings
 from goldthread.errors import NotReadyError
+from goldthread.ledger.runs import list_runs
 from goldthread.loops.rejected_signals import _fills_total, fee_per_unit
 from goldthread.models import FactRejectedSignal, RejectedSignal, Side
 from goldthread.models.hot import AssetClass, RunStatus
@@ -28,7 +29,6 @@ from goldthread.models.types import quantize9
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dispatcher import dispatch
 from goldthread.pipeline.local_runtime import run_loop
-from goldthread.pipeline.runs import list_runs
 from goldthread.writer import REJECTED
 from pydantic import ValidationError
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 from goldthread.errors import RecordValidationError, WarehouseWriteError
+from goldthread.ledger.runs import list_runs
 from goldthread.loops.base import parse_time
 from goldthread.models import FactTrade, PatchAudit
 from goldthread.models.hot import RunStatus
 from goldthread.patches.price_patch import patch_prices
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import run_loop
-from goldthread.pipeline.runs import list_runs
 from goldthread.writer import POSITIONS
 
 from tests.conftest import DS, UTC, Clock, Factory, rows

@@ -41,10 +41,11 @@ from goldthread.adapters.sqlite_hot_store import SqliteHotStore
 from goldthread.adapters.synthetic_market_data import SyntheticMarketData
 from goldthread.config import Settings, load_settings
 from goldthread.errors import ConcurrentRunError, ConfigError
+from goldthread.ledger import runs
 from goldthread.models.hot import JobMetadata, RunStatus
 from goldthread.models.warehouse import row_id_for
 from goldthread.models.work_items import Loop, WorkItem
-from goldthread.pipeline import dispatcher, local_runtime, runs
+from goldthread.pipeline import dispatcher, local_runtime
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dead_letters import list_dead_letters
 from goldthread.pipeline.dispatcher import dispatch

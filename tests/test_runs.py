@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 from goldthread.errors import BrokerUnavailableError, ConcurrentRunError, StoreUnavailableError
+from goldthread.ledger import runs
 from goldthread.loops import get_loop
 from goldthread.models import JobMetadata
 from goldthread.models.hot import RunStatus
-from goldthread.pipeline import dispatcher, runs
+from goldthread.pipeline import dispatcher
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dispatcher import dispatch
 from goldthread.pipeline.local_runtime import run_loop

@@ -36,6 +36,7 @@ from goldthread.adapters.synthetic_market_data import FileMarketData
 from goldthread.analytics.fees import CAT_FEE_ENV, CAT_FEE_PER_SHARE, FeeSchedule, cat_fee_per_share
 from goldthread.config import Settings, load_settings, resolve_git_hash
 from goldthread.errors import ConfigError
+from goldthread.ledger import runs
 from goldthread.loops.base import parse_time
 from goldthread.models import SchemaGuardian, SignalStatus
 from goldthread.models import broker as broker_models
@@ -43,7 +44,6 @@ from goldthread.models import hot as hot_models
 from goldthread.models import work_items as work_item_models
 from goldthread.models.hot import RunStatus
 from goldthread.models.work_items import Loop, WorkItem
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import run_loop
 from goldthread.writer import REJECTED, SIGNALS

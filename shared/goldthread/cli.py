@@ -91,8 +91,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Simulate weeks of a trading bot and archive them through every loop; print the summary."""
     from goldthread import report
     from goldthread.demo import run_demo
+    from goldthread.ledger.runs import list_runs
     from goldthread.pipeline.dead_letters import list_dead_letters
-    from goldthread.pipeline.runs import list_runs
 
     settings = load_settings()
     ctx, result = run_demo(settings, days=args.days, seed=args.seed, console=console, force=args.force)
@@ -174,7 +174,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     """List runs from job_metadata with start, duration and counts (marking stalled ones first, unless read-only)."""
     from goldthread import report
     from goldthread.console.status import KNOWN_JOBS
-    from goldthread.pipeline.runs import list_runs, mark_stalled
+    from goldthread.ledger.runs import list_runs, mark_stalled
 
     ctx = _context(reads_only=True)
     if not ctx.settings.read_only:
@@ -283,8 +283,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Re-validate dead letters and republish those that now pass (--dry-run only reports)."""
     from goldthread.adapters.local_bus import LocalBus
     from goldthread.console.letters import check_ids
+    from goldthread.ledger.runs import get_run
     from goldthread.pipeline.replay import replay
-    from goldthread.pipeline.runs import get_run
 
     ctx = _context()
     check_ids(ctx, args.ids)

@@ -234,9 +234,9 @@ def correct_after_archiving(ctx: Context, last_jobs: list[tuple[str, dt.date]], 
 def fix_and_replay(ctx: Context, result: DemoResult) -> list[str]:
     """Fix one broken position the way a person would (rewrite it through the writer API) and replay it."""
     from goldthread.adapters.local_bus import LocalBus
+    from goldthread.ledger.runs import get_run
     from goldthread.models import LivePosition
     from goldthread.pipeline.replay import replay
-    from goldthread.pipeline.runs import get_run
     from goldthread.writer import POSITIONS, HotWriter
 
     broken = ctx.hot.get(POSITIONS, "pos-broken-qty")

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from goldthread.errors import StoreUnavailableError, WarehouseWriteError
+from goldthread.ledger import runs
 from goldthread.loops.strategies import sync_dim_strategy
 from goldthread.models.work_items import Loop, WorkItem
-from goldthread.pipeline import runs
 from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
 from goldthread.pipeline.subscriber import process_messages
 from goldthread.ports.bus import BusMessage

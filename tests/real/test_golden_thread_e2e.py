@@ -284,7 +284,7 @@ def describe_difference(expected: list[dict[str, Any]], actual: list[dict[str, A
 
 def test_every_run_on_the_real_stack_finished_and_reconciled(both_stacks: tuple[Context, Context, list[str]]) -> None:
     """Runs leave RUNNING, and published = loaded + duplicates + dead-lettered for each."""
-    from goldthread.pipeline.runs import list_runs
+    from goldthread.ledger.runs import list_runs
 
     _, real, statuses = both_stacks
     runs = list_runs(real)

@@ -44,10 +44,11 @@ from goldthread.adapters.sim_broker import SimulatedBroker
 from goldthread.adapters.sqlite_hot_store import SqliteHotStore
 from goldthread.adapters.synthetic_market_data import SyntheticMarketData
 from goldthread.config import Settings
+from goldthread.ledger import runs
 from goldthread.models import LivePosition, SchemaGuardian
 from goldthread.patches.fee_patch import patch_fees
 from goldthread.patches.price_patch import patch_prices
-from goldthread.pipeline import dispatcher, runs
+from goldthread.pipeline import dispatcher
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
 from goldthread.pipeline.replay import replay

@@ -30,8 +30,8 @@ from goldthread.adapters.sim_broker import SimulatedBroker
 from goldthread.adapters.sqlite_hot_store import SqliteHotStore
 from goldthread.adapters.synthetic_market_data import SyntheticMarketData
 from goldthread.config import Settings
+from goldthread.ledger import runs
 from goldthread.models.hot import TERMINAL_STATUSES, JobMetadata, RunStatus
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import wire_local_bus
 from goldthread.ports.warehouse import Warehouse

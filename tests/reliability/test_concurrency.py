@@ -31,9 +31,9 @@ from goldthread.adapters.sqlite_hot_store import SqliteHotStore
 from goldthread.adapters.synthetic_market_data import SyntheticMarketData
 from goldthread.config import Settings
 from goldthread.errors import ConcurrentRunError
+from goldthread.ledger import runs
 from goldthread.loops import get_loop
 from goldthread.models.hot import RunStatus
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
 

@@ -28,9 +28,9 @@ import pytest
 from goldthread.adapters.duckdb_warehouse import DuckDbWarehouse
 from goldthread.adapters.sqlite_hot_store import SqliteHotStore
 from goldthread.config import Settings
+from goldthread.ledger import runs
 from goldthread.models.hot import RunStatus
 from goldthread.models.warehouse import row_id_for
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 
 from tests.conftest import ledger_mark

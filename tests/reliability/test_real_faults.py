@@ -33,10 +33,10 @@ from goldthread.adapters.sqlite_hot_store import SqliteHotStore
 from goldthread.adapters.synthetic_market_data import SyntheticMarketData
 from goldthread.config import Settings
 from goldthread.errors import BrokerUnavailableError, GoldthreadError
+from goldthread.ledger import runs
 from goldthread.models import AssetClass, LivePosition, LiveSignal, Side, SignalStatus, Strategy
 from goldthread.models.hot import PositionStatus, RunStatus
 from goldthread.patches.fee_patch import patch_fees
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import run_loop, wire_local_bus
 from goldthread.pipeline.replay import replay

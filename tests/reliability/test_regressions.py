@@ -43,10 +43,10 @@ from typing import Any
 
 import pytest
 from goldthread.errors import BrokerUnavailableError
+from goldthread.ledger import runs
 from goldthread.models import LivePosition, SchemaGuardian, SignalStatus
 from goldthread.models.hot import RunStatus
 from goldthread.models.work_items import Loop, WorkItem
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dispatcher import dispatch
 from goldthread.pipeline.local_runtime import run_loop

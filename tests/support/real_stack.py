@@ -88,7 +88,7 @@ class RealStack:
 
     def wait_run(self, ctx: Context, run_id: str, timeout: float = 180.0) -> JobMetadata:
         """Poll ``job_metadata`` until the run has left RUNNING (every published item has an outcome)."""
-        from goldthread.pipeline.runs import get_run
+        from goldthread.ledger.runs import get_run
 
         deadline = time.monotonic() + timeout
         while True:

@@ -486,7 +486,7 @@ class FirestoreHotStore(HotStore):
                 for item, outcome in chunk:
                     if refs[item].path in existing:
                         continue
-                    tx.create(refs[item], {"outcome": outcome, "recorded_at": now})
+                    tx.create(refs[item], {"outcome": str(outcome), "recorded_at": now})
                     counts[outcome] += 1
                 data = from_firestore(stored.to_dict() or {})
                 if any(counts.values()):

@@ -48,15 +48,15 @@ from goldthread.errors import (
     HopFailedError,
     TransientError,
 )
-from goldthread.ledger import marks
+from goldthread.ledger import marks, runs
 from goldthread.logs import get_logger
 from goldthread.models.broker import BrokerOrder, OrderSide
 from goldthread.models.hot import AssetClass, LivePosition, LiveSignal, PositionStatus, Side, SignalStatus, Strategy
 from goldthread.models.warehouse import FactTrade, row_id_for
 from goldthread.models.work_items import Loop, WorkItem
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.ports.bus import InProcessBus
+from goldthread.ports.hot_store import Outcome
 from goldthread.writer import POSITIONS, STRATEGIES, HotWriter
 
 log = get_logger("canary")
@@ -426,9 +426,9 @@ def run_canary(
 
 
 def _check_outcome(ctx: Context, run_id: str, position_id: str, outcome: str) -> str:
-    if outcome == "loaded":
+    if outcome == Outcome.LOADED:
         return "loaded: SchemaGuardian, the broker's fills and the strategy version all passed"
-    if outcome == "dead_lettered":
+    if outcome == Outcome.DEAD_LETTERED:
         from goldthread.pipeline.dead_letters import list_dead_letters
 
         letters = [d for d in list_dead_letters(ctx, ids=[position_id], include_replayed=True) if d["run_id"] == run_id]

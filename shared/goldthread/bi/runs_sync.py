@@ -14,10 +14,10 @@ import json
 from collections.abc import Sequence
 from decimal import Decimal
 
+from goldthread.ledger import runs
 from goldthread.models.hot import JobMetadata
 from goldthread.models.types import quantize9
 from goldthread.models.warehouse import JobRun, row_id_for
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 
 UPDATED_COLUMNS: tuple[str, ...] = tuple(c for c in JobRun.model_fields if c != JobRun.__key__)

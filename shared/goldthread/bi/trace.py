@@ -18,9 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 from goldthread.errors import GoldthreadError
-from goldthread.ledger import marks
+from goldthread.ledger import marks, runs
 from goldthread.models.hot import JobMetadata
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.ports.hot_store import Where
 

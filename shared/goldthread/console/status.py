@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from goldthread.bi.schedules import SCHEDULES, judge_freshness, next_fire
+from goldthread.ledger.runs import list_runs
 from goldthread.logs import get_logger
 from goldthread.models.hot import JobMetadata, RunStatus
 from goldthread.models.work_items import Loop
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dead_letters import list_dead_letters
-from goldthread.pipeline.runs import list_runs
 
 log = get_logger("status")
 

@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from goldthread.analytics.fees import FeeSchedule, Fill, allocate_fees
+from goldthread.ledger import runs
 from goldthread.logs import get_logger
 from goldthread.loops.base import day_bounds, time_ranges
 from goldthread.loops.broker_checks import MAX_FILL_DELAY
@@ -39,9 +40,8 @@ from goldthread.loops.trade_rows import FeeState, rebuild
 from goldthread.models.hot import AssetClass, JobMetadata, LivePosition
 from goldthread.models.warehouse import FactTrade, PatchAudit
 from goldthread.patches.audit import audit_rows, changed_values, flatten
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
-from goldthread.ports.hot_store import Where
+from goldthread.ports.hot_store import Outcome, Where
 
 log = get_logger("fee_patch")
 PATCH = "patch_fees"
@@ -235,7 +235,7 @@ def patch_fees(ctx: Context, ds: dt.date, dry_run: bool = False, schedule: FeeSc
         if audits:
             ctx.warehouse.insert_rows(PatchAudit, flatten(audits))
         ctx.warehouse.upsert_rows(FactTrade, updated, UPDATED_COLUMNS)
-        outcomes = {t.position_id: "loaded" for t in updated}
+        outcomes = {t.position_id: Outcome.LOADED for t in updated}
         runs.record_outcomes(ctx, run.run_id, outcomes)
         scope.published = len(updated)
         scope.details = {

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from goldthread.errors import RecordValidationError
-from goldthread.ledger import marks
+from goldthread.ledger import marks, runs
 from goldthread.logs import get_logger
 from goldthread.loops.broker_checks import FillRules, mismatches
 from goldthread.loops.trade_rows import LegFill, rebuild
@@ -30,9 +30,8 @@ from goldthread.models.broker import BrokerOrder
 from goldthread.models.hot import JobMetadata
 from goldthread.models.warehouse import FactTrade, PatchAudit, row_id_for
 from goldthread.patches.audit import audit_rows, changed_values
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
-from goldthread.ports.hot_store import Where
+from goldthread.ports.hot_store import Outcome, Where
 
 log = get_logger("price_patch")
 PATCH = "patch_prices"
@@ -129,7 +128,7 @@ def patch_prices(ctx: Context, dry_run: bool = False) -> PricePatchReport:
         for doc_id, fix in fixes:
             ctx.hot.update(POSITIONS, doc_id, fix)
         marks.refresh_digests(ctx.hot, POSITIONS, [doc_id for doc_id, _ in fixes if doc_id in archived])
-        runs.record_outcomes(ctx, run.run_id, {c["position_id"]: "loaded" for c in report.changes})
+        runs.record_outcomes(ctx, run.run_id, {c["position_id"]: Outcome.LOADED for c in report.changes})
         scope.published = len(report.changes)
         scope.details = {"unfilled": len(report.unfilled), "fact_trades_corrected": len(trades),
                          "mismatched": len(report.mismatched)}

@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from goldthread.errors import GoldthreadError, PermanentError
-from goldthread.ledger import marks
+from goldthread.ledger import marks, runs
 from goldthread.logs import get_logger, redact, where
 from goldthread.models.warehouse import DeadLetter, row_id_for
 from goldthread.models.work_items import Loop, WorkItem
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.ports.bus import BusMessage
+from goldthread.ports.hot_store import Outcome
 
 log = get_logger("dead_letters")
 REASON_ATTRIBUTE = "goldthread_reason_code"
@@ -136,7 +136,7 @@ def record_dead_letters(ctx: Context, entries: Sequence[DeadLetterEntry]) -> lis
         collection = collection_of(item.loop.value)
         if collection:
             claims[(collection, item.run_id)].append(item.doc_id)
-        outcomes[item.run_id][item.item_id] = "dead_lettered"
+        outcomes[item.run_id][item.item_id] = Outcome.DEAD_LETTERED
     for (collection, run_id), doc_ids in claims.items():
         marks.claim(ctx.hot, collection, doc_ids, marks.Mark.DEAD_LETTERED, run_id,
                     digests=current_digests(ctx, collection, doc_ids))
@@ -188,7 +188,7 @@ def handle_dead_letter(ctx: Context, message: BusMessage) -> None:
         return
     item = _safe_item(message)
     if item is not None:
-        archived = runs.archived_outcomes(ctx, [item])
+        archived = archived_outcomes(ctx, [item])
         if item.item_id in archived:
             runs.record_outcomes(ctx, item.run_id, archived)
             log.info("forwarded item of an archived record is no dead letter (%s)", archived[item.item_id],
@@ -268,3 +268,36 @@ def discard_dead_letter(ctx: Context, dead_letter_id: str, reason: str, by: str)
     log.warning("dead letter discarded by %s: %s", fields["discarded_by"], fields["discard_reason"],
                 extra={"run_id": row.run_id, "loop": row.loop, "doc_id": row.doc_id, "reason_code": row.reason_code})
     return {**letter, **fields}
+
+
+def archived_outcomes(ctx: Context, items: Sequence[WorkItem], read_marks: bool = True) -> dict[str, str]:
+    """The outcome of each item whose record is archived already (the others are left out): ``loaded`` if
+    the item's own run wrote the stored row, else ``duplicates``.
+
+    A record is archived when the warehouse holds the row the loop writes for it (``LoopSpec.row_key``),
+    or, with ``read_marks``, when the ledger marks it archived. This is what keeps a phantom
+    out of the dead letters: a message Pub/Sub forwards to the dead-letter topic after a slow ack, or a
+    redelivery after the record's hot document was deleted, of a record that is in the warehouse.
+    """
+    from goldthread.ledger import marks
+    from goldthread.loops import get_loop
+
+    by_loop: dict[str, list[WorkItem]] = defaultdict(list)
+    for item in items:
+        by_loop[item.loop.value].append(item)
+    out: dict[str, str] = {}
+    for loop, group in by_loop.items():
+        spec = get_loop(loop)
+        marked: dict[str, str] = {}
+        if read_marks and spec.collection:
+            held = marks.read_marks(ctx.hot, spec.collection, [i.doc_id for i in group])
+            marked = {k: str(m.archived_run_id) for k, m in held.items() if m.archived_run_id}
+        stored = {r["row_id"]: r for r in ctx.warehouse.get_rows(spec.row_model, sorted({spec.row_key(i)
+                                                                                            for i in group}))}
+        for item in group:
+            row = stored.get(spec.row_key(item))
+            if row is None and item.doc_id not in marked:
+                continue
+            writer = row.get("run_id") if row is not None else marked[item.doc_id]
+            out[item.item_id] = Outcome.LOADED if writer == item.run_id else Outcome.DUPLICATES
+    return out

@@ -22,13 +22,14 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from goldthread.errors import MalformedMessageError
+from goldthread.ledger import runs
 from goldthread.logs import get_logger
 from goldthread.loops import get_loop
 from goldthread.models.hot import JobMetadata
 from goldthread.models.work_items import Loop, WorkItem, errors_of, item_id_of
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.ports.bus import BusMessage
+from goldthread.ports.hot_store import Outcome
 
 log = get_logger("dispatcher")
 PUBLISH_BATCH = 1000
@@ -95,5 +96,5 @@ def _dead_letter_id(
     if collection:
         marks.claim(ctx.hot, collection, [doc_id], marks.Mark.DEAD_LETTERED, run_id,
                     digests=current_digests(ctx, collection, [doc_id]))
-    runs.record_outcomes(ctx, run_id, {item_id_of(loop, doc_id, ds): "dead_lettered"})
+    runs.record_outcomes(ctx, run_id, {item_id_of(loop, doc_id, ds): Outcome.DEAD_LETTERED})
     return 1

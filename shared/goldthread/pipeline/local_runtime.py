@@ -16,9 +16,9 @@ import gc
 from collections.abc import Callable, Iterator, Sequence
 
 from goldthread.adapters.local_bus import LocalBus
+from goldthread.ledger import runs
 from goldthread.models.hot import JobMetadata
 from goldthread.models.work_items import Loop
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dead_letters import handle_dead_letter
 from goldthread.pipeline.dispatcher import dispatch

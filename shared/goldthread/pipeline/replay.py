@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from goldthread.errors import GoldthreadError
+from goldthread.ledger import runs
 from goldthread.logs import get_logger
 from goldthread.loops import get_loop
 from goldthread.models.hot import JobMetadata
 from goldthread.models.warehouse import ReplayRecord, row_id_for
 from goldthread.models.work_items import WorkItem
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dead_letters import list_dead_letters
 

@@ -32,17 +32,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from goldthread.errors import MalformedMessageError, PermanentError, TransientError
-from goldthread.ledger import marks
+from goldthread.ledger import marks, runs
 from goldthread.logs import get_logger
 from goldthread.loops import get_loop
 from goldthread.loops.base import unbuildable
 from goldthread.models.warehouse import FactRow
 from goldthread.models.work_items import WorkItem
-from goldthread.pipeline import runs
 from goldthread.pipeline.context import Context
-from goldthread.pipeline.dead_letters import route_permanent, route_permanent_many
+from goldthread.pipeline.dead_letters import archived_outcomes, route_permanent, route_permanent_many
 from goldthread.pipeline.revisions import write_revisions
 from goldthread.ports.bus import BusMessage, message_from_event
+from goldthread.ports.hot_store import Outcome
 
 log = get_logger("subscriber")
 
@@ -197,7 +197,7 @@ def _process_loop(
     # a redelivery whose hot document is gone (deleted after it was archived) is no NOT_FOUND letter when
     # the warehouse holds its row: it is counted as the duplicate it is (or loaded, if its own run wrote it)
     missing = [item for _, item in entries if getattr(built.get(item.item_id), "reason_code", "") == "NOT_FOUND"]
-    archived = runs.archived_outcomes(ctx, missing, read_marks=False) if missing else {}
+    archived = archived_outcomes(ctx, missing, read_marks=False) if missing else {}
     good: list[tuple[int, WorkItem, FactRow]] = []
     failed: list[tuple[int, WorkItem, PermanentError]] = []
     settled: dict[str, dict[str, str]] = defaultdict(dict)
@@ -240,6 +240,6 @@ def _process_loop(
     outcomes: dict[str, dict[str, str]] = defaultdict(dict)
     for _, item, row in good:
         repeated = row.row_id in duplicates and f"{row.row_id}|{item.run_id}" not in own_earlier_write
-        outcomes[item.run_id][item.item_id] = "duplicates" if repeated else "loaded"
+        outcomes[item.run_id][item.item_id] = Outcome.DUPLICATES if repeated else Outcome.LOADED
     for run_id, per_item in outcomes.items():
         runs.record_outcomes(ctx, run_id, per_item)

@@ -12,6 +12,7 @@ import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 from goldthread.errors import ConfigError
@@ -48,8 +49,16 @@ def check_not_in(where: Where) -> list[Any]:
     return values
 
 
-OUTCOMES = ("loaded", "duplicates", "dead_lettered")
-"""The final outcomes of an item, each a counter of its run (``JobMetadata``)."""
+class Outcome(StrEnum):
+    """The final outcome of a work item, each a counter of its run (``JobMetadata``): its row was written by
+    this item, was already in the warehouse, or the item was dead-lettered."""
+
+    LOADED = "loaded"
+    DUPLICATES = "duplicates"
+    DEAD_LETTERED = "dead_lettered"
+
+
+OUTCOMES = tuple(o.value for o in Outcome)
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,7 @@ import datetime as dt
 import os
 import socket
 import uuid
-from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,6 @@ from typing import Any
 from goldthread.errors import ConcurrentRunError
 from goldthread.logs import get_logger
 from goldthread.models.hot import TERMINAL_STATUSES, JobMetadata, RunStatus
-from goldthread.models.work_items import WorkItem
 from goldthread.pipeline.context import Context
 from goldthread.ports.hot_store import Lease, Where
 
@@ -255,39 +253,6 @@ def record_outcomes(ctx: Context, run_id: str, outcomes: Mapping[str, str]) -> d
         if run.dispatched_at is None:
             ctx.hot.renew_lease(lease_name(run.loop, run.ds), run_id, now, ctx.settings.lease_timeout)
     return recorded.added
-
-
-def archived_outcomes(ctx: Context, items: Sequence[WorkItem], read_marks: bool = True) -> dict[str, str]:
-    """The outcome of each item whose record is archived already (the others are left out): ``loaded`` if
-    the item's own run wrote the stored row, else ``duplicates``.
-
-    A record is archived when the warehouse holds the row the loop writes for it (``LoopSpec.row_key``),
-    or, with ``read_marks``, when the ledger marks it archived. This is what keeps a phantom
-    out of the dead letters: a message Pub/Sub forwards to the dead-letter topic after a slow ack, or a
-    redelivery after the record's hot document was deleted, of a record that is in the warehouse.
-    """
-    from goldthread.ledger import marks
-    from goldthread.loops import get_loop
-
-    by_loop: dict[str, list[WorkItem]] = defaultdict(list)
-    for item in items:
-        by_loop[item.loop.value].append(item)
-    out: dict[str, str] = {}
-    for loop, group in by_loop.items():
-        spec = get_loop(loop)
-        marked: dict[str, str] = {}
-        if read_marks and spec.collection:
-            held = marks.read_marks(ctx.hot, spec.collection, [i.doc_id for i in group])
-            marked = {k: str(m.archived_run_id) for k, m in held.items() if m.archived_run_id}
-        stored = {r["row_id"]: r for r in ctx.warehouse.get_rows(spec.row_model, sorted({spec.row_key(i)
-                                                                                            for i in group}))}
-        for item in group:
-            row = stored.get(spec.row_key(item))
-            if row is None and item.doc_id not in marked:
-                continue
-            writer = row.get("run_id") if row is not None else marked[item.doc_id]
-            out[item.item_id] = "loaded" if writer == item.run_id else "duplicates"
-    return out
 
 
 def maybe_finish(ctx: Context, run_id: str) -> JobMetadata | None:
