@@ -851,7 +851,7 @@ def test_firestore_indexes_come_from_firestore_indexes_json() -> None:
 
 def _run_log_messages() -> set[str]:
     """The ``log.<level>("run ...")`` format strings of goldthread/ledger/runs.py."""
-    tree = ast.parse((REPO / "shared" / "goldthread" / "pipeline" / "runs.py").read_text())
+    tree = ast.parse((REPO / "shared" / "goldthread" / "ledger" / "runs.py").read_text())
     out = set()
     for node in ast.walk(tree):
         if (

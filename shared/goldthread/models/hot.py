@@ -250,7 +250,7 @@ class RecordMark(BaseModel):
         default=None, description="Run whose item for this record was dead-lettered; cleared when it changes."
     )
     digest: str | None = Field(default=None, description="Content digest of the document when last marked.")
-    due_again: bool | None = Field(
+    due_again: StrictFlag | None = Field(
         default=None, description="True once a correction cleared the settled marks, until a run settles it again."
     )
 
