@@ -370,3 +370,45 @@ def test_pubsub_killed_while_dispatching_fails_the_run_cleanly_and_the_next_disp
             os.environ.pop("PUBSUB_EMULATOR_HOST", None)
         else:
             os.environ["PUBSUB_EMULATOR_HOST"] = saved
+
+
+@pytest.mark.emulator
+def test_on_firestore_a_days_run_finds_bare_documents_whatever_type_their_time_is(tmp_path: Path) -> None:
+    """Issue 16 item 2 on the real store: documents without any goldthread field, their ``closed_at`` a Firestore
+    timestamp or ISO text, are found by a day's range queries without a sweep; a record of another day is not."""
+    _need("firestore")
+    from goldthread.adapters.firestore_hot_store import FirestoreHotStore
+
+    server = emulators.start_firestore()
+    saved = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    os.environ["FIRESTORE_EMULATOR_HOST"] = server.host_port
+    try:
+        hot = FirestoreHotStore("goldthread-bare")
+        ctx = embedded(tmp_path, hot=hot)
+        ctx.settings = ctx.settings.with_(sweep_every_days=7)  # Firestore's schedule: no sweep on most days
+        wire_local_bus(ctx, batch_size=10, min_backoff=0.01)
+        names = ["pos-ts", "pos-text", "pos-other-day"]
+        sim_orders(ctx, names)
+        write_trades(ctx, names)
+        text = dict(hot.get("live_positions", "pos-text") or {})
+        text["closed_at"] = text["closed_at"].astimezone(dt.timezone(dt.timedelta(hours=-5))).isoformat()
+        hot.put("live_positions", "pos-text", text)  # the bot wrote its time as text, in New York's offset
+        other = dict(hot.get("live_positions", "pos-other-day") or {})
+        other["closed_at"] = other["closed_at"] + dt.timedelta(days=2)
+        hot.put("live_positions", "pos-other-day", other)
+        for name in names:
+            assert not {"archived_run_id", "dead_lettered_run_id"} & set(hot.get("live_positions", name) or {})
+        assert not ctx.settings.sweeps_on(DS)  # DS is no multiple of 7 days from day 1: not a sweep day
+
+        run = run_loop(ctx, "trades", DS)
+
+        assert (run.published, run.loaded, run.details.get("swept")) == (2, 2, False)
+        assert loaded_once(ctx.warehouse, ["pos-ts", "pos-text"])
+        assert ledger_mark(ctx, "live_positions", "pos-other-day")["archived_run_id"] is None
+        ctx.close()
+    finally:
+        server.stop()
+        if saved is None:
+            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+        else:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = saved
