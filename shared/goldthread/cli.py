@@ -478,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     loop_arg(p, help="the loop to run")
     p.add_argument("--ds", type=arg_date, required=True, help="partition day, YYYY-MM-DD (UTC), today at the latest")
     p.add_argument("--sweep", action="store_true",
-                   help="read the whole collection, not only the day (default: GOLDTHREAD_SWEEP_EVERY_DAYS decides)")
+                   help="read the whole collection, not only the day (otherwise GOLDTHREAD_SWEEP_EVERY_DAYS decides)")
     json_flag(p)
     p = add("backfill", cmd_backfill)
     loop_arg(p, help="the loop to run")
