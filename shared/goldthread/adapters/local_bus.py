@@ -196,14 +196,15 @@ class LocalBus(Bus):
             results = [exc] * len(batch)
         if len(results) != len(batch):
             raise RuntimeError(f"handler of {sub.name} returned {len(results)} outcomes for {len(batch)} events")
+        nacked_at = time.monotonic()  # one clock for the batch: its retries fall due together, as one batch again
         for message, outcome in zip(batch, results, strict=True):
             if outcome is None:
                 sub.acked += 1
             else:
                 sub.nacked += 1
-                self._retry_or_dead_letter(sub, message)
+                self._retry_or_dead_letter(sub, message, nacked_at)
 
-    def _retry_or_dead_letter(self, sub: Subscription, message: BusMessage) -> None:
+    def _retry_or_dead_letter(self, sub: Subscription, message: BusMessage, nacked_at: float) -> None:
         attempt = message.delivery_attempt
         if attempt >= sub.max_delivery_attempts and sub.dead_letter_topic:
             sub.dead_lettered += 1
@@ -220,7 +221,7 @@ class LocalBus(Bus):
         redelivery = BusMessage(
             message.data, message.attributes, message.message_id, message.publish_time, message.topic, attempt + 1
         )
-        heapq.heappush(self._queue, _Pending(time.monotonic() + backoff, next(self._seq), sub.name, redelivery))
+        heapq.heappush(self._queue, _Pending(nacked_at + backoff, next(self._seq), sub.name, redelivery))
 
     def stats(self) -> dict[str, Any]:
         """Per-subscription delivery counters (for the demo summary and tests)."""
