@@ -19,15 +19,16 @@ from typing import Any
 
 from goldthread.errors import GoldthreadError
 from goldthread.ledger import marks, runs
-from goldthread.models.hot import JobMetadata
+from goldthread.models.hot import JobMetadata, LivePosition, LiveSignal, RejectedSignal
 from goldthread.pipeline.context import Context
 from goldthread.ports.hot_store import Where
 
+POSITIONS, SIGNALS, REJECTED = LivePosition.collection, LiveSignal.collection, RejectedSignal.collection
 COLLECTION_LOOPS: dict[str, tuple[str, str, str]] = {
     # hot collection -> (loop, fact table, key column of the fact table)
-    "live_positions": ("trades", "fact_trades", "position_id"),
-    "rejected_signals": ("rejected_signals", "fact_rejected_signals", "signal_id"),
-    "live_signals": ("expired_signals", "fact_signals_expired", "signal_id"),
+    POSITIONS: ("trades", "fact_trades", "position_id"),
+    REJECTED: ("rejected_signals", "fact_rejected_signals", "signal_id"),
+    SIGNALS: ("expired_signals", "fact_signals_expired", "signal_id"),
 }
 _ROW_COLUMNS: dict[str, tuple[str, ...]] = {
     "fact_trades": ("ds", "strategy_id", "strategy_version", "symbol", "qty", "gross_pnl_usd", "net_pnl_usd",
@@ -118,10 +119,10 @@ def _trace_record(ctx: Context, query: str, doc_id: str) -> TraceReport:
         doc = ctx.hot.get(collection, doc_id)
         if doc is not None:
             docs[collection] = doc
-    related = [pid for pid, _ in ctx.hot.query("live_positions", [Where("signal_id", "==", doc_id)])]
-    targets: list[tuple[str, str]] = [(c, doc_id) for c in docs] + [("live_positions", p) for p in related
+    related = [pid for pid, _ in ctx.hot.query(POSITIONS, [Where("signal_id", "==", doc_id)])]
+    targets: list[tuple[str, str]] = [(c, doc_id) for c in docs] + [(POSITIONS, p) for p in related
                                                                      if p != doc_id]
-    kind = {"live_positions": "position", "rejected_signals": "rejected signal", "live_signals": "signal"}
+    kind = {POSITIONS: "position", REJECTED: "rejected signal", SIGNALS: "signal"}
     report = TraceReport(query, kind[next(iter(docs))] if docs else "unknown")
     report.sections.append(_hot_section(docs, related, ctx))
     facts, fact_note = _fact_rows(ctx, doc_id, targets)
@@ -155,16 +156,16 @@ def _hot_section(docs: dict[str, dict[str, Any]], related: list[str], ctx: Conte
     rows = [{"collection": c, "doc_id": d.get("position_id") or d.get("signal_id"),
              **{k: d.get(k) for k in _DOC_FIELDS if k in d},
              **_marks_of(ctx, c, d.get("position_id") or d.get("signal_id"))} for c, d in docs.items()]
-    position = docs.get("live_positions")
+    position = docs.get(POSITIONS)
     if position and position.get("signal_id"):
-        signal = ctx.hot.get("live_signals", str(position["signal_id"]))
-        rows.append({"collection": "live_signals", "doc_id": position["signal_id"], "role": "its signal",
+        signal = ctx.hot.get(SIGNALS, str(position["signal_id"]))
+        rows.append({"collection": SIGNALS, "doc_id": position["signal_id"], "role": "its signal",
                      **({k: signal.get(k) for k in ("status", "is_canary")} if signal else {"status": "MISSING"})})
     for pid in related:
-        if "live_positions" not in docs or pid != docs["live_positions"].get("position_id"):
-            doc = ctx.hot.get("live_positions", pid) or {}
-            rows.append({"collection": "live_positions", "doc_id": pid, "role": "position of this signal",
-                         **{k: doc.get(k) for k in _DOC_FIELDS if k in doc}, **_marks_of(ctx, "live_positions", pid)})
+        if POSITIONS not in docs or pid != docs[POSITIONS].get("position_id"):
+            doc = ctx.hot.get(POSITIONS, pid) or {}
+            rows.append({"collection": POSITIONS, "doc_id": pid, "role": "position of this signal",
+                         **{k: doc.get(k) for k in _DOC_FIELDS if k in doc}, **_marks_of(ctx, POSITIONS, pid)})
     return TraceSection("hot documents", "ok" if docs else "missing", rows,
                         "" if docs else "no hot document with this id")
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from goldthread.errors import OrderClaimedError
-from goldthread.models.hot import LivePosition
+from goldthread.models.hot import LivePosition, OrderClaim
 from goldthread.pipeline.context import Context
 
-CLAIMS = "order_claims"
+CLAIMS = OrderClaim.collection
 
 
 @dataclass(frozen=True)

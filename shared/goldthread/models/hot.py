@@ -224,6 +224,20 @@ class JobMetadata(BaseModel):
         return self.dispatched_at is not None and self.processed == self.published
 
 
+class OrderClaim(BaseModel):
+    """goldthread's claim of one broker order by one position (collection ``order_claims``, id = the order id):
+    the first position to claim an order holds it, so one order backs one trade (Loop A, the fee patch)."""
+
+    model_config = ConfigDict(extra="ignore")
+    collection: ClassVar[str] = "order_claims"
+
+    position_id: str = Field(description="The position that holds the order.")
+    leg: str = Field(description="entry or exit.")
+    run_id: str = Field(description="Run whose item claimed it.")
+    claimed_at: UtcDatetime
+    token: str = Field(description="The claiming call's own token (tells its claims from a concurrent one's).")
+
+
 class RecordMark(BaseModel):
     """goldthread's mark of one bot record (collection ``ledger_marks``, id ``{collection}:{doc_id}``).
 

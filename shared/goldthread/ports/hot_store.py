@@ -22,9 +22,6 @@ Op = Literal["==", "<", "<=", ">", ">=", "in", "not-in"]
 NOT_IN_LIMIT = 10
 """Most values a ``not-in`` filter may list (Firestore's limit, held by every store alike)."""
 
-COLLECTIONS = (
-    "live_signals", "rejected_signals", "live_positions", "strategies", "job_metadata", "order_claims", "ledger_marks"
-)
 
 
 @dataclass(frozen=True)
