@@ -222,3 +222,25 @@ def test_a_correction_through_the_writer_api_is_found_whatever_day_the_record_fa
     assert row["revision"] == 2 and row["est_fee_usd"] == D("0.8")
     assert ledger_mark(ctx, POSITIONS, "pos-1")["archived_run_id"] == later.run_id
     assert run_loop(ctx, "trades", DS + 2 * DAY, sweep=False).published == 0  # settled again: not due
+
+
+def test_a_dry_run_finds_a_corrected_record_due_but_writes_nothing_to_the_ledger(
+    ctx: Context, make: Factory, clock: Clock
+) -> None:
+    from goldthread.console.plan import dry_run
+
+    make.closed_trade("pos-1")
+    clock.set(at(DS + DAY))
+    first = run_loop(ctx, "trades", DS)
+    ctx.hot.put(POSITIONS, "pos-1", bare(make.position_doc("pos-1")) | {"est_fee_usd": "0.99"})  # corrected
+    before = list(ctx.hot.query(MARKS))
+
+    report = dry_run(ctx, "trades", DS, DS)
+
+    assert report.to_dict()["due"] == 1  # the corrected record would be archived again
+    assert list(ctx.hot.query(MARKS)) == before  # but finding it wrote nothing
+    assert ledger_mark(ctx, POSITIONS, "pos-1")["archived_run_id"] == first.run_id
+    run = run_loop(ctx, "trades", DS)  # the real run reopens it and archives revision 2
+    assert (run.published, run.loaded) == (1, 1)
+    (row,) = rows(ctx, "fact_trades", "position_id = 'pos-1'")
+    assert row["revision"] == 2

@@ -17,6 +17,7 @@ from typing import Any
 
 from goldthread.errors import FutureDayError, NotReadyError
 from goldthread.loops import get_loop
+from goldthread.loops.base import drop_pending_marks
 from goldthread.models.hot import JobMetadata
 from goldthread.pipeline.context import Context
 
@@ -69,6 +70,7 @@ def dry_run(ctx: Context, loop: str, start: dt.date, end: dt.date) -> BackfillRe
             report.days.append({"ds": day, "status": "NOT_READY", "due": 0, "message": str(exc)})
             continue
         found = spec.find(ctx, day)
+        drop_pending_marks(ctx)  # a dry run writes nothing, not even the ledger's bookkeeping
         if spec.collection is None:  # one record per day (an account's snapshot of that day)
             new = list(found)
         else:

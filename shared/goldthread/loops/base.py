@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
@@ -71,46 +72,71 @@ def time_ranges(start: dt.datetime, end: dt.datetime) -> list[tuple[object, obje
     return [(start, end), ((start - day).isoformat(), (end + day).isoformat())]
 
 
+PENDING_MARKS = "ledger:pending-marks"
+"""``ctx.cache`` key of the ledger writes a ``find`` decided on (``PendingMarks``); a dispatch makes them right
+after finding (``write_pending_marks``), a dry run drops them, so finding itself never writes."""
+
+
+@dataclass(frozen=True)
+class PendingMarks:
+    """Ledger writes decided while finding: marks to clear (``reopen``: settled records whose document changed)
+    and goldthread 0.2 marks to adopt (``adopt``: record id -> mark field -> run id)."""
+
+    collection: str
+    reopen: list[str]
+    adopt: dict[str, dict[str, str]]
+
+
 def unsettled(ctx: Context, collection: str, wanted: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Of the ``wanted`` records (id -> projected fields), those the ledger has not settled, plus settled ones
-    whose document changed since it was marked (their settled marks are cleared: due again, as a revision or a
-    new letter). Marks goldthread 0.1/0.2 left on documents are adopted first (``adopt_legacy_marks``)."""
+    whose document changed since it was marked (due again, as a revision or a new letter: their settled marks
+    are to be cleared). Marks goldthread 0.1/0.2 left on documents are to be adopted (``legacy_marks``). The
+    ledger writes this implies are left in ``ctx.cache`` (``PendingMarks``): finding reads only."""
     ids = list(wanted)
     held = marks.read_marks(ctx.hot, collection, ids)
-    adopted = adopt_legacy_marks(ctx, collection, {d: wanted[d] for d in ids if d not in held})
+    adopt = legacy_marks(ctx, {d: wanted[d] for d in ids if d not in held})
     settled = [d for d in ids if d in held and held[d].settled]
     changed: list[str] = []
     comparable = [d for d in settled if held[d].digest is not None]  # a mark without a digest stays settled
     if comparable:
         docs = ctx.hot.get_many_unparsed(collection, comparable)
         changed = [d for d in comparable if d in docs and marks.digest_of(docs[d]) != held[d].digest]
-        marks.clear_settled(ctx.hot, collection, changed)
+    ctx.cache.setdefault(PENDING_MARKS, []).append(PendingMarks(collection, changed, adopt))
+    adopted = {d for d, fields in adopt.items() if set(fields) - {marks.Mark.LOADING.value}}
     skip = (set(settled) - set(changed)) | adopted
     return [d for d in ids if d not in skip]
 
 
-def adopt_legacy_marks(ctx: Context, collection: str, unmarked: Mapping[str, Mapping[str, Any]]) -> set[str]:
-    """Move the marks goldthread 0.1 and 0.2 wrote onto documents into the ledger, once; returns the ids adopted
-    as settled. A mark counts only if it names a run ``job_metadata`` knows: a value a bot copied or garbled
-    (``""``, a number, an unknown id) is ignored and the record is treated as unmarked."""
-    legacy = {d: {k: v for k, v in data.items() if k in LEGACY_MARKS and isinstance(v, str) and v}
-              for d, data in unmarked.items()}
+def legacy_marks(ctx: Context, unmarked: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """The marks goldthread 0.1 and 0.2 wrote onto documents that are worth adopting into the ledger: record id ->
+    mark field -> run id. A mark counts only if it names a run ``job_metadata`` knows: a value a bot copied or
+    garbled (``""``, a number, an unknown id) is ignored and the record is treated as unmarked."""
+    legacy = {d: {k: v for k, v in data.items() if k in LEGACY_MARKS and k.endswith("_run_id")
+                  and isinstance(v, str) and v} for d, data in unmarked.items()}
     legacy = {d: m for d, m in legacy.items() if m}
     if not legacy:
-        return set()
-    named = {v for m in legacy.values() for k, v in m.items() if k.endswith("_run_id")}
-    known = set(ctx.hot.get_many(JobMetadata.collection, sorted(named)))
-    docs = ctx.hot.get_many_unparsed(collection, list(legacy))
-    adopted: set[str] = set()
-    for doc_id, fields in legacy.items():
-        digest = {doc_id: marks.digest_of(docs[doc_id])} if doc_id in docs else None
-        for mark in (marks.Mark.LOADING, marks.Mark.ARCHIVED, marks.Mark.DEAD_LETTERED):
-            run_id = fields.get(mark.value)
-            if run_id in known:
-                marks.claim(ctx.hot, collection, [doc_id], mark, str(run_id), digests=digest)
-                if mark is not marks.Mark.LOADING:
-                    adopted.add(doc_id)
-    return adopted
+        return {}
+    known = set(ctx.hot.get_many(JobMetadata.collection, sorted({v for m in legacy.values() for v in m.values()})))
+    adopt = {d: {k: v for k, v in m.items() if v in known} for d, m in legacy.items()}
+    return {d: m for d, m in adopt.items() if m}
+
+
+def write_pending_marks(ctx: Context) -> None:
+    """Make the ledger writes the last finds decided on: clear the settled marks of changed records, adopt
+    goldthread 0.2's marks (with the digest of the document as it is)."""
+    for pending in ctx.cache.pop(PENDING_MARKS, []):
+        marks.clear_settled(ctx.hot, pending.collection, pending.reopen)
+        docs = ctx.hot.get_many_unparsed(pending.collection, list(pending.adopt)) if pending.adopt else {}
+        for doc_id, fields in pending.adopt.items():
+            digest = {doc_id: marks.digest_of(docs[doc_id])} if doc_id in docs else None
+            for mark in marks.Mark:
+                if mark.value in fields:
+                    marks.claim(ctx.hot, pending.collection, [doc_id], mark, fields[mark.value], digests=digest)
+
+
+def drop_pending_marks(ctx: Context) -> None:
+    """Forget the ledger writes the last finds decided on (a dry run writes nothing)."""
+    ctx.cache.pop(PENDING_MARKS, None)
 
 
 def parse_time(value: Any) -> dt.datetime | None:

@@ -25,6 +25,7 @@ from goldthread.errors import MalformedMessageError
 from goldthread.ledger import runs
 from goldthread.logs import get_logger
 from goldthread.loops import get_loop
+from goldthread.loops.base import write_pending_marks
 from goldthread.models.hot import JobMetadata
 from goldthread.models.work_items import Loop, WorkItem, errors_of, item_id_of
 from goldthread.pipeline.context import Context
@@ -54,6 +55,7 @@ def dispatch(
         run_id = scope.run.run_id
         swept = bool(spec.collection) and (ctx.settings.sweeps_on(ds) if sweep is None else sweep)
         doc_ids = spec.find(ctx, ds, swept)
+        write_pending_marks(ctx)  # what finding decided for the ledger (reopened corrections, adopted marks)
         runs.record_published(ctx, run_id, 0, due=len(doc_ids))
         scope.details = {**spec.prepare(ctx, ds, doc_ids), "swept": swept}
         runs.record_published(ctx, run_id, 0)
