@@ -12,17 +12,12 @@ import argparse
 import datetime as dt
 import io
 import json
-import os
 import re
-from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from goldthread import cli, demo
-from goldthread.adapters.local_bus import LocalBus
 from goldthread.adapters.sqlite_hot_store import SqliteHotStore
-from goldthread.adapters.synthetic_market_data import SyntheticMarketData
 from goldthread.config import Settings, load_settings
 from goldthread.ledger.runs import list_runs
 from goldthread.models import LivePosition, SchemaGuardian
@@ -32,7 +27,8 @@ from goldthread.pipeline.dead_letters import list_dead_letters
 from goldthread.writer import HotWriter
 from rich.console import Console
 
-from tests.conftest import DEPLOYED, DS, Clock, Factory, PinnedBroker, ledger_mark
+from tests.conftest import DS, ledger_mark
+from tests.support.cli import capture_console, fresh_home, run_cli, seed_home
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -46,42 +42,18 @@ def commands() -> list[str]:
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh GOLDTHREAD_HOME and nothing else configured."""
-    for key in list(os.environ):
-        if key.startswith("GOLDTHREAD_"):
-            monkeypatch.delenv(key)
-    path = tmp_path / "gt-home"
-    monkeypatch.setenv("GOLDTHREAD_HOME", str(path))
-    return path
+    return fresh_home(tmp_path, monkeypatch)
 
 
 @pytest.fixture
-def out(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+def out(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     """What the CLI prints (a wide, colourless console)."""
-    buffer = io.StringIO()
-    monkeypatch.setattr(cli, "console", Console(file=buffer, width=250, color_system=None, force_terminal=False))
-    yield buffer
-
-
-def run_cli(out: io.StringIO, *argv: str) -> tuple[int, str]:
-    start = out.tell()
-    code = cli.main(list(argv))
-    out.seek(start)
-    text = out.read()
-    return code, text
+    return capture_console(monkeypatch, 250)
 
 
 def seed(home: Path, bad: bool = True) -> None:
     """What a bot leaves in the embedded files: two closed trades and (optionally) one broken document."""
-    settings = Settings(home=home)
-    broker = PinnedBroker(settings.broker_path, clock=Clock(dt.datetime.now(dt.UTC)), market=SyntheticMarketData())
-    ctx = Context(settings, hot=SqliteHotStore(settings.hot_path), bus=LocalBus(), broker=broker)
-    make = Factory(ctx)
-    make.strategy("momo", "1.0", deployed_at=DEPLOYED)
-    first = make.closed_trade("pos-1", broker_entry=Decimal("100"), broker_exit=Decimal("101"))
-    make.closed_trade("pos-2")
-    if bad:
-        make.raw_position("pos-bad", first, qty="-2")
-    ctx.close()
+    seed_home(home, [("pos-2", None)], bad)
 
 
 # -- help and README -------------------------------------------------------------------------------

@@ -10,28 +10,21 @@ clean exit code (argparse's usage error, ``SystemExit(2)``, counts as a clean re
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import io
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from goldthread import cli
-from goldthread.adapters.local_bus import LocalBus
-from goldthread.adapters.sqlite_hot_store import SqliteHotStore
-from goldthread.adapters.synthetic_market_data import SyntheticMarketData
-from goldthread.config import Settings
-from goldthread.pipeline.context import Context
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rich.console import Console
 
-from tests.conftest import DEPLOYED, DS, Clock, Factory, PinnedBroker
+from tests.conftest import DS
+from tests.support.cli import capture_console, fresh_home, seed_home
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -119,22 +112,10 @@ def test_the_readme_command_table_matches_the_parser() -> None:
 @pytest.fixture
 def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     """A home with two trades, one broken document and one PARTIAL run; the CLI's console captured."""
-    for key in list(os.environ):
-        if key.startswith("GOLDTHREAD_"):
-            monkeypatch.delenv(key)
-    home = tmp_path / "gt-home"
-    monkeypatch.setenv("GOLDTHREAD_HOME", str(home))
+    home = fresh_home(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)  # anything a command might write by a relative path stays here
-    store = Settings(home=home)
-    broker = PinnedBroker(store.broker_path, clock=Clock(dt.datetime.now(dt.UTC)), market=SyntheticMarketData())
-    ctx = Context(store, hot=SqliteHotStore(store.hot_path), bus=LocalBus(), broker=broker)
-    make = Factory(ctx)
-    make.strategy("momo", "1.0", deployed_at=DEPLOYED)
-    first = make.closed_trade("pos-1", broker_entry=Decimal("100"), broker_exit=Decimal("101"))
-    make.raw_position("pos-bad", first, qty="-2")
-    ctx.close()
-    buffer = io.StringIO()
-    monkeypatch.setattr(cli, "console", Console(file=buffer, width=200, color_system=None, force_terminal=False))
+    seed_home(home)
+    buffer = capture_console(monkeypatch, 200)
     assert cli.main(["run", "trades", "--ds", DS.isoformat()]) == 3
     yield buffer
 

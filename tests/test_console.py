@@ -19,24 +19,20 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from goldthread import cli
-from goldthread.adapters.local_bus import LocalBus
 from goldthread.adapters.sqlite_hot_store import SqliteHotStore
-from goldthread.adapters.synthetic_market_data import SyntheticMarketData
 from goldthread.bi.schedules import next_fire
 from goldthread.config import Settings, load_settings
 from goldthread.ledger.runs import list_runs
 from goldthread.models.hot import JobMetadata, RunStatus
 from goldthread.pipeline.context import Context
-from rich.console import Console
 
-from tests.conftest import DEPLOYED, DS, Clock, Factory, PinnedBroker
+from tests.conftest import DS
+from tests.support.cli import capture_console, cli_json, fresh_home, run_cli, seed_home
 
 ROOT = Path(__file__).resolve().parents[1]
 UTC = dt.UTC
@@ -46,50 +42,24 @@ SCHEDULED = ("trades", "rejected_signals", "expired_signals", "accounts", "patch
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh GOLDTHREAD_HOME and nothing else configured."""
-    for key in list(os.environ):
-        if key.startswith("GOLDTHREAD_"):
-            monkeypatch.delenv(key)
-    path = tmp_path / "gt-home"
-    monkeypatch.setenv("GOLDTHREAD_HOME", str(path))
+    """A fresh GOLDTHREAD_HOME and nothing else configured; discards are recorded as ``ops-alice``."""
+    path = fresh_home(tmp_path, monkeypatch)
     monkeypatch.setenv("GOLDTHREAD_OPERATOR", "ops-alice")
     return path
 
 
 @pytest.fixture
-def out(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+def out(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     """What the CLI prints (a wide, colourless console)."""
-    buffer = io.StringIO()
-    monkeypatch.setattr(cli, "console", Console(file=buffer, width=250, color_system=None, force_terminal=False))
-    yield buffer
+    return capture_console(monkeypatch, 250)
 
 
-def cli_run(out: io.StringIO, *argv: str) -> tuple[int, str]:
-    start = out.tell()
-    code = cli.main(list(argv))
-    out.seek(start)
-    return code, out.read()
-
-
-def cli_json(out: io.StringIO, *argv: str) -> tuple[int, Any]:
-    code, text = cli_run(out, *argv, "--json")
-    return code, json.loads(text)
 
 
 def seed(home: Path, days: tuple[tuple[str, dt.datetime], ...] = (), bad: bool = True) -> None:
     """Closed trades a bot wrote (``days``: position id and close time), and, with ``bad``, one broken document
     written straight into the hot store (qty -2) as a buggy bot would."""
-    settings = Settings(home=home)
-    broker = PinnedBroker(settings.broker_path, clock=Clock(dt.datetime.now(UTC)), market=SyntheticMarketData())
-    ctx = Context(settings, hot=SqliteHotStore(settings.hot_path), bus=LocalBus(), broker=broker)
-    make = Factory(ctx)
-    make.strategy("momo", "1.0", deployed_at=DEPLOYED)
-    first = make.closed_trade("pos-1", broker_entry=Decimal("100"), broker_exit=Decimal("101"))
-    for position_id, closed in days:
-        make.closed_trade(position_id, opened_at=closed - dt.timedelta(hours=1), closed_at=closed)
-    if bad:
-        make.raw_position("pos-bad", first, qty="-2")
-    ctx.close()
+    seed_home(home, days, bad)
 
 
 def letter_id(out: io.StringIO) -> str:
@@ -125,7 +95,7 @@ def test_status_is_healthy_only_when_every_scheduled_job_ran_and_nothing_is_open
     assert trades["last_run"]["status"] == "SUCCEEDED" and 50 <= trades["last_run"]["age_seconds"] <= 600
     assert next(j for j in data["jobs"] if j["job"] == "replay")["next_run_at"] is None  # run by hand
     assert {f["job"]: f["status"] for f in data["freshness"]} == dict.fromkeys(SCHEDULED, "on time")
-    code, text = cli_run(out, "status")
+    code, text = run_cli(out, "status")
     assert code == 0 and "healthy: nothing needs a person" in text and "{" not in text
 
     put_run(home, "canary", RunStatus.FAILED, now, details={"broken_hop": "delivery"}, error="hop 'delivery' failed")
@@ -142,8 +112,8 @@ def test_status_is_healthy_only_when_every_scheduled_job_ran_and_nothing_is_open
 
 def test_status_names_a_partial_run_and_the_open_letters_by_reason(home: Path, out: io.StringIO) -> None:
     seed(home)
-    assert cli_run(out, "run", "trades", "--ds", DS.isoformat())[0] == 3
-    code, text = cli_run(out, "status")
+    assert run_cli(out, "run", "trades", "--ds", DS.isoformat())[0] == 3
+    code, text = run_cli(out, "status")
     assert code == 3
     assert re.search(r"trades: last run trades-20240305-\w+ \(2024-03-05\) is PARTIAL", text)
     assert "1 open dead letters (1 VALIDATION)" in text and "never run against its schedule" in text
@@ -166,8 +136,8 @@ def test_next_fire_follows_the_cron_and_the_time_zone() -> None:
 
 def test_dead_letters_list_show_fix_and_discard(home: Path, out: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> None:
     seed(home)
-    assert cli_run(out, "run", "trades", "--ds", DS.isoformat())[0] == 3
-    code, text = cli_run(out, "dead-letters", "list", "--reason", "validation", "--loop", "TRADES")
+    assert run_cli(out, "run", "trades", "--ds", DS.isoformat())[0] == 3
+    code, text = run_cli(out, "dead-letters", "list", "--reason", "validation", "--loop", "TRADES")
     ident = letter_id(out)
     today = dt.datetime.now(UTC).date().isoformat()
     assert code == 0 and ident in text and today in text and "pos-bad" in text
@@ -179,7 +149,7 @@ def test_dead_letters_list_show_fix_and_discard(home: Path, out: io.StringIO, mo
     assert letter["first_error"] == "qty: Input should be greater than 0" and letter["age_seconds"] >= 0
     assert cli_json(out, "dead-letters", "list", "--reason", "SCD_CONFLICT")[1]["total"] == 0
 
-    code, text = cli_run(out, "dead-letters", "show", ident)
+    code, text = run_cli(out, "dead-letters", "show", ident)
     assert code == 0 and '"doc_id": "pos-bad"' in text  # the payload
     assert "greater_than" in text and '"qty": "-2"' in text and "does not validate now" in text
     code, view = cli_json(out, "dead-letters", "show", ident)
@@ -192,25 +162,25 @@ def test_dead_letters_list_show_fix_and_discard(home: Path, out: io.StringIO, mo
     document = cli_json(out, "hot", "get", "live_positions", "pos-bad")[1]["document"]
     bad_fix = home.parent / "bad.json"
     bad_fix.write_text(json.dumps({**document, "qty": "0", "side": "sideways"}))
-    code, text = cli_run(out, "hot", "put", "live_positions", "pos-bad", "--file", str(bad_fix))
+    code, text = run_cli(out, "hot", "put", "live_positions", "pos-bad", "--file", str(bad_fix))
     assert code == 1 and "refused, nothing written" in text and "qty" in text and "side" in text
     assert cli_json(out, "hot", "get", "live_positions", "pos-bad")[1]["document"]["qty"] == "-2"  # unchanged
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({**document, "qty": "3"})))
-    code, text = cli_run(out, "hot", "put", "live_positions", "pos-bad")
+    code, text = run_cli(out, "hot", "put", "live_positions", "pos-bad")
     assert code == 0 and "written live_positions/pos-bad" in text
     code, view = cli_json(out, "dead-letters", "show", ident)
     assert view["validates_now"] is True and view["hot_document"]["qty"] == "3"
     assert view["marks"]["dead_lettered_run_id"] is None  # the ledger's mark cleared: the next dispatch takes it
     assert "dead_lettered_run_id" not in view["hot_document"]  # goldthread writes nothing on the bot's document
 
-    code, text = cli_run(out, "dead-letters", "discard", ident, "--reason", "bot bug, trade re-entered by hand")
+    code, text = run_cli(out, "dead-letters", "discard", ident, "--reason", "bot bug, trade re-entered by hand")
     assert code == 0 and "by ops-alice" in text
     assert cli_json(out, "dead-letters", "list")[1]["total"] == 0  # left out of the open letters
-    code, text = cli_run(out, "dead-letters", "list", "--all")
+    code, text = run_cli(out, "dead-letters", "list", "--all")
     assert "discarded by ops-alice" in text
-    code, text = cli_run(out, "replay", "--dry-run")
+    code, text = run_cli(out, "replay", "--dry-run")
     assert code == 0 and "would pass: 0; still failing: 0" in text  # skipped by replay though it would pass
-    code, text = cli_run(out, "dead-letters", "discard", ident, "--reason", "again")
+    code, text = run_cli(out, "dead-letters", "discard", ident, "--reason", "again")
     assert code == 2 and "discarded already, by ops-alice" in text
     ctx = Context(load_settings())
     stored = ctx.warehouse.query("SELECT discarded_by, discard_reason, discarded_at FROM dead_letters")
@@ -230,10 +200,10 @@ def test_hot_put_refuses_another_id_and_an_unknown_collection(home: Path, out: i
     fix.write_text(json.dumps(document))
     code, data = cli_json(out, "hot", "put", "live_positions", "pos-2", "--file", str(fix))
     assert code == 1 and "pos-1" in data["error"] and data["errors"][0]["type"] == "id_mismatch"
-    code, text = cli_run(out, "hot", "put", "job_metadata", "x", "--file", str(fix))
+    code, text = run_cli(out, "hot", "put", "job_metadata", "x", "--file", str(fix))
     assert code == 2 and "unknown collection 'job_metadata'" in text
     fix.write_text("{not json")
-    code, text = cli_run(out, "hot", "put", "live_positions", "pos-1", "--file", str(fix))
+    code, text = run_cli(out, "hot", "put", "live_positions", "pos-1", "--file", str(fix))
     assert code == 1 and "not valid JSON" in text
 
 
@@ -297,10 +267,10 @@ def test_every_reporting_command_prints_its_documented_json_shape(home: Path, ou
 
 def test_human_output_is_tables_never_a_python_repr(home: Path, out: io.StringIO) -> None:
     seed(home, bad=False)
-    texts = [cli_run(out, "run", "accounts", "--ds", DS.isoformat())[1],
-             cli_run(out, "backfill", "accounts", "--start", "2024-03-04", "--end", "2024-03-06")[1],
-             cli_run(out, "patch", "fees", "--ds", DS.isoformat(), "--dry-run")[1],
-             cli_run(out, "patch", "prices", "--dry-run")[1]]
+    texts = [run_cli(out, "run", "accounts", "--ds", DS.isoformat())[1],
+             run_cli(out, "backfill", "accounts", "--start", "2024-03-04", "--end", "2024-03-06")[1],
+             run_cli(out, "patch", "fees", "--ds", DS.isoformat(), "--dry-run")[1],
+             run_cli(out, "patch", "prices", "--dry-run")[1]]
     for text in texts:
         assert not re.search(r"\{'|': \{|Decimal\(|datetime\.", text), text
     assert "SUCCEEDED: 3" in texts[1] and "duration_seconds" in texts[0]
@@ -315,7 +285,7 @@ def test_runs_show_start_and_duration_and_filter(home: Path, out: io.StringIO) -
     put_run(home, "trades", RunStatus.FAILED, dt.datetime(2024, 3, 6, 3, 0, tzinfo=UTC), error="boom")
     put_run(home, "accounts", RunStatus.SUCCEEDED, now - dt.timedelta(hours=1))
     put_run(home, "trades", RunStatus.SUCCEEDED, now - dt.timedelta(minutes=30))
-    code, text = cli_run(out, "runs")
+    code, text = run_cli(out, "runs")
     assert code == 0 and "started (UTC)" in text and "2024-03-06 03:00:00" in text and "5s" in text
     code, data = cli_json(out, "runs", "--status", "failed")
     assert [(r["job"], r["started_at"], r["duration_seconds"]) for r in data["runs"]] == [
@@ -340,7 +310,7 @@ def test_runs_show_start_and_duration_and_filter(home: Path, out: io.StringIO) -
 ])
 def test_an_unknown_id_exits_1_saying_not_found(home: Path, out: io.StringIO, argv: list[str]) -> None:
     seed(home, bad=False)
-    code, text = cli_run(out, *argv)
+    code, text = run_cli(out, *argv)
     assert code == 1 and text.startswith("not found") and "'nope'" in text and text.count("\n") == 1
     code, data = cli_json(out, *argv)
     assert code == 1 and data["error"].startswith("not found") and data["exit_code"] == 1
@@ -355,7 +325,7 @@ def test_impossible_ranges_and_future_days_are_refused(home: Path, out: io.Strin
         (["patch", "fees", "--ds", tomorrow], "is in the future"),
         (["backfill", "expired_signals", "--start", "2024-03-01", "--end", tomorrow, "--dry-run"], "in the future"),
     ]:
-        code, text = cli_run(out, *argv)
+        code, text = run_cli(out, *argv)
         assert code == cli.Exit.REFUSED == 2 and says in text and text.count("\n") == 1, (argv, text)
     ctx = Context(load_settings())
     assert list_runs(ctx) == []
@@ -368,7 +338,7 @@ def test_a_bad_home_gets_one_line(tmp_path: Path, out: io.StringIO, monkeypatch:
     for home, says in [(a_file, "is not a directory"), (tmp_path / "missing" / "home", "does not exist")]:
         monkeypatch.setenv("GOLDTHREAD_HOME", str(home))
         for argv in (["runs"], ["status", "--json"], ["run", "accounts", "--ds", "2024-03-05"]):
-            code, text = cli_run(out, *argv)
+            code, text = run_cli(out, *argv)
             assert code == 2 and says in text and "Traceback" not in text, (argv, text)
     assert not (tmp_path / "missing").exists()  # a typo grows no directory tree
 
@@ -378,7 +348,7 @@ def test_a_busy_port_gets_one_line(home: Path, out: io.StringIO, tmp_path: Path)
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        code, text = cli_run(out, "dashboard", "--out", str(tmp_path / "d.html"), "--serve", "--port", str(port))
+        code, text = run_cli(out, "dashboard", "--out", str(tmp_path / "d.html"), "--serve", "--port", str(port))
     assert code == 1 and f"cannot serve on 127.0.0.1:{port}" in text and "Traceback" not in text
     assert (tmp_path / "d.html").exists()
 
@@ -394,14 +364,14 @@ def test_a_read_only_home_serves_the_reading_commands(home: Path, out: io.String
     from goldthread.console import checks
 
     seed(home)
-    assert cli_run(out, "run", "trades", "--ds", DS.isoformat())[0] == 3
+    assert run_cli(out, "run", "trades", "--ds", DS.isoformat())[0] == 3
     ident = letter_id(out)
     before = snapshot(home)
     monkeypatch.setattr(checks, "home_is_writable", lambda _home: False)
     for argv in (["runs"], ["dead-letters", "list"], ["dead-letters", "show", ident], ["trace", "pos-1"],
                  ["status"], ["hot", "get", "live_positions", "pos-1"],
                  ["dashboard", "--out", str(tmp_path / "ro.html")]):
-        code, text = cli_run(out, *argv)
+        code, text = run_cli(out, *argv)
         assert code in (0, 3) and "error:" not in text and "refused" not in text, (argv, text)
     assert (tmp_path / "ro.html").stat().st_size > 0
     after = snapshot(home)
@@ -409,7 +379,7 @@ def test_a_read_only_home_serves_the_reading_commands(home: Path, out: io.String
     # none created, but SQLite's shared-memory index of a WAL reader, made only because this directory is in
     # truth writable (the test below, as a user who cannot write, creates nothing)
     assert set(after) - set(before) <= {"hot.sqlite-wal", "hot.sqlite-shm"}
-    code, text = cli_run(out, "run", "trades", "--ds", DS.isoformat())
+    code, text = run_cli(out, "run", "trades", "--ds", DS.isoformat())
     assert code == 2 and "is not writable" in text and text.count("\n") == 1
 
 
@@ -419,7 +389,7 @@ def test_a_home_the_user_cannot_write_in_a_real_process(home: Path, out: io.Stri
     import tempfile
 
     seed(home)
-    assert cli_run(out, "run", "trades", "--ds", DS.isoformat())[0] == 3
+    assert run_cli(out, "run", "trades", "--ds", DS.isoformat())[0] == 3
     base = Path(tempfile.mkdtemp(prefix="gt-ro-"))
     try:
         ro_home = base / "home"
@@ -467,7 +437,7 @@ def test_backfill_dry_run_counts_what_each_day_would_publish(home: Path, out: io
     assert [(d["ds"], d["due"]) for d in data["days"]] == [
         ("2024-03-03", 0), ("2024-03-04", 1), ("2024-03-05", 1), ("2024-03-06", 2), ("2024-03-07", 0)]
     assert data["due"] == 4 and data["days"][3]["records"] == ["pos-b", "pos-c"]
-    code, text = cli_run(out, "backfill", "trades", "--start", "2024-03-03", "--end", "2024-03-07", "--dry-run")
+    code, text = run_cli(out, "backfill", "trades", "--start", "2024-03-03", "--end", "2024-03-07", "--dry-run")
     assert "would publish 4 records over 5 days; nothing was published" in text
     ctx = Context(load_settings())
     assert list_runs(ctx) == []  # no run, no lease, nothing published

@@ -14,7 +14,6 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,8 @@ from goldthread import cli
 from goldthread.config import Settings
 from goldthread.demo import DEMO_MARKER
 from goldthread.pipeline.context import Context
-from rich.console import Console
+
+from tests.support.cli import capture_console, fresh_home
 
 SHARED = Path(__file__).resolve().parents[1] / "shared"
 DAYS = "2"  # enough for every step of the demo to run, and quick
@@ -31,20 +31,13 @@ DAYS = "2"  # enough for every step of the demo to run, and quick
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A GOLDTHREAD_HOME in a temporary directory, nothing else configured."""
-    for key in list(os.environ):
-        if key.startswith("GOLDTHREAD_"):
-            monkeypatch.delenv(key)
-    path = tmp_path / "home"
-    monkeypatch.setenv("GOLDTHREAD_HOME", str(path))
-    return path
+    return fresh_home(tmp_path, monkeypatch, "home")
 
 
 @pytest.fixture
-def out(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+def out(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     """What the CLI prints (wide enough that a line is never wrapped)."""
-    buffer = io.StringIO()
-    monkeypatch.setattr(cli, "console", Console(file=buffer, width=400, color_system=None, force_terminal=False))
-    yield buffer
+    return capture_console(monkeypatch, 400)
 
 
 def someone_elses_data(home: Path) -> None:

@@ -31,9 +31,9 @@ from goldthread.errors import BrokerUnavailableError, ConfigError
 from goldthread.log_files import LOG_FILE_NAME
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.local_runtime import run_loop
-from rich.console import Console
 
 from tests.conftest import DS, Factory, PinnedBroker, rows
+from tests.support.cli import capture_console, fresh_home, run_cli
 from tests.test_cli import seed
 
 SHARED = Path(__file__).resolve().parents[1] / "shared"
@@ -42,28 +42,14 @@ SHARED = Path(__file__).resolve().parents[1] / "shared"
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh GOLDTHREAD_HOME, nothing else configured, not in a cloud; goldthread's logging put back after."""
-    for key in list(os.environ):
-        if key.startswith("GOLDTHREAD_") or key in ("K_SERVICE", "FUNCTION_TARGET"):
-            monkeypatch.delenv(key)
-    path = tmp_path / "gt-home"
-    monkeypatch.setenv("GOLDTHREAD_HOME", str(path))
-    yield path
+    yield fresh_home(tmp_path, monkeypatch)
     logs.configure(level="ERROR")  # no later test writes into this home's files
 
 
 @pytest.fixture
-def out(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+def out(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     """What the CLI prints (wide, no colour, no wrapping)."""
-    buffer = io.StringIO()
-    monkeypatch.setattr(cli, "console", Console(file=buffer, width=1000, color_system=None, force_terminal=False))
-    yield buffer
-
-
-def run_cli(out: io.StringIO, *argv: str) -> tuple[int, str]:
-    start = out.tell()
-    code = cli.main(list(argv))
-    out.seek(start)
-    return code, out.read()
+    return capture_console(monkeypatch, 1000)
 
 
 def logged(directory: Path) -> list[dict[str, Any]]:
