@@ -294,7 +294,7 @@ class SqliteHotStore(HotStore):
                 now = _now()
                 db.executemany(
                     "INSERT OR IGNORE INTO docs (collection, id, data, updated_at) VALUES (?,?,?,?)",
-                    [(collection, d, dumps(encode_value(dict(create[d]))), now) for d in doc_ids if d in create],
+                    [(collection, d, dumps(dict(create[d])), now) for d in doc_ids if d in create],
                 )
             if each:
                 for doc_id in doc_ids:
