@@ -1,9 +1,9 @@
 """At-least-once delivery never loses nor doubles a record.
 
 The same work item delivered twice (in one batch or in two), the same record published by two runs,
-and a crash between any two steps of the subscriber (after the warehouse write and before the archive
-mark; after the archive mark and before the outcome is counted; after the dead letter is recorded
-and before it is published) all end with one warehouse row, one archive mark, one outcome per item,
+and a crash between any two steps of the subscriber (after the warehouse write and before the record is
+marked and counted, one atomic step for a row the item loaded; after a repeated row's archive mark and
+before its outcome is counted; after the dead letter is recorded and before it is published) all end with one warehouse row, one archive mark, one outcome per item,
 and counts that reconcile: published = loaded + duplicates + dead_lettered.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 from goldthread.errors import StoreUnavailableError, WarehouseWriteError
-from goldthread.ledger import runs
+from goldthread.ledger import marks, runs
 from goldthread.models import JobMetadata, Loop, WorkItem
-from goldthread.models.hot import RunStatus
+from goldthread.models.hot import LivePosition, RunStatus
 from goldthread.pipeline.context import Context
 from goldthread.pipeline.dispatcher import dispatch
 from goldthread.pipeline.local_runtime import run_loop
@@ -104,12 +104,12 @@ def test_a_record_published_by_two_runs_is_loaded_once_and_a_duplicate_once(
 
 
 @pytest.mark.parametrize("positions", [1, 3])
-def test_crash_after_the_warehouse_write_before_the_archive_mark(
+def test_crash_after_the_warehouse_write_before_the_mark_and_the_count(
     ctx: Context, make: Factory, monkeypatch: pytest.MonkeyPatch, positions: int
 ) -> None:
     for i in range(positions):
         make.closed_trade(f"pos-{i}")
-    claim = fail_first(1, ctx.hot.claim, StoreUnavailableError("hot store went away"))
+    record = fail_first(1, ctx.hot.record_outcomes, StoreUnavailableError("hot store went away"))
     writes: list[int] = []
     real_insert = ctx.warehouse.insert_rows
 
@@ -118,35 +118,43 @@ def test_crash_after_the_warehouse_write_before_the_archive_mark(
         writes.append(len(result.inserted))
         return result
 
-    monkeypatch.setattr(ctx.hot, "claim", claim)
+    monkeypatch.setattr(ctx.hot, "record_outcomes", record)
     monkeypatch.setattr(ctx.warehouse, "insert_rows", insert)
     run = run_loop(ctx, "trades", DS)
 
-    assert claim.calls["n"] == 2  # type: ignore[attr-defined]  # crashed once, then the redelivery claimed
+    assert record.calls["n"] == 2  # type: ignore[attr-defined]  # crashed once, then the redelivery counted
     assert writes == [positions, 0]  # the first delivery wrote the rows; the redelivery wrote nothing new
     assert len(rows(ctx, "fact_trades")) == positions
     assert (run.status, run.published, run.loaded, run.duplicates, run.dead_lettered) == (
         RunStatus.SUCCEEDED, positions, positions, 0, 0
-    )
+    )  # the redelivery found its own run's rows: loaded, not duplicates
     for i in range(positions):
         assert make.mark(f"pos-{i}")["archived_run_id"] == run.run_id
     assert_reconciled(run)
     assert dispatch(ctx, "trades", DS).published == 0  # nothing left behind
 
 
-def test_crash_after_the_archive_mark_before_the_outcome_is_counted(
+def test_crash_after_a_repeated_rows_archive_mark_before_its_outcome_is_counted(
     ctx: Context, make: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A row already in the warehouse, its run gone before marking it (a dead dispatch's last delivery): the
+    record is marked archived by a conditional claim, then its outcome counted; a crash between the two ends
+    with one mark and one count."""
     make.closed_trade("pos-1")
     make.closed_trade("pos-2")
-    record = fail_first(1, ctx.hot.record_outcomes, StoreUnavailableError("hot store went away"))
-    monkeypatch.setattr(ctx.hot, "record_outcomes", record)
+    first = run_loop(ctx, "trades", DS)
+    ctx.hot.delete("ledger_marks", marks.mark_id(LivePosition.collection, "pos-1"))  # its run died before marking it
+    claim = fail_first(1, ctx.hot.claim, StoreUnavailableError("hot store went away"))
+    monkeypatch.setattr(ctx.hot, "claim", claim)
     run = run_loop(ctx, "trades", DS)
-    assert record.calls["n"] == 2  # type: ignore[attr-defined]
+    assert claim.calls["n"] == 2  # type: ignore[attr-defined]  # the repeated row's mark: crashed, then claimed
     assert len(rows(ctx, "fact_trades")) == 2
-    assert (run.status, run.published, run.loaded, run.duplicates) == (RunStatus.SUCCEEDED, 2, 2, 0)
-    assert {make.mark(p)["archived_run_id"] for p in ("pos-1", "pos-2")} == {run.run_id}
+    assert (first.loaded, run.status, run.published, run.loaded, run.duplicates) == (
+        2, RunStatus.SUCCEEDED, 1, 0, 1)
+    assert (make.mark("pos-1")["archived_run_id"], make.mark("pos-2")["archived_run_id"]) == (
+        run.run_id, first.run_id)
     assert_reconciled(run)
+    assert dispatch(ctx, "trades", DS).published == 0
 
 
 def test_crash_after_recording_a_dead_letter_before_publishing_it(

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from goldthread.ports.hot_store import HotStore, Where
+from goldthread.ports.hot_store import HotStore, Merge, Where
 
 T0 = dt.datetime(2024, 3, 1, 14, 30, 15, 123456, tzinfo=dt.UTC)
 
@@ -241,6 +241,39 @@ def test_record_outcomes_counts_each_item_once(hot_store: HotStore) -> None:
     assert (missing.run, hot_store.item_outcomes("run-other")) == (None, {})
     with pytest.raises(ValueError):
         hot_store.record_outcomes("run-1", {"f": "exploded"})
+
+
+def test_record_outcomes_merges_only_with_the_outcomes_it_records(hot_store: HotStore) -> None:
+    hot_store.put("job_metadata", "run-1", {"state": "RUNNING", "loaded": 0, "duplicates": 0, "dead_lettered": 0})
+    hot_store.put("ledger_marks", "t:b", {"doc_id": "b", "loading_run_id": "run-0", "digest": "old"})
+    at = dt.datetime(2024, 3, 5, 21, 40, tzinfo=dt.UTC)
+
+    def mark(doc: str, run: str) -> Merge:
+        return Merge("ledger_marks", f"t:{doc}", {"doc_id": doc, "archived_run_id": run, "archived_at": at,
+                                                  "digest": f"d-{run}", "due_again": None})
+
+    first = hot_store.record_outcomes("run-1", {"a": "loaded", "b": "loaded", "c": "duplicates"},
+                                      {"a": mark("a", "run-1"), "b": mark("b", "run-1"), "z": mark("z", "run-1")})
+    assert first.added == {"loaded": 2, "duplicates": 1, "dead_lettered": 0}
+    created, merged = hot_store.get("ledger_marks", "t:a"), hot_store.get("ledger_marks", "t:b")
+    assert created is not None and (created["archived_run_id"], created["digest"]) == ("run-1", "d-run-1")
+    stamp = created["archived_at"]  # a timestamp on Firestore, ISO text in SQLite's JSON
+    assert (stamp if isinstance(stamp, dt.datetime) else dt.datetime.fromisoformat(stamp)) == at
+    assert created["due_again"] is None
+    # merged into the existing document: its other fields stay
+    assert merged is not None and (merged["loading_run_id"], merged["archived_run_id"]) == ("run-0", "run-1")
+    assert hot_store.get("ledger_marks", "t:z") is None  # no outcome for it, no merge
+    # a redelivery's outcome is not recorded again, nor is its merge made again
+    hot_store.update("ledger_marks", "t:a", {"archived_run_id": None, "due_again": True})
+    again = hot_store.record_outcomes("run-1", {"a": "loaded", "d": "loaded"}, {"a": mark("a", "run-2"),
+                                                                              "d": mark("d", "run-1")})
+    assert again.added == {"loaded": 1, "duplicates": 0, "dead_lettered": 0}
+    kept, fresh = hot_store.get("ledger_marks", "t:a"), hot_store.get("ledger_marks", "t:d")
+    assert kept is not None and (kept["archived_run_id"], kept["due_again"]) == (None, True)
+    assert fresh is not None and fresh["archived_run_id"] == "run-1"
+    # no such run: neither counted nor merged
+    missing = hot_store.record_outcomes("run-other", {"e": "loaded"}, {"e": mark("e", "run-other")})
+    assert missing.run is None and hot_store.get("ledger_marks", "t:e") is None
 
 
 def test_lease_is_exclusive_until_expiry_and_released(hot_store: HotStore) -> None:

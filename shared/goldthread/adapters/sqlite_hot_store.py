@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from goldthread.adapters.jsonish import dumps, encode_value, loads
 from goldthread.errors import StoreUnavailableError
 from goldthread.ports.hot_store import OUTCOMES as _OUTCOMES
-from goldthread.ports.hot_store import HotStore, Lease, RecordedOutcomes, Where, check_not_in
+from goldthread.ports.hot_store import HotStore, Lease, Merge, RecordedOutcomes, Where, check_not_in
 
 _OPS = {"==": "=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _SCHEMA = """
@@ -320,8 +320,11 @@ class SqliteHotStore(HotStore):
         return changed
 
     # -- runs and leases -------------------------------------------------------------------------
-    def record_outcomes(self, run_id: str, outcomes: Mapping[str, str]) -> RecordedOutcomes:
-        """Insert each item's outcome once; add the new ones to the run document's counters; return both."""
+    def record_outcomes(
+        self, run_id: str, outcomes: Mapping[str, str], merges: Mapping[str, Merge] | None = None
+    ) -> RecordedOutcomes:
+        """Insert each item's outcome once; add the new ones to the run document's counters; merge the
+        ``merges`` of the items newly recorded; return both, all in one transaction."""
         added = dict.fromkeys(_OUTCOMES, 0)
         unknown = set(outcomes.values()).difference(_OUTCOMES)
         if unknown:
@@ -330,6 +333,16 @@ class SqliteHotStore(HotStore):
             run = "SELECT data FROM docs WHERE collection = 'job_metadata' AND id = ?"
             if db.execute(run, (run_id,)).fetchone() is None:
                 return RecordedOutcomes(added, None)
+            wanted = {item: merge for item, merge in (merges or {}).items() if item in outcomes}
+            if wanted:  # the items recorded before keep their first outcome: their merges are not made again
+                known: set[str] = set()
+                items = list(wanted)
+                for i in range(0, len(items), 400):
+                    chunk = items[i : i + 400]
+                    known.update(r[0] for r in db.execute(
+                        f"SELECT item_id FROM run_items WHERE run_id = ? AND item_id IN ({','.join('?' * len(chunk))})",
+                        (run_id, *chunk)))
+                _merge_docs(db, [merge for item, merge in wanted.items() if item not in known])
             for outcome in _OUTCOMES:  # one statement per outcome; rowcount counts only the rows inserted
                 cur = db.executemany(
                     "INSERT OR IGNORE INTO run_items (run_id, item_id, outcome) VALUES (?,?,?)",
@@ -424,3 +437,16 @@ class _Tx:
             self.store._lock.release()
         if isinstance(exc, sqlite3.OperationalError):
             raise StoreUnavailableError(f"hot store: {exc}") from exc
+
+
+def _merge_docs(db: sqlite3.Connection, merges: Sequence[Merge]) -> None:
+    """Merge each ``Merge``'s fields into its document, creating the document with them if absent."""
+    now = _now()
+    for merge in merges:
+        for name in merge.fields:
+            _path_expr(name)  # every field name reaches the SQL text
+        db.execute("INSERT OR IGNORE INTO docs (collection, id, data, updated_at) VALUES (?,?,?,?)",
+                   (merge.collection, merge.doc_id, "{}", now))
+        sets = ", ".join(f"'$.{k}', json(?)" for k in merge.fields)
+        db.execute(f"UPDATE docs SET data = json_set(data, {sets}), updated_at = ? WHERE collection = ? AND id = ?",
+                   (*(dumps(encode_value(v)) for v in merge.fields.values()), now, merge.collection, merge.doc_id))

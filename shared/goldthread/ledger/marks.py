@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 from goldthread.models.hot import LEGACY_MARKS, RecordMark
-from goldthread.ports.hot_store import HotStore, Where
+from goldthread.ports.hot_store import HotStore, Merge, Where
 
 MARKS = RecordMark.collection
 DUE_AGAIN = "due_again"
@@ -119,6 +119,17 @@ def claim(
         also = {**(also or {}), DUE_AGAIN: None}
     won = hot.claim(MARKS, list(keys), mark.value, run_id, also, each=each, create=create)
     return [keys[key] for key in won]
+
+
+def archived(collection: str, doc_id: str, run_id: str, at: Any, digest: str | None) -> Merge:
+    """The mark of a record whose row its run has just loaded, to be written with the item's outcome
+    (``HotStore.record_outcomes``): archived by ``run_id``, with the digest of the document archived, no longer
+    due. Made only when the outcome is newly counted, in the same atomic step, so counting and marking can
+    never part (a crash leaves both or neither); the row is this run's, so it is set whatever the mark held."""
+    return Merge(MARKS, mark_id(collection, doc_id), {
+        "record_collection": collection, "doc_id": doc_id, Mark.ARCHIVED.value: run_id, "archived_at": at,
+        "digest": digest, DUE_AGAIN: None,
+    })
 
 
 def clear_settled(hot: HotStore, collection: str, doc_ids: Sequence[str]) -> None:

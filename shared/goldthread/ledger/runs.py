@@ -37,7 +37,7 @@ from goldthread.errors import ConcurrentRunError
 from goldthread.logs import get_logger
 from goldthread.models.hot import TERMINAL_STATUSES, JobMetadata, RunStatus
 from goldthread.pipeline.context import Context
-from goldthread.ports.hot_store import Lease, Where
+from goldthread.ports.hot_store import Lease, Merge, Where
 
 JOBS = JobMetadata.collection
 log = get_logger("runs")
@@ -226,18 +226,21 @@ def fail_run(ctx: Context, run_id: str, error: str, published: int | None = None
     log.error("run failed: %s", error, extra={"run_id": run_id, "loop": run.loop, "ds": run.ds})
 
 
-def record_outcomes(ctx: Context, run_id: str, outcomes: Mapping[str, str]) -> dict[str, int]:
+def record_outcomes(
+    ctx: Context, run_id: str, outcomes: Mapping[str, str], merges: Mapping[str, Merge] | None = None
+) -> dict[str, int]:
     """Count each item's outcome once in its run, then finish the run if it is complete.
 
     The counters come back from the transaction that changed them (``HotStore.record_outcomes``): the run is
     never read again to decide whether it is finished. Items of a run that does not exist are not counted.
+    ``merges`` (by item id: the ledger marks of loaded records) are written with the outcomes they go with.
     An item counted in a STALLED or FAILED run was published, so ``published`` never stays below the
     outcomes. Progress is a heartbeat: the run's ``heartbeat_at`` moves (at most once a minute or so)
     and, while its dispatch is still publishing, its lease is renewed.
     """
     if not outcomes:
         return {}
-    recorded = ctx.hot.record_outcomes(run_id, outcomes)
+    recorded = ctx.hot.record_outcomes(run_id, outcomes, merges)
     if recorded.run is None:
         return {}
     if not any(recorded.added.values()):

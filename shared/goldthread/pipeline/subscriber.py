@@ -14,9 +14,10 @@ For a batch of messages (one in a Cloud Function, many on the local path) it:
    the warehouse bills its key check (BigQuery: one query per call, i.e. per item in a Cloud Function),
    a first conditional mark on the record in the ledger (``loading_run_id``) proves that no earlier attempt wrote
    the row, and only records that already carry it pay for the check;
-4. marks the records archived with the run id in the ledger (``ledger.marks``: a conditional claim, never
-   twice), with the digest of the document archived;
-5. counts each item's outcome in its run (recorded once per item).
+4. counts each item's outcome in its run (recorded once per item) and, in the same atomic write, marks the
+   records it loaded archived by its run in the ledger (``ledger.marks.archived``), with the digest of the
+   document archived; a record whose row was already there is marked by a conditional claim first (the run
+   that wrote it may have crashed before marking it).
 
 A crash between any two steps is harmless: the redelivered message repeats the steps, each of which
 is idempotent, so nothing is lost and nothing is doubled.
@@ -42,7 +43,7 @@ from goldthread.pipeline.context import Context
 from goldthread.pipeline.dead_letters import archived_outcomes, route_permanent, route_permanent_many
 from goldthread.pipeline.revisions import write_revisions
 from goldthread.ports.bus import BusMessage, message_from_event
-from goldthread.ports.hot_store import Outcome
+from goldthread.ports.hot_store import Merge, Outcome
 
 log = get_logger("subscriber")
 
@@ -228,18 +229,25 @@ def _process_loop(
     if duplicates:
         own_earlier_write, revised = write_revisions(ctx, spec.row_model, good, duplicates)
         duplicates -= revised
-    if spec.collection:
-        per_run: dict[str, list[str]] = defaultdict(list)
-        for _, item, _ in good:
-            per_run[item.run_id].append(item.doc_id)
-        seen = marks.observed()
-        for run_id, doc_ids in per_run.items():
-            digests = {d: seen[(spec.collection, d)] for d in doc_ids if (spec.collection, d) in seen}
-            marks.claim(ctx.hot, spec.collection, doc_ids, marks.Mark.ARCHIVED, run_id,
-                        also={"archived_at": ctx.now()}, digests=digests)
     outcomes: dict[str, dict[str, str]] = defaultdict(dict)
     for _, item, row in good:
         repeated = row.row_id in duplicates and f"{row.row_id}|{item.run_id}" not in own_earlier_write
         outcomes[item.run_id][item.item_id] = Outcome.DUPLICATES if repeated else Outcome.LOADED
+    merges: dict[str, dict[str, Merge]] = defaultdict(dict)
+    if spec.collection:
+        seen = marks.observed()
+        now = ctx.now()
+        repeats: dict[str, list[str]] = defaultdict(list)
+        for _, item, _ in good:
+            digest = seen.get((spec.collection, item.doc_id))
+            if outcomes[item.run_id][item.item_id] is Outcome.LOADED:  # marked with its count, in one write
+                merges[item.run_id][item.item_id] = marks.archived(spec.collection, item.doc_id, item.run_id, now,
+                                                                   digest)
+            else:  # the row was there: archived by whichever run marks it first
+                repeats[item.run_id].append(item.doc_id)
+        for run_id, doc_ids in repeats.items():
+            digests = {d: seen[(spec.collection, d)] for d in doc_ids if (spec.collection, d) in seen}
+            marks.claim(ctx.hot, spec.collection, doc_ids, marks.Mark.ARCHIVED, run_id, also={"archived_at": now},
+                        digests=digests)
     for run_id, per_item in outcomes.items():
-        runs.record_outcomes(ctx, run_id, per_item)
+        runs.record_outcomes(ctx, run_id, per_item, merges.get(run_id))

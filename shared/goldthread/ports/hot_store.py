@@ -67,6 +67,16 @@ class RecordedOutcomes:
 
 
 @dataclass(frozen=True)
+class Merge:
+    """Fields to merge into one document (created with them if absent) in the same atomic write as an item's
+    outcome, and only if that outcome is newly recorded: the ledger mark of a record its item loaded."""
+
+    collection: str
+    doc_id: str
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Lease:
     """A lease as stored: its holder (a run id), when it expires unless renewed, its last heartbeat and the
     process that took it (``host`` empty when the taker could not name its host reliably)."""
@@ -161,13 +171,16 @@ class HotStore(ABC):
         """
 
     @abstractmethod
-    def record_outcomes(self, run_id: str, outcomes: Mapping[str, str]) -> RecordedOutcomes:
+    def record_outcomes(
+        self, run_id: str, outcomes: Mapping[str, str], merges: Mapping[str, Merge] | None = None
+    ) -> RecordedOutcomes:
         """Record each item's final outcome in a run once, and add it to the run's counters.
 
         ``outcomes`` maps item id to ``loaded``, ``duplicates`` or ``dead_lettered``. An item already
-        recorded is ignored (its first outcome stands). Returns the counts this call added and the run's
-        document as the same transaction left it (its counters included), so nobody reads it again; for a
-        run that does not exist nothing is recorded and ``run`` is None.
+        recorded is ignored (its first outcome stands). ``merges`` (by item id) are written in the same
+        atomic step, each only if its item's outcome is recorded by this call. Returns the counts this call
+        added and the run's document as the same transaction left it (its counters included), so nobody
+        reads it again; for a run that does not exist nothing is recorded or merged and ``run`` is None.
         """
 
     @abstractmethod
