@@ -3,8 +3,9 @@
 The same work item delivered twice (in one batch or in two), the same record published by two runs,
 and a crash between any two steps of the subscriber (after the warehouse write and before the record is
 marked and counted, one atomic step for a row the item loaded; after a repeated row's archive mark and
-before its outcome is counted; after the dead letter is recorded and before it is published) all end with one warehouse row, one archive mark, one outcome per item,
-and counts that reconcile: published = loaded + duplicates + dead_lettered.
+before its outcome is counted; after the dead letter is recorded and before it is published) all end
+with one warehouse row, one archive mark, one outcome per item, and counts that reconcile:
+published = loaded + duplicates + dead_lettered.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def copy_of(template: Path, home: Path) -> Path:
 HOOKS: dict[str, tuple[type, str]] = {
     "LocalBus.publish_batch": (LocalBus, "publish_batch"),
     "SqliteHotStore.record_outcomes": (SqliteHotStore, "record_outcomes"),
-    "SqliteHotStore.claim": (SqliteHotStore, "claim"),
+    "SqliteHotStore.create_many": (SqliteHotStore, "create_many"),
     "DuckDbWarehouse.insert_rows": (DuckDbWarehouse, "insert_rows"),
 }
 
@@ -189,7 +189,7 @@ KILLS = [
     "LocalBus.publish_batch:1:after",  # a batch accepted, its count not yet recorded, nothing delivered
     "SqliteHotStore.record_outcomes:1:after",  # right after the first delivery was counted
     "DuckDbWarehouse.insert_rows:4:before",  # in the middle of the second delivery round
-    "SqliteHotStore.claim:3:after",  # a batch archived, its outcomes not yet counted
+    "SqliteHotStore.create_many:3:after",  # a batch's orders claimed, its rows not yet written
     "LocalBus.publish_batch:6:before",  # late in the dispatch, several rounds delivered
 ]
 

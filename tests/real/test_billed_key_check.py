@@ -73,17 +73,16 @@ def test_a_crash_after_the_row_is_written_stores_it_once(
     bigquery_emulator: ManagedProcess, unique_name: str, tmp_path: Path
 ) -> None:
     ctx, queries, names = three_trades(tmp_path, unique_name)
-    real_claim = ctx.hot.claim
+    real_record = ctx.hot.record_outcomes
     failed: list[str] = []
 
-    def archive_dies_once(collection: str, doc_ids: Any, field: str, value: Any, also: Any = None,
-                          **kw: Any) -> list[str]:
-        if field == "archived_run_id" and not failed:
-            failed.append(value)
+    def archive_dies_once(run_id: str, outcomes: Any, merges: Any = None) -> Any:
+        if merges and not failed:
+            failed.append(run_id)
             raise StoreUnavailableError("hot store lost between the row and its archive mark")
-        return real_claim(collection, doc_ids, field, value, also, **kw)
+        return real_record(run_id, outcomes, merges)
 
-    ctx.hot.claim = archive_dies_once  # type: ignore[method-assign]
+    ctx.hot.record_outcomes = archive_dies_once  # type: ignore[method-assign]
     run = run_loop(ctx, "trades", DS)
     assert failed == [run.run_id]
     assert (run.published, run.loaded, run.duplicates, run.dead_lettered) == (3, 3, 0, 0)  # its own earlier write
@@ -110,14 +109,14 @@ def test_another_runs_item_for_a_written_record_is_a_duplicate(
                                     published_at=NIGHT_AFTER).to_message()
         return process_messages(ctx, [BusMessage(data, attributes, f"m-{run_id}", NIGHT_AFTER, "trades")])
 
-    real_claim = ctx.hot.claim
+    real_record = ctx.hot.record_outcomes
 
-    def no_archive(collection: str, doc_ids: Any, field: str, value: Any, also: Any = None, **kw: Any) -> list[str]:
-        if field == "archived_run_id" and value == first.run_id:
+    def no_archive(run_id: str, outcomes: Any, merges: Any = None) -> Any:
+        if run_id == first.run_id:
             raise StoreUnavailableError("the first run stalls after writing its row")
-        return real_claim(collection, doc_ids, field, value, also, **kw)
+        return real_record(run_id, outcomes, merges)
 
-    ctx.hot.claim = no_archive  # type: ignore[method-assign]
+    ctx.hot.record_outcomes = no_archive  # type: ignore[method-assign]
     assert isinstance(deliver(first.run_id)[0], StoreUnavailableError)
     assert deliver(second.run_id) == [None]
     assert runs.get_run(ctx, second.run_id).duplicates == 1  # type: ignore[union-attr]

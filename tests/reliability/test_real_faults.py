@@ -203,17 +203,17 @@ def test_firestore_frozen_mid_delivery_is_retried_and_nothing_is_lost(tmp_path: 
         sim_orders(ctx, names)
         write_trades(ctx, names)
         frozen: dict[str, float] = {}
-        real_claim = hot.claim
+        real_record = hot.record_outcomes
 
-        def claim_then_freeze(*args: Any, **kwargs: Any) -> Any:
-            changed = real_claim(*args, **kwargs)
-            if "at" not in frozen:  # after the first batch is archived, the store stops answering
+        def record_then_freeze(*args: Any, **kwargs: Any) -> Any:
+            changed = real_record(*args, **kwargs)
+            if "at" not in frozen:  # after the first batch is archived and counted, the store stops answering
                 os.killpg(server.process.pid, signal.SIGSTOP)
                 frozen["at"] = time.monotonic()
                 threading.Timer(6.0, os.killpg, (server.process.pid, signal.SIGCONT)).start()
             return changed
 
-        hot.claim = claim_then_freeze  # type: ignore[method-assign]
+        hot.record_outcomes = record_then_freeze  # type: ignore[method-assign]
         run = run_loop(ctx, "trades", DS)
         sub = bus.subscription(ctx.settings.subscription("trades"))
         assert sub.nacked > 0, "the frozen store made deliveries fail"

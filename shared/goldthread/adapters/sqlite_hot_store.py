@@ -338,10 +338,10 @@ class SqliteHotStore(HotStore):
                 known: set[str] = set()
                 items = list(wanted)
                 for i in range(0, len(items), 400):
-                    chunk = items[i : i + 400]
+                    values = items[i : i + 400]
                     known.update(r[0] for r in db.execute(
-                        f"SELECT item_id FROM run_items WHERE run_id = ? AND item_id IN ({','.join('?' * len(chunk))})",
-                        (run_id, *chunk)))
+                        "SELECT item_id FROM run_items WHERE run_id = ? "
+                        f"AND item_id IN ({','.join('?' * len(values))})", (run_id, *values)))
                 _merge_docs(db, [merge for item, merge in wanted.items() if item not in known])
             for outcome in _OUTCOMES:  # one statement per outcome; rowcount counts only the rows inserted
                 cur = db.executemany(
