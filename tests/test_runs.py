@@ -286,3 +286,64 @@ def test_running_records_the_block_finished_or_failed_with_what_it_published(ctx
         assert dry.run is None
     assert [r.run_id for r in runs.list_runs(ctx, "patch_prices")].count(scope.run.run_id) == 1
     assert len(runs.list_runs(ctx, "patch_prices")) == 3  # the dry run recorded nothing
+
+
+def counters_only(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Make the hot store answer ``record_outcomes`` as Firestore's blind first write does: the counters and
+    ``published`` as the write left them, not the run (``complete`` False). Returns the reads of the run."""
+    from goldthread.ports.hot_store import OUTCOMES, RecordedOutcomes
+
+    real_record, real_get, reads = ctx.hot.record_outcomes, ctx.hot.get, []
+
+    def record(run_id: str, outcomes: Any, merges: Any = None) -> RecordedOutcomes:
+        got = real_record(run_id, outcomes, merges)
+        if got.run is None:
+            return got
+        return RecordedOutcomes(got.added, {k: got.run.get(k, 0) for k in (*OUTCOMES, "published")}, False)
+
+    def get(collection: str, doc_id: str) -> Any:
+        reads.append(collection == "job_metadata")
+        return real_get(collection, doc_id)
+
+    monkeypatch.setattr(ctx.hot, "record_outcomes", record)
+    monkeypatch.setattr(ctx.hot, "get", get)
+    return reads
+
+
+def test_with_only_the_counters_back_a_run_is_read_when_it_may_be_done_or_its_heartbeat_is_due(
+    ctx: Context, make: Factory, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(4):
+        make.closed_trade(f"pos-{i}")
+    run = dispatch(ctx, "trades", DS)
+    reads = counters_only(ctx, monkeypatch)
+    every = min(ctx.settings.run_timeout / 10, ctx.settings.lease_timeout / 5)
+    clock.advance(dt.timedelta(minutes=50))
+    runs.record_outcomes(ctx, run.run_id, {"trades:pos-0": "loaded"})  # a first look: no read
+    assert sum(reads) == 0 and final(ctx, run).heartbeat_at == NIGHT_AFTER
+    clock.advance(every / 2)
+    runs.record_outcomes(ctx, run.run_id, {"trades:pos-1": "loaded"})
+    assert sum(reads) == 1  # only final() read it
+    clock.advance(every)  # the heartbeat is due: the run is read and its heartbeat moves
+    runs.record_outcomes(ctx, run.run_id, {"trades:pos-2": "loaded"})
+    assert final(ctx, run).heartbeat_at == clock() and sum(reads) == 3  # read once, and by final()
+    runs.record_outcomes(ctx, run.run_id, {"trades:pos-2": "loaded"})  # a redelivery adds nothing: no read
+    assert sum(reads) == 3
+    runs.record_outcomes(ctx, run.run_id, {"trades:pos-3": "duplicates"})  # processed reaches published: read
+    assert sum(reads) == 4
+    done = final(ctx, run)
+    assert (done.status, done.loaded, done.duplicates, done.finished_at) == (RunStatus.SUCCEEDED, 3, 1, clock())
+    assert_reconciled(done)
+
+
+def test_with_only_the_counters_back_a_late_delivery_to_a_stalled_run_still_raises_published(
+    ctx: Context, make: Factory, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make.closed_trade("pos-1")
+    make.closed_trade("pos-2")
+    run = dispatch(ctx, "trades", DS)
+    ctx.hot.update("job_metadata", run.run_id, {"status": "STALLED", "published": 1})  # died before counting
+    counters_only(ctx, monkeypatch)
+    runs.record_outcomes(ctx, run.run_id, {"trades:pos-1": "loaded", "trades:pos-2": "loaded"})
+    stalled = final(ctx, run)
+    assert (stalled.status, stalled.published, stalled.loaded) == (RunStatus.STALLED, 2, 2)

@@ -412,3 +412,56 @@ def test_on_firestore_a_days_run_finds_bare_documents_whatever_type_their_time_i
             os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
         else:
             os.environ["FIRESTORE_EMULATOR_HOST"] = saved
+
+
+def test_on_firestore_a_first_delivery_is_counted_and_marked_by_one_blind_write(tmp_path: Path) -> None:
+    """Issue 16 item 9 on the real store: a first delivery's outcome, its ledger mark and the run's counters are
+    one batch that reads nothing (the counters come back from the write); a redelivery of a counted item is
+    refused by that batch and recorded the careful way, adding nothing; the run finishes and reconciles."""
+    _need("firestore")
+    from goldthread.adapters.firestore_hot_store import FirestoreHotStore
+    from goldthread.models import Loop, WorkItem
+
+    server = emulators.start_firestore()
+    saved = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    os.environ["FIRESTORE_EMULATOR_HOST"] = server.host_port
+    try:
+        hot = FirestoreHotStore("goldthread-blind")
+        ctx = embedded(tmp_path, hot=hot)
+        bus = wire_local_bus(ctx, batch_size=2, min_backoff=0.01)
+        names = [f"pos-{i}" for i in range(6)]
+        sim_orders(ctx, names)
+        write_trades(ctx, names)
+        real_record, complete = hot.record_outcomes, []
+
+        def spy(run_id: str, outcomes: Any, merges: Any = None) -> Any:
+            got = real_record(run_id, outcomes, merges)
+            complete.append(got.complete)
+            return got
+
+        hot.record_outcomes = spy  # type: ignore[method-assign]
+        run = run_loop(ctx, "trades", DS)
+        assert (run.status, run.published, run.loaded) == (RunStatus.SUCCEEDED, 6, 6)
+        assert complete == [False, False, False]  # three batches of two, each one blind write
+        for name in names:
+            mark = ledger_mark(ctx, "live_positions", name)
+            assert mark["archived_run_id"] == run.run_id and mark["digest"] and not mark.get("due_again")
+        assert hot.item_outcomes(run.run_id) == {f"trades:{n}": "loaded" for n in names}
+
+        data, attributes = WorkItem(run_id=run.run_id, loop=Loop.TRADES, ds=DS, doc_id="pos-0",
+                                    published_at=NIGHT_AFTER).to_message()
+        ctx.bus.publish(ctx.settings.topic(Loop.TRADES), data, attributes)  # Pub/Sub delivers it again
+        bus.run_until_idle()
+        again = runs.get_run(ctx, run.run_id)
+        assert complete[-1] is True  # refused blind, recorded carefully: nothing added
+        assert again is not None and (again.status, again.published, again.loaded, again.duplicates) == (
+            RunStatus.SUCCEEDED, 6, 6, 0)
+        assert loaded_once(ctx.warehouse, names)
+        assert run_loop(ctx, "trades", DS).published == 0
+        ctx.close()
+    finally:
+        server.stop()
+        if saved is None:
+            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+        else:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = saved

@@ -467,13 +467,14 @@ class FirestoreHotStore(HotStore):
         self, run_id: str, outcomes: Mapping[str, str], merges: Mapping[str, Merge] | None = None
     ) -> RecordedOutcomes:
         """Create ``job_metadata/{run_id}/items/{item}`` once per item, add to the run's counters and make the
-        ``merges`` of the items it records, in one transaction per chunk.
+        ``merges`` of the items it records, atomically per chunk.
 
-        A first delivery's items are not recorded yet, so each chunk is first tried reading the run document
-        only and *creating* the item documents: Firestore refuses the whole commit if one exists, and the
-        chunk is then done the careful way, reading its item documents too and recording only the absent
-        ones. Either way a redelivered message is never counted twice, and the run as the transaction left
-        it is returned, so nobody reads it again.
+        A first delivery's items are not recorded yet, so each chunk is first written blind, reading nothing:
+        one batch creates the item documents, makes the merges and adds to the run's counters with server-side
+        increments, which return the counters (and ``published``) as the write left them (``complete`` False).
+        Firestore refuses the whole batch if an item document exists or the run does not, and the chunk is
+        then done the careful way: a transaction reads the run and the item documents, records only the absent
+        items and returns the whole run. Either way a redelivered message is never counted twice.
         """
         for outcome in outcomes.values():
             if outcome not in OUTCOMES:
@@ -485,12 +486,10 @@ class FirestoreHotStore(HotStore):
         merges = merges or {}
         added = dict.fromkeys(OUTCOMES, 0)
         run: dict[str, Any] | None = None
+        complete = True
 
-        def _write(tx: Any, stored: Any, fresh: Sequence[tuple[str, str]], refs: Mapping[str, Any]
-                   ) -> tuple[dict[str, int], dict[str, Any] | None]:
+        def _write(tx: Any, fresh: Sequence[tuple[str, str]], refs: Mapping[str, Any]) -> dict[str, int]:
             counts = dict.fromkeys(OUTCOMES, 0)
-            if not stored.exists:
-                return counts, None
             now = dt.datetime.now(dt.UTC)
             for item, outcome in fresh:
                 tx.create(refs[item], {"outcome": str(outcome), "recorded_at": now})
@@ -498,40 +497,57 @@ class FirestoreHotStore(HotStore):
                 if item in merges:
                     merge = merges[item]
                     tx.set(self._ref(merge.collection, merge.doc_id), to_firestore(dict(merge.fields)), merge=True)
-            data = from_firestore(stored.to_dict() or {})
-            if any(counts.values()):
-                totals = {k: int(data.get(k) or 0) + n for k, n in counts.items()}
-                tx.update(run_ref, totals)
-                data.update(totals)
-            return counts, data
+            return counts
 
         for i in range(0, len(items), _TX_CHUNK):
             chunk = items[i : i + _TX_CHUNK]
             refs = {item: run_ref.collection(ITEMS_SUBCOLLECTION).document(item) for item, _ in chunk}
 
-            def _first(tx: Any, chunk: list[tuple[str, str]] = chunk, refs: dict[str, Any] = refs
-                       ) -> tuple[dict[str, int], dict[str, Any] | None]:
-                (stored,) = self._client.get_all([run_ref], transaction=tx, **self._rt)
-                return _write(tx, stored, chunk, refs)
-
             def _careful(tx: Any, chunk: list[tuple[str, str]] = chunk, refs: dict[str, Any] = refs
                          ) -> tuple[dict[str, int], dict[str, Any] | None]:
                 snaps = {s.reference.path: s for s in self._client.get_all([run_ref, *refs.values()], transaction=tx,
                                                                              **self._rt)}
-                fresh = [(item, outcome) for item, outcome in chunk if not snaps[refs[item].path].exists]
-                return _write(tx, snaps[run_ref.path], fresh, refs)
+                stored = snaps[run_ref.path]
+                if not stored.exists:
+                    return dict.fromkeys(OUTCOMES, 0), None
+                counts = _write(tx, [(item, o) for item, o in chunk if not snaps[refs[item].path].exists], refs)
+                data = from_firestore(stored.to_dict() or {})
+                if any(counts.values()):
+                    totals = {k: int(data.get(k) or 0) + n for k, n in counts.items()}
+                    tx.update(run_ref, totals)
+                    data.update(totals)
+                return counts, data
 
             try:
-                counts, run = self._transactional(_first, "record_outcomes")
+                counts, run = self._blind(run_ref, chunk, refs, _write)
+                complete = False
             except GoldthreadError as exc:
-                if not _already_exists(exc):
+                if not _refused(exc):
                     raise
                 counts, run = self._transactional(_careful, "record_outcomes")
+                complete = True
             if run is None:
                 break
             for k, n in counts.items():
                 added[k] += n
-        return RecordedOutcomes(added, run)
+        return RecordedOutcomes(added, run, complete)
+
+    def _blind(self, run_ref: Any, chunk: Sequence[tuple[str, str]], refs: Mapping[str, Any],
+               write: Callable[[Any, Sequence[tuple[str, str]], Mapping[str, Any]], dict[str, int]]
+               ) -> tuple[dict[str, int], dict[str, Any]]:
+        """``record_outcomes``' first try: one batch, no read. The run's counters move by ``Increment`` and
+        ``published`` by ``Increment(0)``, so the write returns all four as it left them (the SDK sends the
+        transforms sorted by field path, and Firestore answers their results in the order sent)."""
+        from google.cloud import firestore
+
+        batch = self._client.batch()
+        counts = write(batch, chunk, refs)
+        fields = sorted([*OUTCOMES, "published"])
+        batch.update(run_ref, {f: firestore.Increment(counts.get(f, 0)) for f in fields})
+        with vendor_errors("record_outcomes"):
+            results = batch.commit(**self._rt)
+        values = [int(v.integer_value) for v in results[-1].transform_results]
+        return counts, dict(zip(fields, values, strict=True))
 
     def item_outcomes(self, run_id: str) -> dict[str, str]:
         """Every item outcome recorded for a run, from its ``items`` subcollection."""
@@ -618,6 +634,14 @@ def _already_exists(exc: BaseException) -> bool:
     from google.api_core import exceptions as gexc
 
     return isinstance(exc.__cause__, (gexc.AlreadyExists, gexc.Conflict))
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a translated error is Firestore refusing a blind batch: a document to create exists, or one to
+    update does not."""
+    from google.api_core import exceptions as gexc
+
+    return _already_exists(exc) or isinstance(exc.__cause__, gexc.NotFound)
 
 
 def _check_id(doc_id: str) -> str:

@@ -37,7 +37,7 @@ from goldthread.errors import ConcurrentRunError
 from goldthread.logs import get_logger
 from goldthread.models.hot import TERMINAL_STATUSES, JobMetadata, RunStatus
 from goldthread.pipeline.context import Context
-from goldthread.ports.hot_store import Lease, Merge, Where
+from goldthread.ports.hot_store import OUTCOMES, Lease, Merge, Where
 
 JOBS = JobMetadata.collection
 log = get_logger("runs")
@@ -231,8 +231,10 @@ def record_outcomes(
 ) -> dict[str, int]:
     """Count each item's outcome once in its run, then finish the run if it is complete.
 
-    The counters come back from the transaction that changed them (``HotStore.record_outcomes``): the run is
-    never read again to decide whether it is finished. Items of a run that does not exist are not counted.
+    The counters come back from the write that changed them (``HotStore.record_outcomes``): the run is never
+    read again to decide whether it is finished; where only the counters came back (a blind first write), it
+    is read only once they reach ``published``, or to move the heartbeat. Items of a run that does not exist
+    are not counted.
     ``merges`` (by item id: the ledger marks of loaded records) are written with the outcomes they go with.
     An item counted in a STALLED or FAILED run was published, so ``published`` never stays below the
     outcomes. Progress is a heartbeat: the run's ``heartbeat_at`` moves (at most once a minute or so)
@@ -245,17 +247,34 @@ def record_outcomes(
         return {}
     if not any(recorded.added.values()):
         return recorded.added
-    run = _finish_if_reconciled(ctx, JobMetadata.model_validate(recorded.run))
+    now = ctx.now()
+    every = min(ctx.settings.run_timeout / 10, ctx.settings.lease_timeout / 5)
+    stored = recorded.run
+    if not recorded.complete:  # only the counters came back: read the run when it may be done, or to beat
+        processed = sum(int(stored.get(k) or 0) for k in OUTCOMES)
+        looked = _LOOKED.setdefault(run_id, now)  # a first look costs nothing: the dispatch beats while publishing
+        if processed < int(stored.get("published") or 0) and now - looked <= every:
+            return recorded.added
+        if len(_LOOKED) > 1000:
+            _LOOKED.clear()
+        _LOOKED[run_id] = now
+        stored = ctx.hot.get(JOBS, run_id) or {}
+        if not stored:
+            return recorded.added
+    run = _finish_if_reconciled(ctx, JobMetadata.model_validate(stored))
     if run.status in (RunStatus.STALLED, RunStatus.FAILED) and run.processed > run.published:
         # a late delivery (Pub/Sub redelivering a dead dispatcher's last batch) proves it was published
         ctx.hot.update(JOBS, run_id, {"published": run.processed})
-    now = ctx.now()
-    every = min(ctx.settings.run_timeout / 10, ctx.settings.lease_timeout / 5)
     if run.status is RunStatus.RUNNING and now - run.heartbeat_at > every:
         ctx.hot.update(JOBS, run_id, {"heartbeat_at": now})
         if run.dispatched_at is None:
             ctx.hot.renew_lease(lease_name(run.loop, run.ds), run_id, now, ctx.settings.lease_timeout)
     return recorded.added
+
+
+_LOOKED: dict[str, dt.datetime] = {}
+"""When this process last read each run whose outcomes came back without it (``RecordedOutcomes.complete``
+False): a run is read again only when it may be done, or once per heartbeat interval to move its heartbeat."""
 
 
 def maybe_finish(ctx: Context, run_id: str) -> JobMetadata | None:

@@ -60,10 +60,14 @@ OUTCOMES = tuple(o.value for o in Outcome)
 
 @dataclass(frozen=True)
 class RecordedOutcomes:
-    """What ``record_outcomes`` did: the counts it added, and the run document after the change."""
+    """What ``record_outcomes`` did: the counts it added, and the run document after the change.
+
+    ``complete`` False: the store wrote the outcomes without reading the run, and ``run`` holds only what the
+    write itself returned, the run's outcome counters and ``published`` as the write left them."""
 
     added: dict[str, int]
     run: dict[str, Any] | None
+    complete: bool = True
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,8 @@ class HotStore(ABC):
         recorded is ignored (its first outcome stands). ``merges`` (by item id) are written in the same
         atomic step, each only if its item's outcome is recorded by this call. Returns the counts this call
         added and the run's document as the same transaction left it (its counters included), so nobody
-        reads it again; for a run that does not exist nothing is recorded or merged and ``run`` is None.
+        reads it again; for a run that does not exist nothing is recorded or merged and ``run`` is None. A
+        store may write new items without reading the run and return only its counters (``complete``).
         """
 
     @abstractmethod
