@@ -17,8 +17,8 @@ two more hours later marks what is still RUNNING as STALLED, as the next dispatc
 does.
 
 Hooks (``KILL_AT`` = ``"Class.method:N:before|after"``): the warehouse's ``insert_rows`` and
-``upsert_rows``, the hot store's ``claim``, ``record_outcomes``, ``update`` and ``put``, and the bus's
-``publish_batch``. ``count`` mode runs the night without killing and writes, for every call of every hook,
+``upsert_rows``, the hot store's ``claim``, ``create_many``, ``record_outcomes``, ``update`` and ``put``, and
+the bus's ``publish_batch``. ``count`` mode runs the night without killing and writes, for every call of every hook,
 which step made it (``calls.json``), so the test can choose kill points in every step.
 """
 
@@ -135,6 +135,7 @@ HOOKS: dict[str, tuple[type, str]] = {
     "DuckDbWarehouse.insert_rows": (DuckDbWarehouse, "insert_rows"),
     "DuckDbWarehouse.upsert_rows": (DuckDbWarehouse, "upsert_rows"),
     "SqliteHotStore.claim": (SqliteHotStore, "claim"),
+    "SqliteHotStore.create_many": (SqliteHotStore, "create_many"),
     "SqliteHotStore.record_outcomes": (SqliteHotStore, "record_outcomes"),
     "SqliteHotStore.update": (SqliteHotStore, "update"),
     "SqliteHotStore.put": (SqliteHotStore, "put"),

@@ -5,11 +5,13 @@ finished, none RUNNING), and the same warehouse as a night that was never killed
 
 The worker (``crash_worker.py``) runs in a forked process (``multiprocessing`` forkserver, so each kill
 costs milliseconds, not an interpreter start) and kills itself with SIGKILL at the Nth call of a hooked
-function, before or after it: the warehouse write, the archive mark (``claim``), the outcome count,
-run-record updates, and publishing. A first, unkilled ``count`` run records which step makes each call.
-The kill points are the ones the issue names (between the warehouse write and the archive mark, between
-the archive mark and the run counter, a dispatch half-published, the middle of the price and fee patches,
-a replay half-done), then (step, function) pairs taken round-robin over the night's steps, 28 in all.
+function, before or after it: the order claims (``create_many``), the warehouse write, the marks
+(``claim``), the outcome count (with a loaded record's archive mark, ``record_outcomes``), run-record
+updates, and publishing. A first, unkilled ``count`` run records which step makes each call. The kill
+points are the ones the issue names (between the order claims and the row, between the warehouse write and
+the archive mark with its count, between a dead letter's mark and its count, a dispatch half-published, the
+middle of the price and fee patches, a replay half-done), then (step, function) pairs taken round-robin
+over the night's steps, 28 in all.
 ``GOLDTHREAD_CRASH_KILLS=N`` changes the number; ``=all`` kills at every call of every hooked function,
 before and after (about 200 kills, several minutes).
 """
@@ -130,8 +132,9 @@ def kill_points(calls: list[tuple[str, int, str]], budget: int = KILLS) -> list[
         by_pair.setdefault((step, hook), []).append(n)
     points: list[tuple[str, str]] = []
     named = [  # the points the issue names, whatever the alternation picked
-        ("loop_trades", "DuckDbWarehouse.insert_rows", "after"),  # written, not yet marked archived
-        ("loop_trades", "SqliteHotStore.claim", "after"),  # marked archived, not yet counted
+        ("loop_trades", "SqliteHotStore.create_many", "after"),  # orders claimed, the row not yet written
+        ("loop_trades", "DuckDbWarehouse.insert_rows", "after"),  # written, not yet marked archived and counted
+        ("loop_trades", "SqliteHotStore.claim", "after"),  # a dead letter's mark made, not yet counted
         ("loop_trades", "JournalBus.publish_batch", "after"),  # a dispatch half-published
         ("patch_prices", "SqliteHotStore.update", "after"),  # a patch half-applied
         ("patch_fees", "DuckDbWarehouse.insert_rows", "after"),  # audit written, fees not yet
