@@ -13,10 +13,11 @@ Queries page with cursors (``start_after``) ordered by the inequality fields, if
 them first in the ordering), then by document id (``__name__``), so a page boundary never skips or
 repeats a document. Equality + range queries need the composite indexes in ``FIRESTORE_INDEXES``.
 
-The atomic operations use transactions: ``claim`` (a redelivered item finds the field already set and
-changes nothing), ``record_outcomes`` (an item document under ``job_metadata/{run_id}/items`` is created
-in the same transaction that reads the run and writes its new counters, so a redelivery cannot count
-twice, and the run comes back from it) and leases (collection ``leases``).
+The atomic operations: ``claim`` (a transaction; a redelivered item finds the field already set and changes
+nothing; a first claim creates its documents in one batch), ``record_outcomes`` (an item document under
+``job_metadata/{run_id}/items`` is created in the same atomic write that moves the run's counters, so a
+redelivery cannot count twice: a blind batch first, a transaction when that is refused) and leases
+(collection ``leases``). Values and errors are converted in ``firestore_values``.
 
 The SDK is imported lazily; every vendor error is translated at this boundary: unavailable, deadline,
 429/5xx and aborted become ``StoreUnavailableError`` (the bus retries), missing credentials, permissions
@@ -29,13 +30,20 @@ import datetime as dt
 import functools
 import heapq
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from decimal import Decimal
-from enum import Enum
 from typing import Any, ClassVar, TypeVar
 
-from goldthread.adapters.google_errors import translate, translated
-from goldthread.errors import ConfigError, GoldthreadError, PermanentError, StoreUnavailableError
+from goldthread.adapters.firestore_values import (
+    already_exists,
+    check_id,
+    from_firestore,
+    lookup,
+    refused,
+    sort_key,
+    to_firestore,
+    vendor_errors,
+)
+from goldthread.errors import ConfigError, GoldthreadError
 from goldthread.ports.hot_store import OUTCOMES, HotStore, Lease, Merge, RecordedOutcomes, Where, check_not_in
 
 T = TypeVar("T")
@@ -67,82 +75,11 @@ A dispatch reads the records of its day with a range on one field (the loop's ti
 ``created_at``, ``expires_at``), twice (a timestamp range and an ISO-text range, see
 ``goldthread.loops.base.time_ranges``), with a projection and cursor paging by document id: automatic
 single-field indexes serve it, and it reads about one document per record of the day. A sweep reads the
-whole collection (no filter). The ledger's marks are read by id. The fee patch's time-range queries use one
+whole collection (no filter). Documents read by id (the ledger's marks among them) are ``__name__ in`` queries,
+served by the id's own index. The fee patch's time-range queries use one
 field each too. The emulator does not enforce indexes; production answers a missing one with
 FAILED_PRECONDITION (``ConfigError``).
 """
-
-
-# -- value conversion ----------------------------------------------------------------------------
-
-
-def to_firestore(value: Any) -> Any:
-    """One value as Firestore stores it: Decimal as exact text, aware datetimes, enums by value."""
-    if isinstance(value, Enum):
-        return to_firestore(value.value)
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise PermanentError(f"cannot store non-finite decimal {value}")
-        return str(value)
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: timestamps must carry a time zone")
-        return value.astimezone(dt.UTC)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): to_firestore(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_firestore(v) for v in value]
-    return value
-
-
-def from_firestore(value: Any) -> Any:
-    """One value read back: timestamps become plain aware UTC datetimes, maps and arrays recursively."""
-    if isinstance(value, dt.datetime):
-        v = value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        return dt.datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, tzinfo=dt.UTC)
-    if isinstance(value, dict):
-        return {k: from_firestore(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_firestore(v) for v in value]
-    return value
-
-
-def _lookup(doc: Mapping[str, Any], path: str) -> Any:
-    current: Any = doc
-    for part in path.split("."):
-        if not isinstance(current, Mapping) or part not in current:
-            return None
-        current = current[part]
-    return current
-
-
-# -- error translation ---------------------------------------------------------------------------
-
-
-@contextmanager
-def vendor_errors(action: str) -> Iterator[None]:
-    """Translate Google API errors raised inside the block into goldthread's error tree."""
-    with translated(action, translate_error, (GoldthreadError, KeyError, ValueError)):
-        yield
-
-
-def translate_error(exc: BaseException, action: str) -> GoldthreadError:
-    """Map one vendor exception to ``StoreUnavailableError``, ``ConfigError`` or ``PermanentError``.
-
-    Firestore answers an invalid request (a bad query shape, a missing index) with 400: configuration.
-    """
-    from google.api_core import exceptions as gexc
-
-    message = f"firestore {action}: {type(exc).__name__}: {exc}"
-    if isinstance(exc, gexc.BadRequest):
-        return ConfigError(message)
-    return translate(exc, message, StoreUnavailableError)
 
 
 # -- the adapter ---------------------------------------------------------------------------------
@@ -211,7 +148,7 @@ class FirestoreHotStore(HotStore):
         return self._client
 
     def _ref(self, collection: str, doc_id: str) -> Any:
-        return self._client.collection(collection).document(_check_id(doc_id))
+        return self._client.collection(collection).document(check_id(doc_id))
 
     def _transactional(self, fn: Callable[[Any], T], action: str) -> T:
         """Run ``fn(transaction)`` in a Firestore transaction, retried on contention by the SDK."""
@@ -298,7 +235,7 @@ class FirestoreHotStore(HotStore):
         except (gexc.AlreadyExists, gexc.Conflict):
             return False
         except GoldthreadError as exc:
-            if _already_exists(exc):
+            if already_exists(exc):
                 return False
             raise
         return True
@@ -405,8 +342,8 @@ class FirestoreHotStore(HotStore):
                 snaps = list(page_query.stream(**self._rt))
             for snap in snaps:
                 data = from_firestore(snap.to_dict() or {})
-                key = (*(_sort_key(_lookup(data, f)) for f in range_fields), snap.id)
-                doc = {f: _lookup(data, f) for f in fields} if fields is not None else data
+                key = (*(sort_key(lookup(data, f)) for f in range_fields), snap.id)
+                doc = {f: lookup(data, f) for f in fields} if fields is not None else data
                 yield key, snap.id, doc
             if len(snaps) < page_size:
                 return
@@ -450,7 +387,7 @@ class FirestoreHotStore(HotStore):
             def _claim(tx: Any, refs: list[Any] = refs) -> list[str]:
                 got = []
                 for snap in self._client.get_all(refs, transaction=tx, **self._rt):
-                    if snap.exists and _lookup(snap.to_dict() or {}, field) is None:
+                    if snap.exists and lookup(snap.to_dict() or {}, field) is None:
                         updates = {FieldPath(k).to_api_repr(): to_firestore(v) for k, v in fields_of(snap.id).items()}
                         tx.update(snap.reference, updates)
                         got.append(snap.id)
@@ -482,7 +419,7 @@ class FirestoreHotStore(HotStore):
         run_ref = self._ref("job_metadata", run_id)
         items = list(outcomes.items())
         for item, _ in items:
-            _check_id(item)
+            check_id(item)
         merges = merges or {}
         added = dict.fromkeys(OUTCOMES, 0)
         run: dict[str, Any] | None = None
@@ -522,7 +459,7 @@ class FirestoreHotStore(HotStore):
                 counts, run = self._blind(run_ref, chunk, refs, _write)
                 complete = False
             except GoldthreadError as exc:
-                if not _refused(exc):
+                if not refused(exc):
                     raise
                 counts, run = self._transactional(_careful, "record_outcomes")
                 complete = True
@@ -627,36 +564,3 @@ class FirestoreHotStore(HotStore):
         close = getattr(self._client, "close", None)
         if callable(close):
             close()
-
-
-def _already_exists(exc: BaseException) -> bool:
-    """Whether a translated error is Firestore refusing a ``create`` of a document that exists."""
-    from google.api_core import exceptions as gexc
-
-    return isinstance(exc.__cause__, (gexc.AlreadyExists, gexc.Conflict))
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether a translated error is Firestore refusing a blind batch: a document to create exists, or one to
-    update does not."""
-    from google.api_core import exceptions as gexc
-
-    return _already_exists(exc) or isinstance(exc.__cause__, gexc.NotFound)
-
-
-def _check_id(doc_id: str) -> str:
-    """A Firestore document id: non-empty, no ``/``, not ``.``/``..`` and not ``__...__`` (reserved)."""
-    if (
-        not isinstance(doc_id, str)
-        or not doc_id
-        or "/" in doc_id
-        or doc_id in (".", "..")
-        or (doc_id.startswith("__") and doc_id.endswith("__"))
-    ):
-        raise ValueError(f"invalid Firestore document id {doc_id!r}")
-    return doc_id
-
-
-def _sort_key(value: Any) -> tuple[int, Any]:
-    """A total order for merging pages of several ``in`` queries (None first, then by value)."""
-    return (0, "") if value is None else (1, value)
