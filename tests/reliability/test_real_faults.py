@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,24 @@ def _need(kind: str) -> None:
         pytest.skip(f"{kind} emulator unavailable: {reason}")
 
 
+@contextmanager
+def own_firestore() -> Iterator[emulators.ManagedProcess]:
+    """A Firestore emulator of the test's own (a test may freeze it), with ``FIRESTORE_EMULATOR_HOST`` naming it
+    for the block; it is thawed and stopped, and the variable restored, however the block ends."""
+    server = emulators.start_firestore()
+    saved = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    os.environ["FIRESTORE_EMULATOR_HOST"] = server.host_port
+    try:
+        yield server
+    finally:
+        os.killpg(server.process.pid, signal.SIGCONT)
+        server.stop()
+        if saved is None:
+            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+        else:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = saved
+
+
 def embedded(tmp_path: Path, **adapters: Any) -> Context:
     """The embedded stack with some adapters replaced; the sim broker knows every ``*-entry``/``*-exit``."""
     market = SyntheticMarketData()
@@ -192,10 +211,7 @@ def test_firestore_frozen_mid_delivery_is_retried_and_nothing_is_lost(tmp_path: 
     _need("firestore")
     from goldthread.adapters.firestore_hot_store import FirestoreHotStore
 
-    server = emulators.start_firestore()
-    saved = os.environ.get("FIRESTORE_EMULATOR_HOST")
-    os.environ["FIRESTORE_EMULATOR_HOST"] = server.host_port
-    try:
+    with own_firestore() as server:
         hot = FirestoreHotStore("goldthread-faults", timeout=1.0, retry_deadline=2.0)
         ctx = embedded(tmp_path, hot=hot)
         bus = wire_local_bus(ctx, batch_size=2, min_backoff=0.5)
@@ -227,13 +243,6 @@ def test_firestore_frozen_mid_delivery_is_retried_and_nothing_is_lost(tmp_path: 
         assert run_problems(ctx) == []
         bump("real_faults", emulator_outages=1, nacked_during_outage=sub.nacked)
         ctx.close()
-    finally:
-        os.killpg(server.process.pid, signal.SIGCONT)
-        server.stop()
-        if saved is None:
-            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
-        else:
-            os.environ["FIRESTORE_EMULATOR_HOST"] = saved
 
 
 def start_persistent_bigquery(data_dir: Path, port: int | None = None) -> emulators.ManagedProcess:
@@ -379,10 +388,7 @@ def test_on_firestore_a_days_run_finds_bare_documents_whatever_type_their_time_i
     _need("firestore")
     from goldthread.adapters.firestore_hot_store import FirestoreHotStore
 
-    server = emulators.start_firestore()
-    saved = os.environ.get("FIRESTORE_EMULATOR_HOST")
-    os.environ["FIRESTORE_EMULATOR_HOST"] = server.host_port
-    try:
+    with own_firestore():
         hot = FirestoreHotStore("goldthread-bare")
         ctx = embedded(tmp_path, hot=hot)
         ctx.settings = ctx.settings.with_(sweep_every_days=7)  # Firestore's schedule: no sweep on most days
@@ -406,12 +412,6 @@ def test_on_firestore_a_days_run_finds_bare_documents_whatever_type_their_time_i
         assert loaded_once(ctx.warehouse, ["pos-ts", "pos-text"])
         assert ledger_mark(ctx, "live_positions", "pos-other-day")["archived_run_id"] is None
         ctx.close()
-    finally:
-        server.stop()
-        if saved is None:
-            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
-        else:
-            os.environ["FIRESTORE_EMULATOR_HOST"] = saved
 
 
 def test_on_firestore_a_first_delivery_is_counted_and_marked_by_one_blind_write(tmp_path: Path) -> None:
@@ -422,10 +422,7 @@ def test_on_firestore_a_first_delivery_is_counted_and_marked_by_one_blind_write(
     from goldthread.adapters.firestore_hot_store import FirestoreHotStore
     from goldthread.models import Loop, WorkItem
 
-    server = emulators.start_firestore()
-    saved = os.environ.get("FIRESTORE_EMULATOR_HOST")
-    os.environ["FIRESTORE_EMULATOR_HOST"] = server.host_port
-    try:
+    with own_firestore():
         hot = FirestoreHotStore("goldthread-blind")
         ctx = embedded(tmp_path, hot=hot)
         bus = wire_local_bus(ctx, batch_size=2, min_backoff=0.01)
@@ -459,9 +456,3 @@ def test_on_firestore_a_first_delivery_is_counted_and_marked_by_one_blind_write(
         assert loaded_once(ctx.warehouse, names)
         assert run_loop(ctx, "trades", DS).published == 0
         ctx.close()
-    finally:
-        server.stop()
-        if saved is None:
-            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
-        else:
-            os.environ["FIRESTORE_EMULATOR_HOST"] = saved
