@@ -257,7 +257,8 @@ def test_record_outcomes_merges_only_with_the_outcomes_it_records(hot_store: Hot
                                                   "digest": f"d-{run}", "due_again": None})
 
     first = hot_store.record_outcomes("run-1", {"a": "loaded", "b": "loaded", "c": "duplicates"},
-                                      {"a": mark("a", "run-1"), "b": mark("b", "run-1"), "z": mark("z", "run-1")})
+                                      {"a": mark("a", "run-1"), "b": mark("b", "run-1"), "z": mark("z", "run-1")},
+                                      at=at)
     assert first.added == {"loaded": 2, "duplicates": 1, "dead_lettered": 0}
     created, merged = hot_store.get("ledger_marks", "t:a"), hot_store.get("ledger_marks", "t:b")
     assert created is not None and (created["archived_run_id"], created["digest"]) == ("run-1", "d-run-1")
@@ -267,8 +268,14 @@ def test_record_outcomes_merges_only_with_the_outcomes_it_records(hot_store: Hot
     # merged into the existing document: its other fields stay
     assert merged is not None and (merged["loading_run_id"], merged["archived_run_id"]) == ("run-0", "run-1")
     assert hot_store.get("ledger_marks", "t:z") is None  # no outcome for it, no merge
-    # a redelivery's outcome is not recorded again, nor is its merge made again
+    # the counting write is the run's heartbeat
+    beat = (hot_store.get("job_metadata", "run-1") or {})["heartbeat_at"]
+    assert (beat if isinstance(beat, dt.datetime) else dt.datetime.fromisoformat(beat)) == at
+    # a redelivery's outcome is not recorded again, nor is its merge made again, nor does it beat
     hot_store.update("ledger_marks", "t:a", {"archived_run_id": None, "due_again": True})
+    assert hot_store.record_outcomes("run-1", {"a": "loaded"}, {"a": mark("a", "run-2")},
+                                     at=at + dt.timedelta(hours=1)).added["loaded"] == 0
+    assert (hot_store.get("job_metadata", "run-1") or {})["heartbeat_at"] == beat
     again = hot_store.record_outcomes("run-1", {"a": "loaded", "d": "loaded"}, {"a": mark("a", "run-2"),
                                                                               "d": mark("d", "run-1")})
     assert again.added == {"loaded": 1, "duplicates": 0, "dead_lettered": 0}

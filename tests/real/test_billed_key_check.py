@@ -76,11 +76,11 @@ def test_a_crash_after_the_row_is_written_stores_it_once(
     real_record = ctx.hot.record_outcomes
     failed: list[str] = []
 
-    def archive_dies_once(run_id: str, outcomes: Any, merges: Any = None) -> Any:
+    def archive_dies_once(run_id: str, outcomes: Any, merges: Any = None, **how: Any) -> Any:
         if merges and not failed:
             failed.append(run_id)
             raise StoreUnavailableError("hot store lost between the row and its archive mark")
-        return real_record(run_id, outcomes, merges)
+        return real_record(run_id, outcomes, merges, **how)
 
     ctx.hot.record_outcomes = archive_dies_once  # type: ignore[method-assign]
     run = run_loop(ctx, "trades", DS)
@@ -111,10 +111,10 @@ def test_another_runs_item_for_a_written_record_is_a_duplicate(
 
     real_record = ctx.hot.record_outcomes
 
-    def no_archive(run_id: str, outcomes: Any, merges: Any = None) -> Any:
+    def no_archive(run_id: str, outcomes: Any, merges: Any = None, **how: Any) -> Any:
         if run_id == first.run_id:
             raise StoreUnavailableError("the first run stalls after writing its row")
-        return real_record(run_id, outcomes, merges)
+        return real_record(run_id, outcomes, merges, **how)
 
     ctx.hot.record_outcomes = no_archive  # type: ignore[method-assign]
     assert isinstance(deliver(first.run_id)[0], StoreUnavailableError)

@@ -431,8 +431,8 @@ def test_on_firestore_a_first_delivery_is_counted_and_marked_by_one_blind_write(
         write_trades(ctx, names)
         real_record, complete = hot.record_outcomes, []
 
-        def spy(run_id: str, outcomes: Any, merges: Any = None) -> Any:
-            got = real_record(run_id, outcomes, merges)
+        def spy(run_id: str, outcomes: Any, merges: Any = None, **how: Any) -> Any:
+            got = real_record(run_id, outcomes, merges, **how)
             complete.append(got.complete)
             return got
 

@@ -401,10 +401,12 @@ class FirestoreHotStore(HotStore):
         return changed
 
     def record_outcomes(
-        self, run_id: str, outcomes: Mapping[str, str], merges: Mapping[str, Merge] | None = None
+        self, run_id: str, outcomes: Mapping[str, str], merges: Mapping[str, Merge] | None = None,
+        *, at: dt.datetime | None = None,
     ) -> RecordedOutcomes:
         """Create ``job_metadata/{run_id}/items/{item}`` once per item, add to the run's counters and make the
-        ``merges`` of the items it records, atomically per chunk.
+        ``merges`` of the items it records, atomically per chunk; a new outcome sets the run's ``heartbeat_at``
+        to ``at`` in the same write.
 
         A first delivery's items are not recorded yet, so each chunk is first written blind, reading nothing:
         one batch creates the item documents, makes the merges and adds to the run's counters with server-side
@@ -450,13 +452,15 @@ class FirestoreHotStore(HotStore):
                 counts = _write(tx, [(item, o) for item, o in chunk if not snaps[refs[item].path].exists], refs)
                 data = from_firestore(stored.to_dict() or {})
                 if any(counts.values()):
-                    totals = {k: int(data.get(k) or 0) + n for k, n in counts.items()}
-                    tx.update(run_ref, totals)
+                    totals: dict[str, Any] = {k: int(data.get(k) or 0) + n for k, n in counts.items()}
+                    if at is not None:
+                        totals["heartbeat_at"] = at
+                    tx.update(run_ref, to_firestore(totals))
                     data.update(totals)
                 return counts, data
 
             try:
-                counts, run = self._blind(run_ref, chunk, refs, _write)
+                counts, run = self._blind(run_ref, chunk, refs, _write, at)
                 complete = False
             except GoldthreadError as exc:
                 if not refused(exc):
@@ -470,8 +474,8 @@ class FirestoreHotStore(HotStore):
         return RecordedOutcomes(added, run, complete)
 
     def _blind(self, run_ref: Any, chunk: Sequence[tuple[str, str]], refs: Mapping[str, Any],
-               write: Callable[[Any, Sequence[tuple[str, str]], Mapping[str, Any]], dict[str, int]]
-               ) -> tuple[dict[str, int], dict[str, Any]]:
+               write: Callable[[Any, Sequence[tuple[str, str]], Mapping[str, Any]], dict[str, int]],
+               at: dt.datetime | None) -> tuple[dict[str, int], dict[str, Any]]:
         """``record_outcomes``' first try: one batch, no read. The run's counters move by ``Increment`` and
         ``published`` by ``Increment(0)``, so the write returns all four as it left them (the SDK sends the
         transforms sorted by field path, and Firestore answers their results in the order sent)."""
@@ -480,7 +484,10 @@ class FirestoreHotStore(HotStore):
         batch = self._client.batch()
         counts = write(batch, chunk, refs)
         fields = sorted([*OUTCOMES, "published"])
-        batch.update(run_ref, {f: firestore.Increment(counts.get(f, 0)) for f in fields})
+        update: dict[str, Any] = {f: firestore.Increment(counts.get(f, 0)) for f in fields}
+        if at is not None:
+            update["heartbeat_at"] = to_firestore(at)
+        batch.update(run_ref, update)
         with vendor_errors("record_outcomes"):
             results = batch.commit(**self._rt)
         values = [int(v.integer_value) for v in results[-1].transform_results]

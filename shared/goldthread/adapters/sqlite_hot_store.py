@@ -321,10 +321,12 @@ class SqliteHotStore(HotStore):
 
     # -- runs and leases -------------------------------------------------------------------------
     def record_outcomes(
-        self, run_id: str, outcomes: Mapping[str, str], merges: Mapping[str, Merge] | None = None
+        self, run_id: str, outcomes: Mapping[str, str], merges: Mapping[str, Merge] | None = None,
+        *, at: dt.datetime | None = None,
     ) -> RecordedOutcomes:
-        """Insert each item's outcome once; add the new ones to the run document's counters; merge the
-        ``merges`` of the items newly recorded; return both, all in one transaction."""
+        """Insert each item's outcome once; add the new ones to the run document's counters (and set its
+        heartbeat to ``at``); merge the ``merges`` of the items newly recorded; return both, all in one
+        transaction."""
         added = dict.fromkeys(_OUTCOMES, 0)
         unknown = set(outcomes.values()).difference(_OUTCOMES)
         if unknown:
@@ -356,6 +358,9 @@ class SqliteHotStore(HotStore):
                     "WHERE collection = 'job_metadata' AND id = ?",
                     (*(added[k] for k in _OUTCOMES), _now(), run_id),
                 )
+                if at is not None:
+                    db.execute("UPDATE docs SET data = json_set(data, '$.heartbeat_at', ?) "
+                               "WHERE collection = 'job_metadata' AND id = ?", (encode_value(at), run_id))
             (data,) = db.execute(run, (run_id,)).fetchone()
         return RecordedOutcomes(added, loads(data))
 

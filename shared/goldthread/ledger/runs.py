@@ -233,31 +233,28 @@ def record_outcomes(
 
     The counters come back from the write that changed them (``HotStore.record_outcomes``): the run is never
     read again to decide whether it is finished; where only the counters came back (a blind first write), it
-    is read only once they reach ``published``, or to move the heartbeat. Items of a run that does not exist
-    are not counted.
-    ``merges`` (by item id: the ledger marks of loaded records) are written with the outcomes they go with.
-    An item counted in a STALLED or FAILED run was published, so ``published`` never stays below the
-    outcomes. Progress is a heartbeat: the run's ``heartbeat_at`` moves (at most once a minute or so)
-    and, while its dispatch is still publishing, its lease is renewed.
+    is read only once they reach ``published``, or to renew the dispatch's lease. Items of a run that does not
+    exist are not counted. ``merges`` (by item id: the ledger marks of loaded records) are written with the
+    outcomes they go with. An item counted in a STALLED or FAILED run was published, so ``published`` never
+    stays below the outcomes. Progress is a heartbeat: the write that counts an outcome sets the run's
+    ``heartbeat_at``, and while its dispatch is still publishing its lease is renewed (at most once a minute
+    or so per process).
     """
     if not outcomes:
         return {}
-    recorded = ctx.hot.record_outcomes(run_id, outcomes, merges)
+    now = ctx.now()
+    recorded = ctx.hot.record_outcomes(run_id, outcomes, merges, at=now)
     if recorded.run is None:
         return {}
     if not any(recorded.added.values()):
         return recorded.added
-    now = ctx.now()
     every = min(ctx.settings.run_timeout / 10, ctx.settings.lease_timeout / 5)
     stored = recorded.run
-    if not recorded.complete:  # only the counters came back: read the run when it may be done, or to beat
+    if not recorded.complete:  # only the counters came back: read the run when it may be done, or to renew
         processed = sum(int(stored.get(k) or 0) for k in OUTCOMES)
-        looked = _LOOKED.setdefault(run_id, now)  # a first look costs nothing: the dispatch beats while publishing
+        looked = _LOOKED.setdefault(run_id, now)  # a first look costs nothing: the dispatch renews while publishing
         if processed < int(stored.get("published") or 0) and now - looked <= every:
             return recorded.added
-        if len(_LOOKED) > 1000:
-            _LOOKED.clear()
-        _LOOKED[run_id] = now
         stored = ctx.hot.get(JOBS, run_id) or {}
         if not stored:
             return recorded.added
@@ -265,16 +262,19 @@ def record_outcomes(
     if run.status in (RunStatus.STALLED, RunStatus.FAILED) and run.processed > run.published:
         # a late delivery (Pub/Sub redelivering a dead dispatcher's last batch) proves it was published
         ctx.hot.update(JOBS, run_id, {"published": run.processed})
-    if run.status is RunStatus.RUNNING and now - run.heartbeat_at > every:
-        ctx.hot.update(JOBS, run_id, {"heartbeat_at": now})
-        if run.dispatched_at is None:
-            ctx.hot.renew_lease(lease_name(run.loop, run.ds), run_id, now, ctx.settings.lease_timeout)
+    if run.status is RunStatus.RUNNING and run.dispatched_at is None and now - _LOOKED.get(run_id, _NEVER) > every:
+        ctx.hot.renew_lease(lease_name(run.loop, run.ds), run_id, now, ctx.settings.lease_timeout)
+    if len(_LOOKED) > 1000:
+        _LOOKED.clear()
+    _LOOKED[run_id] = now
     return recorded.added
 
 
 _LOOKED: dict[str, dt.datetime] = {}
-"""When this process last read each run whose outcomes came back without it (``RecordedOutcomes.complete``
-False): a run is read again only when it may be done, or once per heartbeat interval to move its heartbeat."""
+"""When this process last looked at each run it counted outcomes for: a run whose outcomes came back without it
+(``RecordedOutcomes.complete`` False) is read again only when it may be done or once per heartbeat interval,
+and a dispatch's lease is renewed by its deliveries at most once per interval and process."""
+_NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 def maybe_finish(ctx: Context, run_id: str) -> JobMetadata | None:

@@ -176,7 +176,8 @@ class HotStore(ABC):
 
     @abstractmethod
     def record_outcomes(
-        self, run_id: str, outcomes: Mapping[str, str], merges: Mapping[str, Merge] | None = None
+        self, run_id: str, outcomes: Mapping[str, str], merges: Mapping[str, Merge] | None = None,
+        *, at: dt.datetime | None = None,
     ) -> RecordedOutcomes:
         """Record each item's final outcome in a run once, and add it to the run's counters.
 
@@ -186,6 +187,8 @@ class HotStore(ABC):
         added and the run's document as the same transaction left it (its counters included), so nobody
         reads it again; for a run that does not exist nothing is recorded or merged and ``run`` is None. A
         store may write new items without reading the run and return only its counters (``complete``).
+        ``at``: when this progress was made; where a new outcome is recorded, the run's ``heartbeat_at`` is
+        set to it in the same write.
         """
 
     @abstractmethod
