@@ -3,8 +3,10 @@
 
 ``BENCH_COUNTS_DIR`` names a directory; after every invocation the worker process writes there its
 operation counters (``ops-<pid>.json``) and appends one line per item to ``items-<pid>.jsonl``:
-the Pub/Sub publish time of the message, when the function started and finished, and whether it
-raised (a nack). The benchmark reads them once the run is over.
+the Pub/Sub publish time of the message, when the function started and finished, whether it
+raised (a nack), and the worker's peak resident memory so far (what sizing the function's memory needs; a
+worker serves several requests at once, so it is an upper bound for one request per instance). The
+benchmark reads them once the run is over.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import importlib.util
 import json
 import math
 import os
+import resource
 import sys
 import threading
 import time
@@ -58,8 +61,9 @@ def subscribe_trades(cloud_event: Any) -> None:
         raise
     finally:
         finished = time.time()
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the worker's peak so far (Linux: KiB)
         line = json.dumps({"published": _publish_time(cloud_event), "started": started, "finished": finished,
-                           "failed": failed})
+                           "failed": failed, "peak_rss_mib": round(peak_mib, 1)})
         with _LOCK:
             ops_counter.add("function_invocations")
             ops_counter.add("function_seconds", finished - started)

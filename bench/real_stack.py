@@ -178,6 +178,7 @@ def run(n: int, timeout: float = 3600.0) -> dict[str, Any]:
     return {
         "seconds": seconds, "items": n, **percentiles(latencies),
         "function_ms_p50": round(statistics.median(durations), 2) if durations else None,
+        "function_peak_rss_mib": max((i.get("peak_rss_mib") or 0 for i in items), default=None),
         "counts": counts,
         "stack": f"Pub/Sub emulator -> functions-framework ({WORKERS} workers x {THREADS} threads) -> "
                  "Firestore emulator, bqemulator, simulated broker",

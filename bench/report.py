@@ -20,7 +20,7 @@ _DETAIL_KEYS = (
     "cpu_seconds", "status", "loaded", "dead_lettered", "rows", "valid_documents", "invalid_documents", "p50_ms",
     "p99_ms", "p90_ms", "max_ms", "market_data_calls", "symbol_day_fetches", "max_fetches_per_symbol_day", "signals",
     "symbols", "subset", "subset_seconds", "agreement", "counts", "note", "phases", "stack", "dlt", "rows_b", "rows_c",
-    "backend", "extrapolated_from", "vectorised_seconds", "function_ms_p50", "load_avg_1m",
+    "backend", "extrapolated_from", "vectorised_seconds", "function_ms_p50", "function_peak_rss_mib", "load_avg_1m",
 )
 
 
@@ -219,6 +219,8 @@ def render(rows: list[dict[str, Any]], labels: list[str], host: str, started: dt
         lines += ["", "Latency (ms):"]
         for r in extras:
             own = f" (the function itself: p50 {r['function_ms_p50']:.0f})" if r.get("function_ms_p50") else ""
+            if r.get("function_peak_rss_mib"):
+                own += f" (a function worker's peak memory: {r['function_peak_rss_mib']:.0f} MiB)"
             lines.append(f"- {r['case']} ({r['version']}): p50 {r['p50_ms']:.2f}, p99 {r['p99_ms']:.2f}{own}")
     costs = [r for r in rows if r["case"] == "cost" and r.get("usd_per_million") is not None]
     for r in costs:
