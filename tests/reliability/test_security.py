@@ -309,7 +309,7 @@ REVIEWED_SQL_INTERPOLATIONS = {
     # expression interpolated into SQL text -> why it is safe
     "table": "safe_identifier(model.__table__) or a constant table name of the code",
     "key": "safe_identifier(model.__key__) or a constant key column",
-    "sets": "built from safe_identifier(c) of model columns (DuckDB), or the constant outcome names (SQLite)",
+    "sets": "safe_identifier(c) of model columns (DuckDB), or constant outcome names and heartbeat_at (SQLite)",
     "setters": "'$.{k}' of field names each validated by _path_expr (SQLite claim)",
     "marks": "'?' placeholders only",
     "selected": "'data', or json_array of data -> '$.{f}' for projected fields each validated by _path_expr",

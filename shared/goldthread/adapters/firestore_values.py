@@ -56,6 +56,7 @@ def from_firestore(value: Any) -> Any:
 
 
 def lookup(doc: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted field path of a document (``"a.b"``), or None where any part is missing."""
     current: Any = doc
     for part in path.split("."):
         if not isinstance(current, Mapping) or part not in current:

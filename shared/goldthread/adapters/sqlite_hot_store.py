@@ -352,15 +352,13 @@ class SqliteHotStore(HotStore):
                 )
                 added[outcome] += max(cur.rowcount, 0)
             if any(added.values()):
-                sets = ", ".join(f"'$.{k}', COALESCE(json_extract(data, '$.{k}'), 0) + ?" for k in _OUTCOMES)
+                sets = ", ".join([*(f"'$.{k}', COALESCE(json_extract(data, '$.{k}'), 0) + ?" for k in _OUTCOMES),
+                                  *(["'$.heartbeat_at', ?"] if at is not None else [])])
                 db.execute(
                     f"UPDATE docs SET data = json_set(data, {sets}), updated_at = ? "
                     "WHERE collection = 'job_metadata' AND id = ?",
-                    (*(added[k] for k in _OUTCOMES), _now(), run_id),
+                    (*(added[k] for k in _OUTCOMES), *([encode_value(at)] if at is not None else []), _now(), run_id),
                 )
-                if at is not None:
-                    db.execute("UPDATE docs SET data = json_set(data, '$.heartbeat_at', ?) "
-                               "WHERE collection = 'job_metadata' AND id = ?", (encode_value(at), run_id))
             (data,) = db.execute(run, (run_id,)).fetchone()
         return RecordedOutcomes(added, loads(data))
 
