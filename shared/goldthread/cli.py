@@ -129,10 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = run_loop(ctx, args.loop, args.ds, sweep=True if args.sweep else None)
     record = output.run_record(run, ctx.now())
     ctx.close()
-    if args.json:
-        output.print_json(console, {"run": record})
-    else:
-        output.print_pairs(console, f"run {run.run_id}: {run.status.value}", record)
+    output.show(console, args.json, {"run": record},
+                lambda: output.print_pairs(console, f"run {run.run_id}: {run.status.value}", record))
     return exit_for([run.status.value])
 
 
@@ -159,10 +157,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             report = plan.backfill(ctx, args.loop, args.start, args.end, run_day,
                                    on_day=lambda _day: progress.advance(task))
     ctx.close()
-    if args.json:
-        output.print_json(console, report.to_dict())
-    else:
-        screens.print_backfill(console, report)
+    output.show(console, args.json, report.to_dict(), lambda: screens.print_backfill(console, report))
     if args.dry_run:
         return Exit.OK
     statuses = [str(d["status"]) for d in report.days]
@@ -208,24 +203,17 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
             letters.check_ids(ctx, args.ids)
             found = list_dead_letters(ctx, args.loop, args.reason, args.ids, include_replayed=args.all)
-            if args.json:
-                output.print_json(console, {"dead_letters": [output.letter_record(d, ctx.now())
-                                                             for d in found[: args.limit]], "total": len(found)})
-            else:
-                output.print_letters(console, found, args.limit, ctx.now())
+            output.show(console, args.json, {"dead_letters": [output.letter_record(d, ctx.now())
+                                                              for d in found[: args.limit]], "total": len(found)},
+                        lambda: output.print_letters(console, found, args.limit, ctx.now()))
         elif args.action == "show":
             view = letters.show_dead_letter(ctx, args.id)
-            if args.json:
-                output.print_json(console, view.to_dict())
-            else:
-                screens.print_letter(console, view)
+            output.show(console, args.json, view.to_dict(), lambda: screens.print_letter(console, view))
         else:
             record = letters.discard(ctx, args.id, args.reason)
-            if args.json:
-                output.print_json(console, {"dead_letter": record})
-            else:
-                console.print(f"discarded {record['id']} ({record['loop']} {record['record']}) by "
-                              f"{record['discarded_by']}: {escape(str(record['discard_reason']))}")
+            output.show(console, args.json, {"dead_letter": record}, lambda: console.print(
+                f"discarded {record['id']} ({record['loop']} {record['record']}) by {record['discarded_by']}: "
+                f"{escape(str(record['discard_reason']))}"))
     finally:
         ctx.close()
     return Exit.OK
@@ -272,10 +260,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     ctx = _context(reads_only=True)
     report = build_status(ctx)
     ctx.close()
-    if args.json:
-        output.print_json(console, report.to_dict())
-    else:
-        screens.print_status(console, report)
+    output.show(console, args.json, report.to_dict(), lambda: screens.print_status(console, report))
     return Exit.OK if report.ok else Exit.PARTIAL
 
 
@@ -407,10 +392,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
     ctx = _context()
     result = run_canary(ctx, timeout=args.timeout)
     ctx.close()
-    if args.json:
-        output.print_json(console, result.to_dict())
-    else:
-        screens.print_canary(console, result)
+    output.show(console, args.json, result.to_dict(), lambda: screens.print_canary(console, result))
     return Exit.OK if result.ok else Exit.FAILED
 
 
@@ -423,10 +405,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     ctx.close()
     if not report.found:
         raise NotFoundError(f"not found: {args.id!r} names no signal, position, run or dead letter")
-    if args.json:
-        output.print_json(console, report.to_dict())
-    else:
-        print_trace(console, report, args.limit)
+    output.show(console, args.json, report.to_dict(), lambda: print_trace(console, report, args.limit))
     return Exit.OK
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from enum import Enum
 from typing import Any
@@ -55,6 +55,14 @@ def jsonable(value: Any) -> Any:
 def print_json(console: Console, data: Any) -> None:
     """``data`` as indented JSON (never wrapped, so it parses whatever the terminal's width)."""
     console.print_json(json.dumps(jsonable(data), ensure_ascii=False))
+
+
+def show(console: Console, as_json: bool, data: Any, human: Callable[[], None]) -> None:
+    """What a command prints: ``data`` as JSON under ``--json``, else the human screen ``human`` prints."""
+    if as_json:
+        print_json(console, data)
+    else:
+        human()
 
 
 def as_time(value: Any) -> dt.datetime | None:
